@@ -1,0 +1,107 @@
+"""One error shape for every failure: ``{"error": {"code", "message", "details"}}``."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from prediction_provider import errors
+
+log = logging.getLogger(__name__)
+
+STATUS_BY_ERROR: dict[type[errors.PredictionProviderError], int] = {
+    errors.InvalidModelReference: 422,
+    errors.InvalidFeatures: 422,
+    errors.ModelNotFound: 404,
+    errors.UntrustedModelPath: 403,
+    errors.BatchTooLarge: 413,
+    errors.ModelLoadFailed: 503,
+    errors.RegistryUnavailable: 503,
+    errors.PredictionFailed: 500,
+}
+
+CODE_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "validation_error",
+    429: "too_many_requests",
+}
+
+
+class PayloadTooLarge(StarletteHTTPException):
+    """Raised while streaming a body past the limit; an HTTPException so FastAPI re-raises it."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, f"request body exceeds {limit} bytes")
+        self.limit = limit
+
+
+def error_response(
+    status: int, code: str, message: str, details: Any = None, headers: dict[str, str] | None = None
+) -> Response:
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
+
+
+def status_for(exc: errors.PredictionProviderError) -> int:
+    for error_type in type(exc).__mro__:
+        if error_type in STATUS_BY_ERROR:
+            return STATUS_BY_ERROR[error_type]  # type: ignore[index]
+    return 500
+
+
+def validation_details(exc: ValidationError | RequestValidationError) -> list[dict[str, str]]:
+    details = []
+    for item in exc.errors():
+        location = [str(part) for part in item.get("loc", ()) if part != "body"]
+        details.append({"field": ".".join(location) or "body", "error": str(item.get("msg", ""))})
+    return details
+
+
+def is_malformed_json(exc: ValidationError | RequestValidationError) -> bool:
+    return any(item.get("type") in ("json_invalid", "json_type") for item in exc.errors())
+
+
+def invalid_body_response(exc: ValidationError | RequestValidationError) -> Response:
+    if is_malformed_json(exc):
+        return error_response(400, "malformed_json", "request body is not valid JSON", validation_details(exc))
+    return error_response(422, "validation_error", "request body is invalid", validation_details(exc))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(errors.PredictionProviderError)
+    async def _service_error(request: Request, exc: errors.PredictionProviderError) -> Response:
+        status = status_for(exc)
+        if status >= 500:
+            log.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
+        return error_response(status, exc.code, exc.message, exc.details)
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_validation(request: Request, exc: RequestValidationError) -> Response:
+        return invalid_body_response(exc)
+
+    @app.exception_handler(ValidationError)
+    async def _body_validation(request: Request, exc: ValidationError) -> Response:
+        return invalid_body_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        code = CODE_BY_STATUS.get(exc.status_code, "http_error")
+        return error_response(exc.status_code, code, str(exc.detail), None, exc.headers)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", "internal server error")

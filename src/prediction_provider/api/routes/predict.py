@@ -1,0 +1,125 @@
+"""``/predict`` and ``/predict/batch``: the native prediction endpoints."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
+
+from prediction_provider.api.body import openapi_body, read_json_body
+from prediction_provider.api.deps import ServicesDep
+from prediction_provider.api.schemas import (
+    ErrorBody,
+    PredictBatchRequest,
+    PredictBatchResponse,
+    PredictRequest,
+    PredictResponse,
+)
+from prediction_provider.serving.cache import CachedModel, ModelCache
+from prediction_provider.serving.inference import BatchResult
+
+router = APIRouter(tags=["predictions"])
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "Malformed JSON"),
+        (403, "Model file outside the trusted roots"),
+        (404, "Unknown model or version"),
+        (413, "Batch or body too large"),
+        (422, "Invalid features"),
+        (503, "Model failed to load or registry unavailable"),
+    )
+}
+
+
+async def cached_model(cache: ModelCache, reference: str) -> CachedModel:
+    """The fast path touches no thread; a miss resolves and loads off the event loop."""
+    cached = cache.peek(reference)
+    if cached is None:
+        cached = await run_in_threadpool(cache.get, reference)
+    return cached
+
+
+def model_identity(cached: CachedModel) -> dict[str, Any]:
+    resolved = cached.resolved
+    return {"name": resolved.name, "version": resolved.version, "uri": resolved.uri}
+
+
+def json_response(payload: dict[str, Any]) -> Response:
+    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+
+
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=openapi_body(PredictRequest),
+    summary="Predict one row",
+)
+async def predict(request: Request, services: ServicesDep) -> Response:
+    started = time.perf_counter()
+    body = await read_json_body(request, PredictRequest)
+    cached = await cached_model(services.cache, body.model)
+    result = await run_in_threadpool(
+        services.predictions.predict_records, cached, [body.features], "features", started
+    )
+    return json_response(single_payload(result, body.return_proba, services))
+
+
+def single_payload(result: BatchResult, return_proba: bool, services: ServicesDep) -> dict[str, Any]:
+    prediction = result.predictions[0]
+    probability = probabilities = confidence = None
+    if result.probabilities is not None and result.classes:
+        row = result.probabilities[0]
+        probability = float(row.max())
+        confidence = services.predictions.bands.classify(probability)
+        if return_proba:
+            probabilities = dict(zip(result.classes, row.tolist(), strict=True))
+    return {
+        "prediction": prediction,
+        "probability": probability,
+        "probabilities": probabilities,
+        "confidence": confidence,
+        "model": model_identity(result.model),
+        "latency_ms": round(result.latency_ms, 3),
+    }
+
+
+@router.post(
+    "/predict/batch",
+    response_model=PredictBatchResponse,
+    responses=ERROR_RESPONSES,
+    openapi_extra=openapi_body(PredictBatchRequest),
+    summary="Predict many rows, given as records or as columns",
+)
+async def predict_batch(request: Request, services: ServicesDep) -> Response:
+    started = time.perf_counter()
+    body = await read_json_body(request, PredictBatchRequest)
+    cached = await cached_model(services.cache, body.model)
+    rows = body.features_list
+    if isinstance(rows, dict):
+        result = await run_in_threadpool(
+            services.predictions.predict_columns, cached, rows, "features_list", started
+        )
+    else:
+        result = await run_in_threadpool(
+            services.predictions.predict_records, cached, rows, "features_list", started
+        )
+    probabilities = None
+    if body.return_proba and result.probabilities is not None and result.classes:
+        classes = result.classes
+        probabilities = [dict(zip(classes, row, strict=True)) for row in result.probabilities.tolist()]
+    return json_response(
+        {
+            "predictions": result.predictions,
+            "probabilities": probabilities,
+            "count": len(result.predictions),
+            "model": model_identity(result.model),
+            "latency_ms": round(result.latency_ms, 3),
+        }
+    )

@@ -1,0 +1,140 @@
+"""Request and response bodies of the native REST API, named for their role."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ModelField = Field(
+    min_length=1,
+    max_length=512,
+    description="runs:/<run_id>/<path>, models:/<name>/<version>, models:/<name>@<alias>, "
+    "file:///abs/path, or a registered name (its champion alias, else its latest version).",
+    examples=["eurusd-direction"],
+)
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = ModelField
+    features: dict[str, Any] = Field(description="One value per feature of the model's signature.")
+    return_proba: bool = True
+
+
+class PredictBatchRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = ModelField
+    features_list: list[dict[str, Any]] | dict[str, list[Any]] = Field(
+        description="Rows as a list of {feature: value} objects, or columns as {feature: [values]}."
+    )
+    return_proba: bool = False
+
+
+class ModelIdentity(BaseModel):
+    name: str
+    version: str | None
+    uri: str
+
+
+class PredictResponse(BaseModel):
+    prediction: str | float | int
+    probability: float | None = Field(description="Probability of the predicted class.")
+    probabilities: dict[str, float] | None
+    confidence: Literal["high", "medium", "low"] | None
+    model: ModelIdentity
+    latency_ms: float
+
+
+class PredictBatchResponse(BaseModel):
+    predictions: list[str | float | int]
+    probabilities: list[dict[str, float]] | None
+    count: int
+    model: ModelIdentity
+    latency_ms: float
+
+
+class HealthResponse(BaseModel):
+    status: Literal["healthy", "degraded"]
+    registry_connected: bool
+    gpu_available: bool
+    cached_models: int
+    cache: dict[str, int]
+    version: str
+
+
+class ProbeResponse(BaseModel):
+    status: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelVersionPublic(BaseModel):
+    version: str
+    uri: str
+    aliases: list[str]
+    status: str | None
+    run_id: str | None
+    experiment_id: str | None
+    created_at: int | None
+    tags: dict[str, str]
+    metrics: dict[str, float]
+    params: dict[str, str]
+    run_tags: dict[str, str]
+
+
+class RegisteredModelPublic(BaseModel):
+    name: str
+    description: str | None
+    aliases: dict[str, str]
+    tags: dict[str, str]
+    latest_version: str | None
+    versions: list[ModelVersionPublic]
+
+
+class ModelList(BaseModel):
+    models: list[RegisteredModelPublic]
+    count: int
+
+
+class ModelVersionList(BaseModel):
+    name: str
+    versions: list[ModelVersionPublic]
+    count: int
+
+
+class FeaturePublic(BaseModel):
+    name: str
+    dtype: str
+
+
+class SignaturePublic(BaseModel):
+    task: Literal["classification", "regression"]
+    features: list[FeaturePublic]
+    classes: list[str] | None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str | None
+    uri: str
+    framework: str
+    loader: str
+    aliases: list[str]
+    signature: SignaturePublic
+    metrics: dict[str, float]
+    params: dict[str, str]
+    tags: dict[str, str]
+    loaded_at: str
+    load_seconds: float

@@ -1,0 +1,140 @@
+"""``prediction-provider``: serve, run the demo, train the demo models, inspect the registry."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from prediction_provider import __version__
+from prediction_provider.config import Settings
+
+app = typer.Typer(help="Prediction Provider: serve financial prediction models over HTTP.", no_args_is_help=True)
+models_app = typer.Typer(help="Inspect the model registry.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+console = Console()
+
+DataDir = Annotated[Path | None, typer.Option(help="Data directory (PP_DATA_DIR).")]
+Host = Annotated[str | None, typer.Option(help="Bind address (PP_HOST).")]
+Port = Annotated[int | None, typer.Option(help="Port (PP_PORT).")]
+
+
+def load_settings(**flags: Any) -> Settings:
+    """CLI flags rank above the environment and the config file; unset flags are left out."""
+    return Settings(**{key: value for key, value in flags.items() if value is not None})
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _serve(settings: Settings) -> None:
+    import uvicorn
+
+    from prediction_provider.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+    )
+
+
+@app.command()
+def serve(
+    data_dir: DataDir = None,
+    host: Host = None,
+    port: Port = None,
+    warm: Annotated[list[str] | None, typer.Option(help="Model to load at start-up (repeatable).")] = None,
+) -> None:
+    """Serve the models of the configured registry."""
+    settings = load_settings(data_dir=data_dir, host=host, port=port, warm_models=warm)
+    _configure_logging(settings.log_level)
+    _serve(settings)
+
+
+@app.command("train-demo")
+def train_demo(
+    data_dir: DataDir = None,
+    force: Annotated[bool, typer.Option(help="Retrain even if the demo models exist.")] = False,
+) -> None:
+    """Train the demo models on the EURUSD and GOOG bars and register them."""
+    settings = load_settings(data_dir=data_dir)
+    _train(settings, force)
+
+
+def _train(settings: Settings, force: bool) -> None:
+    from prediction_provider.demo.training import train_demo_models
+
+    with console.status("training the demo models on EURUSD and GOOG bars..."):
+        summary = train_demo_models(settings, force=force, progress=console.print)
+    if not summary.skipped:
+        console.print(f"[green]registered {len(summary.models)} models in {settings.tracking_uri}")
+
+
+def curl_example(settings: Settings, model: str) -> str:
+    """A ready-to-paste request built from the latest real EURUSD bar."""
+    from prediction_provider.features.market_data import load_sample_bars
+    from prediction_provider.features.pipeline import compute_features
+
+    latest = compute_features(load_sample_bars("EURUSD")).iloc[-1]
+    body = {"model": model, "features": {k: round(float(v), 8) for k, v in latest.items()}, "return_proba": True}
+    return (
+        f"curl -s -X POST http://{settings.host}:{settings.port}/predict "
+        f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+    )
+
+
+@app.command()
+def demo(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
+    """Train the demo models if needed, then serve them with the champions warmed."""
+    from prediction_provider.demo.training import DemoConfig, registered_name
+
+    settings = load_settings(data_dir=data_dir, host=host, port=port)
+    _configure_logging(settings.log_level)
+    _train(settings, force=False)
+    names = [registered_name(symbol) for symbol in DemoConfig().symbols]
+    settings = settings.model_copy(update={"warm_models": [*settings.warm_models, *names]})
+    console.print(f"\n[bold]Serving {', '.join(names)} on http://{settings.host}:{settings.port}[/bold]")
+    console.print(f"API docs: http://{settings.host}:{settings.port}/docs\nTry:\n")
+    print(curl_example(settings, names[0]), flush=True)
+    print(flush=True)
+    _serve(settings)
+
+
+@models_app.command("list")
+def list_models(data_dir: DataDir = None, experiment: Annotated[str | None, typer.Option()] = None) -> None:
+    """Registered models, their versions, aliases and test metrics."""
+    from prediction_provider.serving.registry import ModelRegistry
+
+    registry = ModelRegistry(load_settings(data_dir=data_dir))
+    table = Table("model", "version", "aliases", "framework", "accuracy", "log loss")
+    for model in registry.list_models(experiment, limit=1000):
+        for version in model["versions"]:
+            metrics = version["metrics"]
+            table.add_row(
+                model["name"],
+                version["version"],
+                ", ".join(version["aliases"]),
+                version["tags"].get("framework", ""),
+                f"{metrics['accuracy']:.3f}" if "accuracy" in metrics else "",
+                f"{metrics['log_loss']:.3f}" if "log_loss" in metrics else "",
+            )
+    console.print(table)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,1 @@
+"""Market data and the features computed from OHLCV bars."""

@@ -1,0 +1,1 @@
+"""Serving core: model references, registry, loaders, LRU cache and inference."""

@@ -1,0 +1,188 @@
+"""An LRU cache of loaded models, keyed by the immutable URI a reference resolves to.
+
+Moving references (aliases, bare names) are re-resolved after
+``alias_refresh_seconds``; if the registry is down then, the last resolution
+keeps serving. Concurrent first requests for one model load it once: loaders
+hold a per-URI lock, and everyone else waits for that load.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from prediction_provider.errors import RegistryUnavailable
+from prediction_provider.serving.loaders import LoadedModel, ModelLoader, load_model, open_source
+from prediction_provider.serving.references import parse_model_reference
+from prediction_provider.serving.registry import ModelRegistry, ResolvedModel
+
+log = logging.getLogger(__name__)
+
+MAX_REMEMBERED_REFERENCES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class CachedModel:
+    resolved: ResolvedModel
+    model: LoadedModel
+    loader: str
+    loaded_at: datetime
+    load_seconds: float
+
+
+@dataclass(slots=True)
+class CacheStats:
+    hits: int = 0
+    misses: int = 0
+    loads: int = 0
+    load_failures: int = 0
+    evictions: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "loads": self.loads,
+            "load_failures": self.load_failures,
+            "evictions": self.evictions,
+        }
+
+
+@dataclass(slots=True)
+class _Resolution:
+    resolved: ResolvedModel
+    expires_at: float
+
+
+@dataclass
+class ModelCache:
+    registry: ModelRegistry
+    loaders: Sequence[ModelLoader]
+    trusted_roots: Sequence[Path]
+    max_models: int
+    refresh_seconds: float
+    threads: int = 1
+    clock: Callable[[], float] = time.monotonic
+    stats: CacheStats = field(default_factory=CacheStats)
+
+    def __post_init__(self) -> None:
+        self._models: OrderedDict[str, CachedModel] = OrderedDict()
+        self._resolutions: OrderedDict[str, _Resolution] = OrderedDict()
+        self._lock = threading.Lock()
+        self._load_locks: dict[str, threading.Lock] = {}
+
+    def peek(self, reference: str) -> CachedModel | None:
+        """The cached model for ``reference`` without any I/O, or None (not counted as a miss)."""
+        with self._lock:
+            resolution = self._resolutions.get(reference)
+            if resolution is None or resolution.expires_at < self.clock():
+                return None
+            cached = self._models.get(resolution.resolved.uri)
+            if cached is None:
+                return None
+            self._models.move_to_end(resolution.resolved.uri)
+            self.stats.hits += 1
+            return cached
+
+    def get(self, reference: str) -> CachedModel:
+        """Resolve and load ``reference`` if needed; blocking, so call it off the event loop."""
+        cached = self.peek(reference)
+        if cached is not None:
+            return cached
+        with self._lock:
+            self.stats.misses += 1
+        resolved = self._resolve(reference)
+        with self._lock:
+            cached = self._models.get(resolved.uri)
+            if cached is not None:
+                self._models.move_to_end(resolved.uri)
+                return cached
+            load_lock = self._load_locks.setdefault(resolved.uri, threading.Lock())
+        with load_lock:
+            with self._lock:
+                cached = self._models.get(resolved.uri)
+            if cached is None:
+                cached = self._load(resolved)
+        return cached
+
+    def _resolve(self, reference: str) -> ResolvedModel:
+        ref = parse_model_reference(reference)
+        with self._lock:
+            previous = self._resolutions.get(reference)
+        try:
+            resolved = self.registry.resolve(ref)
+        except RegistryUnavailable:
+            if previous is None:
+                raise
+            log.warning("registry unavailable; serving %s as %s", reference, previous.resolved.uri)
+            resolved = previous.resolved
+        expires = self.clock() + self.refresh_seconds if ref.is_moving else float("inf")
+        with self._lock:
+            self._resolutions[reference] = _Resolution(resolved, expires)
+            self._resolutions.move_to_end(reference)
+            while len(self._resolutions) > MAX_REMEMBERED_REFERENCES:
+                self._resolutions.popitem(last=False)
+        return resolved
+
+    def _load(self, resolved: ResolvedModel) -> CachedModel:
+        started = time.perf_counter()
+        try:
+            source = open_source(resolved.location, self.threads)
+            model, loader = load_model(source, self.loaders, self.trusted_roots)
+        except Exception:
+            with self._lock:
+                self.stats.load_failures += 1
+            raise
+        cached = CachedModel(
+            resolved=resolved,
+            model=model,
+            loader=loader,
+            loaded_at=datetime.now(UTC),
+            load_seconds=time.perf_counter() - started,
+        )
+        evicted: list[CachedModel] = []
+        with self._lock:
+            self.stats.loads += 1
+            self._models[resolved.uri] = cached
+            while len(self._models) > self.max_models:
+                _, old = self._models.popitem(last=False)
+                evicted.append(old)
+                self.stats.evictions += 1
+        for old in evicted:
+            log.info("evicted %s from the model cache", old.resolved.uri)
+            old.model.unload()
+        log.info("loaded %s with %s in %.3fs", resolved.uri, loader, cached.load_seconds)
+        return cached
+
+    def warm(self, reference: str) -> CachedModel:
+        """Load ``reference`` and run one prediction so the first real call is not the slow one."""
+        cached = self.get(reference)
+        width = len(cached.model.signature.features)
+        cached.model.predict(np.zeros((1, width), dtype=np.float64))
+        return cached
+
+    def evict(self, uri: str) -> bool:
+        with self._lock:
+            cached = self._models.pop(uri, None)
+            if cached is not None:
+                self.stats.evictions += 1
+        if cached is not None:
+            cached.model.unload()
+        return cached is not None
+
+    def entries(self) -> list[CachedModel]:
+        """Cached models, least recently used first."""
+        with self._lock:
+            return list(self._models.values())
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._models)

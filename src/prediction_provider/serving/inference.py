@@ -1,0 +1,87 @@
+"""Transport-independent inference: every protocol adapter calls ``PredictionService``."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from prediction_provider.errors import PredictionFailed
+from prediction_provider.serving.cache import CachedModel, ModelCache
+from prediction_provider.serving.features_input import matrix_from_columns, matrix_from_records
+from prediction_provider.serving.loaders.base import FloatMatrix
+
+Confidence = Literal["high", "medium", "low"]
+
+
+@dataclass(frozen=True, slots=True)
+class BatchResult:
+    model: CachedModel
+    predictions: list[Any]
+    probabilities: npt.NDArray[np.float64] | None
+    started: float
+
+    @property
+    def classes(self) -> tuple[str, ...] | None:
+        return self.model.model.signature.classes
+
+    @property
+    def latency_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0
+
+
+@dataclass(frozen=True, slots=True)
+class ConfidenceBands:
+    high: float
+    medium: float
+
+    def classify(self, probability: float) -> Confidence:
+        if probability >= self.high:
+            return "high"
+        if probability >= self.medium:
+            return "medium"
+        return "low"
+
+
+class PredictionService:
+    """Validates features against the model's signature and runs the model.
+
+    A failure while predicting is reported to the caller only: the cached
+    model is shared and stateless at predict time, so nothing is evicted.
+    """
+
+    def __init__(self, cache: ModelCache, max_batch_rows: int, bands: ConfidenceBands) -> None:
+        self.cache = cache
+        self.max_batch_rows = max_batch_rows
+        self.bands = bands
+
+    def predict_records(
+        self,
+        cached: CachedModel,
+        records: Sequence[Mapping[str, Any]],
+        prefix: str,
+        started: float,
+    ) -> BatchResult:
+        signature = cached.model.signature
+        matrix = matrix_from_records(records, signature, prefix, self.max_batch_rows)
+        return self._run(cached, matrix, started)
+
+    def predict_columns(
+        self, cached: CachedModel, columns: Mapping[str, Any], prefix: str, started: float
+    ) -> BatchResult:
+        matrix = matrix_from_columns(columns, cached.model.signature, prefix, self.max_batch_rows)
+        return self._run(cached, matrix, started)
+
+    def _run(self, cached: CachedModel, matrix: FloatMatrix, started: float) -> BatchResult:
+        try:
+            output = cached.model.predict(matrix)
+        except Exception as exc:  # noqa: BLE001 - a framework may raise anything
+            raise PredictionFailed(
+                f"{cached.loader} model failed to predict: {type(exc).__name__}: {exc}",
+                {"model": cached.resolved.uri},
+            ) from exc
+        return BatchResult(cached, output.predictions, output.probabilities, started)

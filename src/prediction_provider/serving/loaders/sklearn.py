@@ -1,0 +1,76 @@
+"""scikit-learn estimators stored with skops, joblib, pickle or cloudpickle.
+
+Unpickling runs code from the file, and even skops files can crash the process
+through crafted tree arrays, so this loader always requires the file to sit
+under a trusted model root.
+"""
+
+from __future__ import annotations
+
+import pickle
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from prediction_provider.serving.loaders.base import FloatMatrix, LoadedModel, ModelLoader, ModelSource
+from prediction_provider.serving.signature import ModelSignature
+
+
+def _limit_jobs(estimator: Any, threads: int) -> None:
+    """Pin every ``n_jobs`` in the estimator tree: a pool per call costs more than one row."""
+    if not threads or not hasattr(estimator, "get_params"):
+        return
+    updates = {key: threads for key in estimator.get_params(deep=True) if key.endswith("n_jobs")}
+    if updates:
+        estimator.set_params(**updates)
+
+
+class SklearnModel(LoadedModel):
+    framework = "sklearn"
+
+    def __init__(self, estimator: Any, signature: ModelSignature) -> None:
+        super().__init__(signature)
+        self._estimator = estimator
+
+    def predict_scores(self, matrix: FloatMatrix) -> npt.NDArray[Any]:
+        if self.signature.classes:
+            return np.asarray(self._estimator.predict_proba(matrix))
+        return np.asarray(self._estimator.predict(matrix))
+
+
+class SklearnLoader(ModelLoader):
+    name = "sklearn"
+    flavors = ("sklearn",)
+    suffixes = (".joblib", ".pkl", ".pickle", ".skops")
+    priority = 30
+
+    def requires_trust(self, source: ModelSource) -> bool:
+        return True
+
+    def load(self, source: ModelSource) -> LoadedModel:
+        model_file = source.data_file("sklearn", "model.pkl")
+        flavor = source.flavor("sklearn")
+        if model_file.suffix == ".skops" or flavor.get("serialization_format") == "skops":
+            import skops.io
+
+            estimator = skops.io.load(model_file, trusted=flavor.get("skops_trusted_types") or [])
+        elif model_file.suffix == ".joblib":
+            import joblib
+
+            estimator = joblib.load(model_file)
+        else:
+            with model_file.open("rb") as handle:
+                estimator = pickle.load(handle)  # noqa: S301 - trusted root checked by the caller
+        _limit_jobs(estimator, source.threads)
+        native_names = getattr(estimator, "feature_names_in_", None)
+        names = source.feature_names(list(native_names) if native_names is not None else None)
+        if not names:
+            count = int(getattr(estimator, "n_features_in_", 0))
+            names = [f"f{i}" for i in range(count)]
+        classes = None
+        if hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_"):
+            native = [str(c) for c in estimator.classes_]
+            labels = source.metadata.get("class_labels")
+            classes = source.class_labels(len(native)) if labels else tuple(native)
+        return SklearnModel(estimator, ModelSignature.from_names(names, classes))
