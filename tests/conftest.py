@@ -1,0 +1,90 @@
+"""Session fixtures: real demo models trained once on a slice of the real bars."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pandas as pd
+import pytest
+import uvicorn
+
+from prediction_provider.app import create_app
+from prediction_provider.config import Settings
+from prediction_provider.demo.training import DemoConfig, DemoSummary, train_demo_models
+from prediction_provider.features.market_data import load_sample_bars
+from prediction_provider.features.pipeline import compute_features
+
+TEST_DEMO = DemoConfig(symbols=("EURUSD", "GOOG"), max_bars=900, n_estimators=25)
+MODEL = "eurusd-direction"
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pp_data")
+
+
+@pytest.fixture(scope="session")
+def demo_summary(data_dir: Path) -> DemoSummary:
+    return train_demo_models(Settings(data_dir=data_dir), TEST_DEMO)
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path, demo_summary: DemoSummary) -> Settings:
+    return Settings(data_dir=data_dir, max_batch_rows=2000, max_body_bytes=1_000_000)
+
+
+@pytest.fixture(scope="session")
+def eurusd_features() -> pd.DataFrame:
+    """Real feature rows, in the models' feature order."""
+    return compute_features(load_sample_bars("EURUSD")).iloc[-200:]
+
+
+@pytest.fixture(scope="session")
+def feature_rows(eurusd_features: pd.DataFrame) -> list[dict[str, float]]:
+    return [{k: float(v) for k, v in row.items()} for _, row in eurusd_features.iterrows()]
+
+
+class LiveServer:
+    """The real app served by uvicorn on a free loopback port, in a background thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = create_app(settings)
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=0, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> LiveServer:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("server did not start")
+            self.thread.join(0.05)
+        port = self.server.servers[0].sockets[0].getsockname()[1]
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(30)
+
+    @property
+    def services(self):  # type: ignore[no-untyped-def]
+        return self.app.state.services
+
+
+@pytest.fixture(scope="session")
+def live_server(settings: Settings) -> Iterator[LiveServer]:
+    warm = settings.model_copy(update={"warm_models": [MODEL]})
+    with LiveServer(warm) as server:
+        yield server
+
+
+@pytest.fixture
+def client(live_server: LiveServer) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_server.url, timeout=60) as http:
+        yield http
