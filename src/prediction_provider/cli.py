@@ -14,7 +14,9 @@ from rich.table import Table
 from prediction_provider import __version__
 from prediction_provider.config import Settings
 
-app = typer.Typer(help="Prediction Provider: serve financial prediction models over HTTP.", no_args_is_help=True)
+app = typer.Typer(
+    help="Prediction Provider: serve financial prediction models over HTTP.", no_args_is_help=True
+)
 models_app = typer.Typer(help="Inspect the model registry.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
 console = Console()
@@ -85,7 +87,11 @@ def curl_example(settings: Settings, model: str) -> str:
     from prediction_provider.features.pipeline import compute_features
 
     latest = compute_features(load_sample_bars("EURUSD")).iloc[-1]
-    body = {"model": model, "features": {k: round(float(v), 8) for k, v in latest.items()}, "return_proba": True}
+    body = {
+        "model": model,
+        "features": {k: round(float(v), 8) for k, v in latest.items()},
+        "return_proba": True,
+    }
     return (
         f"curl -s -X POST http://{settings.host}:{settings.port}/predict "
         f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'"

@@ -71,7 +71,9 @@ def test_batch_records_columns_and_single_rows_agree(
 ) -> None:
     rows = feature_rows[:50]
     model = f"models:/{MODEL}@lightgbm"
-    records = client.post("/predict/batch", json={"model": model, "features_list": rows, "return_proba": True})
+    records = client.post(
+        "/predict/batch", json={"model": model, "features_list": rows, "return_proba": True}
+    )
     columns = {name: [row[name] for row in rows] for name in FEATURE_NAMES}
     columnar = client.post("/predict/batch", json={"model": model, "features_list": columns})
     assert records.status_code == columnar.status_code == 200
@@ -79,26 +81,38 @@ def test_batch_records_columns_and_single_rows_agree(
     assert records.json()["predictions"] == columnar.json()["predictions"]
     assert columnar.json()["probabilities"] is None
     singles = [
-        client.post("/predict", json={"model": model, "features": row}).json()["prediction"] for row in rows[:5]
+        client.post("/predict", json={"model": model, "features": row}).json()["prediction"]
+        for row in rows[:5]
     ]
     assert records.json()["predictions"][:5] == singles
     first = records.json()["probabilities"][0]
     assert math.isclose(sum(first.values()), 1.0, rel_tol=1e-5)
 
 
-def test_unknown_model_and_version_answer_404(client: httpx.Client, feature_rows: list[dict[str, float]]) -> None:
-    for reference in ("no-such-model", "models:/no-such-model/1", f"models:/{MODEL}/999", f"models:/{MODEL}@nope"):
+def test_unknown_model_and_version_answer_404(
+    client: httpx.Client, feature_rows: list[dict[str, float]]
+) -> None:
+    for reference in (
+        "no-such-model",
+        "models:/no-such-model/1",
+        f"models:/{MODEL}/999",
+        f"models:/{MODEL}@nope",
+    ):
         response = client.post("/predict", json={"model": reference, "features": feature_rows[0]})
         assert response.status_code == 404, reference
         assert error_of(response)["code"] == "model_not_found"
 
 
 def test_unknown_run_answers_404(client: httpx.Client, feature_rows: list[dict[str, float]]) -> None:
-    response = client.post("/predict", json={"model": "runs:/0123456789abcdef/model", "features": feature_rows[0]})
+    response = client.post(
+        "/predict", json={"model": "runs:/0123456789abcdef/model", "features": feature_rows[0]}
+    )
     assert response.status_code == 404
 
 
-def test_file_outside_trusted_roots_answers_403(client: httpx.Client, feature_rows: list[dict[str, float]]) -> None:
+def test_file_outside_trusted_roots_answers_403(
+    client: httpx.Client, feature_rows: list[dict[str, float]]
+) -> None:
     response = client.post("/predict", json={"model": "file:///etc/passwd", "features": feature_rows[0]})
     assert response.status_code == 403
     assert error_of(response)["code"] == "untrusted_model_path"
@@ -158,7 +172,9 @@ def test_malformed_bodies_get_4xx_with_the_error_shape(client: httpx.Client) -> 
         response = client.post("/predict", content=content, headers={"Content-Type": "application/json"})
         assert response.status_code == status, content
         error_of(response)
-    form = client.post("/predict", content=b"model=x", headers={"Content-Type": "application/x-www-form-urlencoded"})
+    form = client.post(
+        "/predict", content=b"model=x", headers={"Content-Type": "application/x-www-form-urlencoded"}
+    )
     assert form.status_code == 415
     assert error_of(form)["code"] == "unsupported_media_type"
 
@@ -177,7 +193,9 @@ def test_batch_over_the_row_limit_answers_413(
 
 def test_body_over_the_byte_limit_answers_413(client: httpx.Client, live_server: LiveServer) -> None:
     limit = live_server.services.settings.max_body_bytes
-    response = client.post("/predict", content=b"x" * (limit + 1), headers={"Content-Type": "application/json"})
+    response = client.post(
+        "/predict", content=b"x" * (limit + 1), headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 413
     assert error_of(response)["code"] == "payload_too_large"
 

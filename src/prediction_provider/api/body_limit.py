@@ -23,7 +23,9 @@ class BodySizeLimit:
                     response = error_response(400, "bad_request", "invalid Content-Length header")
                 elif int(value) > limit:
                     response = error_response(
-                        413, "payload_too_large", f"request body exceeds {limit} bytes",
+                        413,
+                        "payload_too_large",
+                        f"request body exceeds {limit} bytes",
                         {"max_body_bytes": limit},
                     )
                 else:

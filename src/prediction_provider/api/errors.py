@@ -76,7 +76,9 @@ def is_malformed_json(exc: ValidationError | RequestValidationError) -> bool:
 
 def invalid_body_response(exc: ValidationError | RequestValidationError) -> Response:
     if is_malformed_json(exc):
-        return error_response(400, "malformed_json", "request body is not valid JSON", validation_details(exc))
+        return error_response(
+            400, "malformed_json", "request body is not valid JSON", validation_details(exc)
+        )
     return error_response(422, "validation_error", "request body is invalid", validation_details(exc))
 
 
@@ -99,7 +101,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = CODE_BY_STATUS.get(exc.status_code, "http_error")
-        return error_response(exc.status_code, code, str(exc.detail), None, exc.headers)
+        headers = dict(exc.headers) if exc.headers else None
+        return error_response(exc.status_code, code, str(exc.detail), None, headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -112,7 +112,11 @@ def _fit_lightgbm(data: Dataset, config: DemoConfig) -> tuple[Any, np.ndarray[An
     }
     train = lightgbm.Dataset(data.x_train, data.y_train, feature_name=list(FEATURE_NAMES))
     booster = lightgbm.train(params, train, num_boost_round=config.n_estimators)
-    return booster, booster.predict(data.x_test), {**params, "num_boost_round": config.n_estimators}
+    return (
+        booster,
+        np.asarray(booster.predict(data.x_test)),
+        {**params, "num_boost_round": config.n_estimators},
+    )
 
 
 def _fit_xgboost(data: Dataset, config: DemoConfig) -> tuple[Any, np.ndarray[Any, Any], dict[str, Any]]:
@@ -206,7 +210,9 @@ def train_demo_models(
     experiment_id = (
         experiment.experiment_id
         if experiment is not None
-        else mlflow.create_experiment(settings.experiment_name, artifact_location=settings.artifacts_dir.as_uri())
+        else mlflow.create_experiment(
+            settings.experiment_name, artifact_location=settings.artifacts_dir.as_uri()
+        )
     )
     summary = DemoSummary()
     for symbol in config.symbols:
@@ -247,17 +253,30 @@ def _train_symbol(
         model, probabilities, params = fitted[framework]
         metrics = _metrics(np.asarray(probabilities), data.y_test)
         with mlflow.start_run(experiment_id=experiment_id, run_name=f"{name}-{framework}") as run:
-            mlflow.set_tags({**tags, "framework": framework, "task": "direction", "classes": ",".join(DIRECTION_CLASSES)})
+            mlflow.set_tags(
+                {**tags, "framework": framework, "task": "direction", "classes": ",".join(DIRECTION_CLASSES)}
+            )
             mlflow.log_params({k: v for k, v in params.items() if k not in ("verbose",)})
-            mlflow.log_params({"train_rows": len(data.x_train), "test_rows": len(data.x_test), "flat_band": config.flat_band})
+            mlflow.log_params(
+                {
+                    "train_rows": len(data.x_train),
+                    "test_rows": len(data.x_test),
+                    "flat_band": config.flat_band,
+                }
+            )
             mlflow.log_metrics(metrics)
             info = _log_model(framework, model, common)
         version = str(info.registered_model_version)
         trained.append(TrainedVersion(framework, version, run.info.run_id, metrics))
-        report(f"{name} v{version} {framework}: accuracy {metrics['accuracy']:.3f}, log loss {metrics['log_loss']:.3f}")
+        report(
+            f"{name} v{version} {framework}: "
+            f"accuracy {metrics['accuracy']:.3f}, log loss {metrics['log_loss']:.3f}"
+        )
 
     client = MlflowClient()
-    client.update_registered_model(name, description=f"Next-bar direction (down/flat/up) of {symbol.upper()} {series.interval} bars")
+    client.update_registered_model(
+        name, description=f"Next-bar direction (down/flat/up) of {symbol.upper()} {series.interval} bars"
+    )
     for key, value in tags.items():
         client.set_registered_model_tag(name, key, value)
     ranked = sorted(trained, key=lambda t: t.metrics["log_loss"])
@@ -266,9 +285,9 @@ def _train_symbol(
     challenger = next(t for t in ranked[1:] if _family(t.framework) != _family(champion.framework))
     client.set_registered_model_alias(name, "champion", champion.version)
     client.set_registered_model_alias(name, "challenger", challenger.version)
-    for version in trained:
-        client.set_registered_model_alias(name, version.framework, version.version)
-        client.set_model_version_tag(name, version.version, "framework", version.framework)
+    for entry in trained:
+        client.set_registered_model_alias(name, entry.framework, entry.version)
+        client.set_model_version_tag(name, entry.version, "framework", entry.framework)
     report(
         f"{name}: champion v{champion.version} ({champion.framework}), "
         f"challenger v{challenger.version} ({challenger.framework})"

@@ -92,9 +92,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("volume_z_20", _volume_z, "volume z-score over 20 bars"),
     Feature("range_hl", lambda b: (b["high"] - b["low"]) / b["close"], "bar range, relative to close"),
     Feature("body", lambda b: b["close"] / b["open"] - 1, "close over open, minus one"),
-    Feature(
-        "sma_ratio_20", lambda b: b["close"] / b["close"].rolling(20).mean() - 1, "close over SMA(20)"
-    ),
+    Feature("sma_ratio_20", lambda b: b["close"] / b["close"].rolling(20).mean() - 1, "close over SMA(20)"),
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(feature.name for feature in FEATURES)

@@ -105,9 +105,11 @@ def matrix_from_records(
                     errors.add(f"{row_prefix}.{name}", problem)
     errors.raise_if_any("features do not match the model's signature")
     pick = itemgetter(*names)
-    rows = [pick(record) for record in records] if len(names) > 1 else [
-        (record[names[0]],) for record in records
-    ]
+    rows = (
+        [pick(record) for record in records]
+        if len(names) > 1
+        else [(record[names[0]],) for record in records]
+    )
     matrix = _to_matrix(rows, len(names))
     if matrix is not None:
         return matrix

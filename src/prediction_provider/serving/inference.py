@@ -79,7 +79,7 @@ class PredictionService:
     def _run(self, cached: CachedModel, matrix: FloatMatrix, started: float) -> BatchResult:
         try:
             output = cached.model.predict(matrix)
-        except Exception as exc:  # noqa: BLE001 - a framework may raise anything
+        except Exception as exc:
             raise PredictionFailed(
                 f"{cached.loader} model failed to predict: {type(exc).__name__}: {exc}",
                 {"model": cached.resolved.uri},

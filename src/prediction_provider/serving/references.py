@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
@@ -21,7 +21,7 @@ RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9]{1,64}$")
 MAX_REFERENCE_LENGTH = 512
 
 
-class ReferenceKind(str, Enum):
+class ReferenceKind(StrEnum):
     RUN = "run"
     VERSION = "version"
     ALIAS = "alias"
@@ -59,8 +59,7 @@ def parse_model_reference(raw: str) -> ModelReference:
     """Parse and validate ``raw``; raise ``InvalidModelReference`` when it is malformed."""
     if not isinstance(raw, str) or not raw or len(raw) > MAX_REFERENCE_LENGTH:
         raise InvalidModelReference(
-            "a model reference is a non-empty string of at most "
-            f"{MAX_REFERENCE_LENGTH} characters",
+            f"a model reference is a non-empty string of at most {MAX_REFERENCE_LENGTH} characters",
             {"reference": raw if isinstance(raw, str) else None},
         )
     if raw.startswith("models:/"):
@@ -83,14 +82,10 @@ def _parse_models_uri(raw: str) -> ModelReference:
         name, alias = body.split("@", 1)
         if not ALIAS_PATTERN.match(alias):
             raise InvalidModelReference(f"invalid alias {alias!r} in {raw!r}", {"reference": raw})
-        return ModelReference(
-            ReferenceKind.ALIAS, raw, name=_check_name(name, raw), alias=alias
-        )
+        return ModelReference(ReferenceKind.ALIAS, raw, name=_check_name(name, raw), alias=alias)
     parts = body.split("/")
     if len(parts) == 2 and parts[1].isdigit():
-        return ModelReference(
-            ReferenceKind.VERSION, raw, name=_check_name(parts[0], raw), version=parts[1]
-        )
+        return ModelReference(ReferenceKind.VERSION, raw, name=_check_name(parts[0], raw), version=parts[1])
     if len(parts) == 2 and parts[1].lower() == "latest":
         return ModelReference(ReferenceKind.NAME, raw, name=_check_name(parts[0], raw))
     raise InvalidModelReference(
@@ -112,7 +107,5 @@ def _parse_runs_uri(raw: str) -> ModelReference:
 def _parse_file_uri(raw: str) -> ModelReference:
     parsed = urlparse(raw)
     if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/"):
-        raise InvalidModelReference(
-            f"expected file:///absolute/path, got {raw!r}", {"reference": raw}
-        )
+        raise InvalidModelReference(f"expected file:///absolute/path, got {raw!r}", {"reference": raw})
     return ModelReference(ReferenceKind.FILE, raw, path=Path(unquote(parsed.path)))

@@ -84,6 +84,8 @@ class ModelRegistry:
         else:
             version = self._version_for_alias(ref)
         label = f"{version.name}/{version.version}"
+        if not version.source:
+            raise ModelNotFound(f"model version {label} has no source", {"model": ref.raw})
         location = self._materialize(self._source_uri(version.source), label)
         return ResolvedModel(
             name=str(version.name),
@@ -119,7 +121,8 @@ class ModelRegistry:
         return ResolvedModel(name=path.stem, version=None, uri=path.as_uri(), location=path)
 
     def _resolve_run(self, ref: ModelReference) -> ResolvedModel:
-        assert ref.run_id is not None and ref.artifact_path is not None
+        assert ref.run_id is not None
+        assert ref.artifact_path is not None
         run = self.client.get_run(ref.run_id)
         artifact_uri = f"{run.info.artifact_uri.rstrip('/')}/{ref.artifact_path}"
         local = _local_path(artifact_uri)
@@ -236,8 +239,7 @@ class ModelRegistry:
                     "metrics": dict(run.data.metrics) if run else {},
                     "params": dict(run.data.params) if run else {},
                     "run_tags": {
-                        k: v for k, v in (run.data.tags if run else {}).items()
-                        if not k.startswith("mlflow.")
+                        k: v for k, v in (run.data.tags if run else {}).items() if not k.startswith("mlflow.")
                     },
                 }
             )

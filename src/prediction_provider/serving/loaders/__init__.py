@@ -45,7 +45,7 @@ def discover_loaders() -> tuple[ModelLoader, ...]:
         try:
             loader_class = entry_point.load()
             loaders.append(loader_class())
-        except Exception:  # noqa: BLE001 - a plugin may fail in any way
+        except Exception:
             log.exception("model loader plugin %s failed to load", entry_point.name)
     return tuple(sorted(loaders, key=lambda loader: (loader.priority, loader.name)))
 
@@ -92,7 +92,7 @@ def load_model(
         require_trusted(source.path, trusted_roots, f"{loader.name} models can run code when loaded")
     try:
         return loader.load(source), loader.name
-    except Exception as exc:  # noqa: BLE001 - any framework error is a load failure
+    except Exception as exc:
         raise ModelLoadFailed(
             f"{loader.name} loader failed: {type(exc).__name__}: {exc}", {"loader": loader.name}
         ) from exc

@@ -135,7 +135,7 @@ class LoadedModel(ABC):
         labels = self._classes[np.argmax(probabilities, axis=1)]
         return ModelOutput(predictions=labels.tolist(), probabilities=probabilities)
 
-    def unload(self) -> None:
+    def unload(self) -> None:  # noqa: B027 - optional override, not abstract
         """Release native resources; the default relies on garbage collection."""
 
 

@@ -67,8 +67,10 @@ class LightGBMLoader(ModelLoader):
             booster = wrapper.booster_
         else:
             booster = lightgbm.Booster(model_file=str(model_file))
-        objective = _objective(model_file) if model_file.suffix != ".pkl" else booster.params.get(
-            "objective", "regression"
+        objective = (
+            _objective(model_file)
+            if model_file.suffix != ".pkl"
+            else booster.params.get("objective", "regression")
         )
         is_classifier = objective.startswith(CLASSIFICATION_OBJECTIVES)
         classes = None

@@ -26,6 +26,21 @@ def _limit_jobs(estimator: Any, threads: int) -> None:
         estimator.set_params(**updates)
 
 
+def _forget_feature_names(estimator: Any) -> None:
+    """Drop ``feature_names_in_`` once its names are captured in the signature.
+
+    Rows always arrive as a matrix in signature order, so the names add nothing
+    but a warning on every call (and a DataFrame per call would cost more than
+    a small model's prediction).
+    """
+    parts = [estimator]
+    if hasattr(estimator, "get_params"):
+        parts.extend(estimator.get_params(deep=True).values())
+    for part in parts:
+        if "feature_names_in_" in getattr(part, "__dict__", {}):
+            del part.__dict__["feature_names_in_"]
+
+
 class SklearnModel(LoadedModel):
     framework = "sklearn"
 
@@ -68,6 +83,7 @@ class SklearnLoader(ModelLoader):
         if not names:
             count = int(getattr(estimator, "n_features_in_", 0))
             names = [f"f{i}" for i in range(count)]
+        _forget_feature_names(estimator)
         classes = None
         if hasattr(estimator, "predict_proba") and hasattr(estimator, "classes_"):
             native = [str(c) for c in estimator.classes_]

@@ -1,0 +1,69 @@
+"""Demo training on real bars: registration, aliases, metrics and the time-ordered split."""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+import httpx
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from prediction_provider.cli import app, curl_example
+from prediction_provider.config import Settings
+from prediction_provider.demo.training import FRAMEWORKS, DemoSummary, build_dataset, train_demo_models
+from prediction_provider.features.market_data import load_sample_bars
+from tests.conftest import TEST_DEMO, LiveServer
+
+
+def test_each_symbol_gets_four_versions_with_metrics(settings: Settings, demo_summary: DemoSummary) -> None:
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    for name in ("eurusd-direction", "goog-direction"):
+        trained = demo_summary.models[name]
+        assert [t.framework for t in trained] == list(FRAMEWORKS)
+        for version in trained:
+            run = client.get_run(version.run_id)
+            assert {"accuracy", "log_loss"} <= set(run.data.metrics)
+            assert 0 <= run.data.metrics["accuracy"] <= 1
+        aliases = client.get_registered_model(name).aliases
+        by_version = {t.version: t for t in trained}
+        champion, challenger = by_version[str(aliases["champion"])], by_version[str(aliases["challenger"])]
+        assert champion.metrics["log_loss"] == min(t.metrics["log_loss"] for t in trained)
+        assert {champion.framework, challenger.framework} != {"sklearn", "onnx"}
+        assert champion.version != challenger.version
+
+
+def test_training_again_is_skipped(settings: Settings, demo_summary: DemoSummary) -> None:
+    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    before = len(client.search_model_versions("name = 'eurusd-direction'"))
+    again = train_demo_models(settings, TEST_DEMO)
+    assert again.skipped
+    assert len(client.search_model_versions("name = 'eurusd-direction'")) == before
+
+
+def test_split_is_ordered_in_time_with_a_gap() -> None:
+    bars = load_sample_bars("EURUSD").iloc[-900:]
+    data = build_dataset(bars, TEST_DEMO)
+    assert data.x_train.index.max() < data.x_test.index.min()
+    gap = (
+        bars.index.get_indexer([data.x_test.index.min()])[0]
+        - bars.index.get_indexer([data.x_train.index.max()])[0]
+    )
+    assert gap >= 2  # the last training label reads a bar that is not a test bar
+
+
+def test_models_list_command_shows_the_demo_models(settings: Settings, demo_summary: DemoSummary) -> None:
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(
+        app, ["models", "list", "--data-dir", str(settings.data_dir)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "eurusd-direction" in result.output
+    assert "champion" in result.output
+
+
+def test_printed_curl_example_works(settings: Settings, live_server: LiveServer) -> None:
+    command = shlex.split(curl_example(settings, "eurusd-direction"))
+    body = json.loads(command[command.index("-d") + 1])
+    response = httpx.post(f"{live_server.url}/predict", json=body)
+    assert response.status_code == 200
+    assert response.json()["prediction"] in ("down", "flat", "up")
