@@ -63,7 +63,7 @@ def test_batch_rows_are_indexed_in_errors() -> None:
     rows = [{"a": 1, "b": 2, "c": 3}, {"a": 1, "b": 2}, {"a": float("nan"), "b": 2, "c": 3}, "row"]
     with pytest.raises(InvalidFeatures) as exc:
         matrix_from_records(rows, SIGNATURE, "features_list", 10)  # type: ignore[arg-type]
-    assert fields(exc) == ["features_list[1].c", "features_list[3]"]
+    assert fields(exc) == ["features_list[1].c", "features_list[2].a", "features_list[3]"]
 
 
 def test_error_lists_are_bounded() -> None:

@@ -40,6 +40,13 @@ CODE_BY_STATUS = {
 }
 
 
+class MalformedJSON(StarletteHTTPException):
+    code = "malformed_json"
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(400, f"request body is not valid JSON: {reason}")
+
+
 class PayloadTooLarge(StarletteHTTPException):
     """Raised while streaming a body past the limit; an HTTPException so FastAPI re-raises it."""
 
@@ -100,7 +107,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
-        code = CODE_BY_STATUS.get(exc.status_code, "http_error")
+        code = getattr(exc, "code", None) or CODE_BY_STATUS.get(exc.status_code, "http_error")
         headers = dict(exc.headers) if exc.headers else None
         return error_response(exc.status_code, code, str(exc.detail), None, headers)
 

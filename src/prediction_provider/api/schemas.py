@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 ModelField = Field(
     min_length=1,
@@ -25,11 +25,22 @@ class ErrorBody(BaseModel):
     error: ErrorDetail
 
 
+ROWS_SCHEMA: dict[str, Any] = {
+    "anyOf": [
+        {"type": "array", "items": {"type": "object", "additionalProperties": {"type": "number"}}},
+        {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "number"}}},
+    ]
+}
+FEATURES_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "number"}}
+
+
 class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = ModelField
-    features: dict[str, Any] = Field(description="One value per feature of the model's signature.")
+    features: Annotated[dict[str, Any], WithJsonSchema(FEATURES_SCHEMA)] = Field(
+        description="One value per feature of the model's signature."
+    )
     return_proba: bool = True
 
 
@@ -37,7 +48,9 @@ class PredictBatchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = ModelField
-    features_list: list[dict[str, Any]] | dict[str, list[Any]] = Field(
+    # Rows are checked one by one in serving.features_input, which names each bad
+    # row; typing them here would walk every value a second time.
+    features_list: Annotated[list[Any] | dict[str, Any], WithJsonSchema(ROWS_SCHEMA)] = Field(
         description="Rows as a list of {feature: value} objects, or columns as {feature: [values]}."
     )
     return_proba: bool = False

@@ -20,13 +20,48 @@ from pathlib import Path
 import numpy as np
 
 from prediction_provider.errors import RegistryUnavailable
-from prediction_provider.serving.loaders import LoadedModel, ModelLoader, load_model, open_source
+from prediction_provider.serving.loaders import (
+    LoadedModel,
+    ModelLoader,
+    ModelOutput,
+    load_model,
+    open_source,
+)
+from prediction_provider.serving.loaders.base import FloatMatrix
 from prediction_provider.serving.references import parse_model_reference
 from prediction_provider.serving.registry import ModelRegistry, ResolvedModel
 
 log = logging.getLogger(__name__)
 
 MAX_REMEMBERED_REFERENCES = 4096
+
+
+INLINE_BUDGET_SECONDS = 0.0005
+_SMOOTHING = 0.2
+
+
+@dataclass(slots=True)
+class PredictTiming:
+    """A running estimate of one model's single-row predict time.
+
+    It decides whether a one-row call may run on the event loop: handing a
+    40 µs LightGBM call to a worker thread costs more than the call, while a
+    10 ms forest must never stall other requests. Unknown starts as infinite,
+    so a model is offloaded until it has been measured.
+    """
+
+    single_row_seconds: float = float("inf")
+
+    def observe(self, rows: int, seconds: float) -> None:
+        if rows != 1:
+            return
+        if self.single_row_seconds == float("inf"):
+            self.single_row_seconds = seconds
+        else:
+            self.single_row_seconds += _SMOOTHING * (seconds - self.single_row_seconds)
+
+    def runs_inline(self, rows: int) -> bool:
+        return rows == 1 and self.single_row_seconds < INLINE_BUDGET_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +71,14 @@ class CachedModel:
     loader: str
     loaded_at: datetime
     load_seconds: float
+    timing: PredictTiming = field(default_factory=PredictTiming)
+
+    def predict(self, matrix: FloatMatrix) -> ModelOutput:
+        """Predict and record how long one row took."""
+        started = time.perf_counter()
+        output = self.model.predict(matrix)
+        self.timing.observe(len(matrix), time.perf_counter() - started)
+        return output
 
 
 @dataclass(slots=True)
@@ -163,10 +206,11 @@ class ModelCache:
         return cached
 
     def warm(self, reference: str) -> CachedModel:
-        """Load ``reference`` and run one prediction so the first real call is not the slow one."""
+        """Load ``reference`` and run a few predictions so the first real call is not the slow one."""
         cached = self.get(reference)
         width = len(cached.model.signature.features)
-        cached.model.predict(np.zeros((1, width), dtype=np.float64))
+        for _ in range(3):
+            cached.predict(np.zeros((1, width), dtype=np.float64))
         return cached
 
     def evict(self, uri: str) -> bool:

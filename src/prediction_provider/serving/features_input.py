@@ -67,15 +67,49 @@ def _check_keys(keys: Any, expected: frozenset[str], prefix: str, errors: _Error
 
 def _to_matrix(rows: Sequence[Sequence[Any]], width: int) -> FloatMatrix | None:
     """The matrix if every value is a finite int/float, else None (caller explains why)."""
-    if set(map(type, chain.from_iterable(rows))) - NUMERIC_TYPES:
+    values = chain.from_iterable(rows)
+    if set(map(type, values)) - NUMERIC_TYPES:
         return None
     try:
-        matrix = np.array(rows, dtype=np.float64).reshape(len(rows), width)
-    except OverflowError:
+        flat = np.fromiter(chain.from_iterable(rows), dtype=np.float64, count=len(rows) * width)
+    except (OverflowError, ValueError):
         return None
-    if not np.isfinite(matrix).all():
+    if not np.isfinite(flat).all():
         return None
-    return matrix
+    return flat.reshape(len(rows), width)
+
+
+def _fast_rows(records: Sequence[Any], names: tuple[str, ...]) -> list[Sequence[Any]] | None:
+    """Each record's values in signature order, or None if any record has other keys.
+
+    Equal lengths plus every name present means exactly the expected keys, so
+    two C-level passes replace a key-set comparison per row.
+    """
+    if set(map(len, records)) != {len(names)}:
+        return None
+    try:
+        if len(names) == 1:
+            (name,) = names
+            return [(record[name],) for record in records]
+        return list(map(itemgetter(*names), records))
+    except (KeyError, TypeError, IndexError):
+        return None
+
+
+def _row_errors(records: Sequence[Any], names: tuple[str, ...], prefix: str, errors: _Errors) -> None:
+    """The slow path: name every missing, unexpected or non-numeric feature of every row."""
+    expected = frozenset(names)
+    single = len(records) == 1
+    for i, record in enumerate(records):
+        row_prefix = prefix if single else f"{prefix}[{i}]"
+        if not isinstance(record, Mapping):
+            errors.add(row_prefix, "must be an object of features")
+            continue
+        _check_keys(record.keys(), expected, row_prefix, errors)
+        for name in names:
+            problem = _value_error(record[name]) if name in record else None
+            if problem:
+                errors.add(f"{row_prefix}.{name}", problem)
 
 
 def matrix_from_records(
@@ -90,36 +124,15 @@ def matrix_from_records(
     if not records:
         raise InvalidFeatures("no rows to predict", {"errors": [{"field": prefix, "error": "empty"}]})
     names = signature.feature_names
-    expected = frozenset(names)
+    if all(isinstance(record, dict) for record in records):
+        rows = _fast_rows(records, names)
+        if rows is not None:
+            matrix = _to_matrix(rows, len(names))
+            if matrix is not None:
+                return matrix
     errors = _Errors()
-    single = len(records) == 1
-    for i, record in enumerate(records):
-        row_prefix = prefix if single else f"{prefix}[{i}]"
-        if not isinstance(record, Mapping):
-            errors.add(row_prefix, "must be an object of features")
-        elif not _check_keys(record.keys(), expected, row_prefix, errors):
-            # Name the bad values of this row too, so one round trip shows every problem.
-            for name in names:
-                problem = _value_error(record[name]) if name in record else None
-                if problem:
-                    errors.add(f"{row_prefix}.{name}", problem)
+    _row_errors(records, names, prefix, errors)
     errors.raise_if_any("features do not match the model's signature")
-    pick = itemgetter(*names)
-    rows = (
-        [pick(record) for record in records]
-        if len(names) > 1
-        else [(record[names[0]],) for record in records]
-    )
-    matrix = _to_matrix(rows, len(names))
-    if matrix is not None:
-        return matrix
-    for i, row in enumerate(rows):
-        row_prefix = prefix if single else f"{prefix}[{i}]"
-        for name, value in zip(names, row, strict=True):
-            problem = _value_error(value)
-            if problem:
-                errors.add(f"{row_prefix}.{name}", problem)
-    errors.raise_if_any("features must be finite numbers")
     raise InvalidFeatures("features could not be read as numbers", {"errors": []})
 
 

@@ -78,7 +78,7 @@ class PredictionService:
 
     def _run(self, cached: CachedModel, matrix: FloatMatrix, started: float) -> BatchResult:
         try:
-            output = cached.model.predict(matrix)
+            output = cached.predict(matrix)
         except Exception as exc:
             raise PredictionFailed(
                 f"{cached.loader} model failed to predict: {type(exc).__name__}: {exc}",
