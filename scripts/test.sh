@@ -2,7 +2,7 @@
 # The whole test suite: install test dependencies, check the local services,
 # lint, type-check, then pytest. Extra arguments go to pytest.
 source "$(dirname "$0")/_venv.sh"
-install_project test
+install_project "test,torch"
 cd "$ROOT"
 bash scripts/services.sh
 echo "==> ruff"

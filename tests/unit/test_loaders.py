@@ -223,3 +223,27 @@ def test_unknown_formats_and_corrupt_files_fail_clearly(tmp_path: Path) -> None:
         load(corrupt, [tmp_path])
     with pytest.raises(ModelLoadFailed):
         load(tmp_path / "absent.onnx", [tmp_path])
+
+
+# torch 2.13 deprecates TorchScript in favour of torch.export; models already
+# shipped as TorchScript archives still have to load.
+@pytest.mark.filterwarnings("ignore:`torch.jit.*deprecated:DeprecationWarning")
+def test_torchscript_modules_load_with_their_sidecar(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch", reason="the torch extra is not installed")
+    torch.manual_seed(0)
+    module = torch.jit.script(
+        torch.nn.Sequential(torch.nn.Linear(3, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    )
+    path = tmp_path / "direction.pt"
+    module.save(str(path))
+    write_sidecar(path, feature_names=["a", "b", "c"], class_labels=list(DIRECTION_CLASSES), output="logits")
+    with pytest.raises(UntrustedModelPath):
+        load(path, [tmp_path / "elsewhere"])
+    model, loader = load(path, [tmp_path])
+    assert loader == "torchscript"
+    assert model.signature.classes == DIRECTION_CLASSES
+    rows = np.array([[0.1, -0.2, 0.3], [1.0, 2.0, -1.0]])
+    expected = torch.softmax(module(torch.tensor(rows, dtype=torch.float32)), dim=1).detach().numpy()
+    output = model.predict(rows)
+    np.testing.assert_allclose(output.probabilities, expected, rtol=1e-5)
+    np.testing.assert_allclose(output.probabilities.sum(axis=1), 1.0, rtol=1e-5)
