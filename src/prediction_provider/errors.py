@@ -56,3 +56,9 @@ class BatchTooLarge(PredictionProviderError):
 
 class PredictionFailed(PredictionProviderError):
     code = "prediction_failed"
+
+
+class InvalidTensor(PredictionProviderError):
+    """A protocol tensor whose header, shape or data is malformed."""
+
+    code = "invalid_tensor"

@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 STATUS_BY_ERROR: dict[type[errors.PredictionProviderError], int] = {
     errors.InvalidModelReference: 422,
     errors.InvalidFeatures: 422,
+    errors.InvalidTensor: 400,
     errors.ModelNotFound: 404,
     errors.UntrustedModelPath: 403,
     errors.BatchTooLarge: 413,

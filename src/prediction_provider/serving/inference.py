@@ -7,13 +7,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
 
 from prediction_provider.errors import PredictionFailed
 from prediction_provider.serving.cache import CachedModel, ModelCache
 from prediction_provider.serving.features_input import matrix_from_columns, matrix_from_records
-from prediction_provider.serving.loaders.base import FloatMatrix
+from prediction_provider.serving.loaders.base import FloatMatrix, ModelOutput
 
 Confidence = Literal["high", "medium", "low"]
 
@@ -77,11 +78,21 @@ class PredictionService:
         return self._run(cached, matrix, started)
 
     def _run(self, cached: CachedModel, matrix: FloatMatrix, started: float) -> BatchResult:
+        output = self.run_matrix(cached, matrix)
+        return BatchResult(cached, output.predictions, output.probabilities, started)
+
+    def run_matrix(self, cached: CachedModel, matrix: FloatMatrix) -> ModelOutput:
+        """Run the model on a validated matrix; blocking."""
         try:
-            output = cached.predict(matrix)
+            return cached.predict(matrix)
         except Exception as exc:
             raise PredictionFailed(
                 f"{cached.loader} model failed to predict: {type(exc).__name__}: {exc}",
                 {"model": cached.resolved.uri},
             ) from exc
-        return BatchResult(cached, output.predictions, output.probabilities, started)
+
+    async def predict_matrix(self, cached: CachedModel, matrix: FloatMatrix) -> ModelOutput:
+        """Run the model off the event loop, unless one row is measured to be cheaper than a hop."""
+        if cached.timing.runs_inline(len(matrix)):
+            return self.run_matrix(cached, matrix)
+        return await anyio.to_thread.run_sync(self.run_matrix, cached, matrix)

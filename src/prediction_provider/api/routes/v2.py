@@ -1,0 +1,253 @@
+"""Open Inference Protocol v2 over REST, with the binary tensor and model repository extensions.
+
+Only wire translation lives here; ``serving.open_inference`` does the work.
+Errors follow the protocol: ``{"error": "message"}``, 404 for an unknown
+model, 400 for a bad request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+from pydantic import ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from prediction_provider import errors
+from prediction_provider.api.deps import ServicesDep
+from prediction_provider.api.errors import status_for
+from prediction_provider.api.routes.predict import cached_model
+from prediction_provider.serving import open_inference as oip
+from prediction_provider.serving.tensors import (
+    Tensor,
+    tensor_from_bytes,
+    tensor_from_json,
+    tensor_to_bytes,
+    tensor_to_json_data,
+)
+
+HEADER_LENGTH = "inference-header-content-length"
+V2_STATUS = {
+    errors.InvalidFeatures: 400,
+    errors.InvalidModelReference: 400,
+    errors.BatchTooLarge: 400,
+}
+
+
+def v2_error(status: int, message: str) -> Response:
+    return Response(orjson.dumps({"error": message}), status_code=status, media_type="application/json")
+
+
+class OpenInferenceRoute(APIRoute):
+    """Answers every failure of a v2 route in the protocol's error shape."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except errors.PredictionProviderError as exc:
+                status = V2_STATUS.get(type(exc)) or status_for(exc)
+                return v2_error(status, exc.message)
+            except (RequestValidationError, ValidationError) as exc:
+                return v2_error(400, "; ".join(str(e.get("msg")) for e in exc.errors()))
+            except HTTPException as exc:
+                return v2_error(exc.status_code, str(exc.detail))
+
+        return handle
+
+
+router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], route_class=OpenInferenceRoute)
+
+
+def json_response(payload: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(payload), status_code=status, media_type="application/json")
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata() -> Response:
+    return json_response(oip.server_metadata())
+
+
+@router.get("/health/live", summary="Server liveness")
+async def server_live() -> Response:
+    return json_response({"live": True})
+
+
+@router.get("/health/ready", summary="Server readiness")
+async def server_ready(services: ServicesDep) -> Response:
+    connected = await run_in_threadpool(services.registry.ping)
+    ready = connected and not services.warm_errors
+    return json_response({"ready": ready}, 200 if ready else 503)
+
+
+async def _versions(services: ServicesDep, name: str) -> list[str]:
+    try:
+        described = await run_in_threadpool(services.registry.versions, name)
+    except errors.ModelNotFound:
+        return []
+    return [v["version"] for v in described]
+
+
+@router.get("/models/{name}", summary="Model metadata")
+@router.get("/models/{name}/versions/{version}", summary="Model version metadata")
+async def model_metadata(name: str, services: ServicesDep, version: str | None = None) -> Response:
+    cached = await cached_model(services.cache, oip.model_reference(name, version))
+    versions = await _versions(services, cached.resolved.name) if cached.resolved.version else []
+    return json_response(oip.model_metadata(cached, versions))
+
+
+@router.get("/models/{name}/ready", summary="Model readiness")
+@router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness")
+async def model_ready(name: str, services: ServicesDep, version: str | None = None) -> Response:
+    cached = await cached_model(services.cache, oip.model_reference(name, version))
+    return json_response({"name": cached.resolved.name, "ready": True})
+
+
+@router.post("/models/{name}/infer", summary="Inference")
+@router.post("/models/{name}/versions/{version}/infer", summary="Inference on a version")
+async def infer(name: str, request: Request, services: ServicesDep, version: str | None = None) -> Response:
+    header, binary = await _split_body(request)
+    cached = await cached_model(services.cache, oip.model_reference(name, version))
+    inputs = _decode_inputs(header, binary)
+    matrix = oip.matrix_from_tensors(cached, inputs, services.settings.max_batch_rows)
+    output = await services.predictions.predict_matrix(cached, matrix)
+    requested = header.get("outputs") or []
+    if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
+        raise errors.InvalidTensor("outputs must be a list of {name, parameters}")
+    tensors = oip.output_tensors(cached, output, [o["name"] for o in requested])
+    binary_names = _binary_outputs(header, requested)
+    return _encode_response(cached, header, tensors, binary_names)
+
+
+async def _split_body(request: Request) -> tuple[dict[str, Any], bytes]:
+    raw = await request.body()
+    header_length = request.headers.get(HEADER_LENGTH)
+    if header_length is not None:
+        if not header_length.isdigit() or int(header_length) > len(raw):
+            raise errors.InvalidTensor(f"invalid {HEADER_LENGTH} header")
+        json_part, binary = raw[: int(header_length)], raw[int(header_length) :]
+    else:
+        json_part, binary = raw, b""
+    try:
+        header = orjson.loads(json_part)
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidTensor(f"request is not valid JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise errors.InvalidTensor("the inference request must be a JSON object")
+    return header, binary
+
+
+def _decode_inputs(header: dict[str, Any], binary: bytes) -> list[Tensor]:
+    raw_inputs = header.get("inputs")
+    if not isinstance(raw_inputs, list):
+        raise errors.InvalidTensor("inputs must be a list of tensors")
+    tensors = []
+    offset = 0
+    for item in raw_inputs:
+        if not isinstance(item, dict) or not {"name", "datatype", "shape"} <= set(item):
+            raise errors.InvalidTensor("each input needs name, datatype and shape")
+        name, datatype, shape = item["name"], item["datatype"], item["shape"]
+        size = (item.get("parameters") or {}).get("binary_data_size")
+        if size is not None:
+            if not isinstance(size, int) or size < 0 or offset + size > len(binary):
+                raise errors.InvalidTensor(f"input {name!r}: binary_data_size exceeds the binary data")
+            tensors.append(tensor_from_bytes(name, datatype, shape, binary[offset : offset + size]))
+            offset += size
+        elif "data" in item:
+            tensors.append(tensor_from_json(name, datatype, shape, item["data"]))
+        else:
+            raise errors.InvalidTensor(f"input {name!r} has neither data nor binary_data_size")
+    if offset != len(binary):
+        raise errors.InvalidTensor("binary data is longer than the inputs declare")
+    return tensors
+
+
+def _binary_outputs(header: dict[str, Any], requested: list[dict[str, Any]]) -> set[str]:
+    default = bool((header.get("parameters") or {}).get("binary_data_output", False))
+    if not requested:
+        return {"*"} if default else set()
+    return {o["name"] for o in requested if (o.get("parameters") or {}).get("binary_data", default)}
+
+
+def _encode_response(
+    cached: Any, header: dict[str, Any], tensors: list[Tensor], binary_names: set[str]
+) -> Response:
+    outputs = []
+    chunks = []
+    for tensor in tensors:
+        entry: dict[str, Any] = {"name": tensor.name, "datatype": tensor.datatype, "shape": tensor.shape}
+        if "*" in binary_names or tensor.name in binary_names:
+            data = tensor_to_bytes(tensor)
+            entry["parameters"] = {"binary_data_size": len(data)}
+            chunks.append(data)
+        else:
+            entry["data"] = tensor_to_json_data(tensor)
+        outputs.append(entry)
+    body: dict[str, Any] = {
+        "model_name": cached.resolved.name,
+        "model_version": cached.resolved.version or "",
+        "outputs": outputs,
+    }
+    if "id" in header:
+        body["id"] = header["id"]
+    if header.get("parameters"):
+        body["parameters"] = header["parameters"]
+    payload = orjson.dumps(body)
+    if not chunks:
+        return Response(payload, media_type="application/json")
+    return Response(
+        b"".join([payload, *chunks]),
+        media_type="application/octet-stream",
+        headers={"Inference-Header-Content-Length": str(len(payload))},
+    )
+
+
+@router.post("/repository/index", summary="Models in the repository and their state")
+async def repository_index(request: Request, services: ServicesDep) -> Response:
+    raw = await request.body()
+    options = orjson.loads(raw) if raw.strip() else {}
+    only_ready = bool(options.get("ready", False)) if isinstance(options, dict) else False
+    loaded = {(e.resolved.name, e.resolved.version) for e in services.cache.entries()}
+    models = await run_in_threadpool(services.registry.list_models, None, 1000)
+    index = []
+    for model in models:
+        for version in model["versions"]:
+            ready = (model["name"], version["version"]) in loaded
+            if only_ready and not ready:
+                continue
+            index.append(
+                {
+                    "name": model["name"],
+                    "version": version["version"],
+                    "state": "READY" if ready else "UNAVAILABLE",
+                }
+            )
+    return json_response(index)
+
+
+@router.post("/repository/models/{name}/load", summary="Load (and warm) a model")
+async def repository_load(name: str, services: ServicesDep) -> Response:
+    await run_in_threadpool(services.cache.warm, oip.model_reference(name, None))
+    return json_response({})
+
+
+@router.post("/repository/models/{name}/unload", summary="Unload every cached version of a model")
+async def repository_unload(name: str, services: ServicesDep) -> Response:
+    oip.model_reference(name, None)
+    await _versions_or_404(services, name)
+    for entry in services.cache.entries():
+        if entry.resolved.name == name:
+            services.cache.evict(entry.resolved.uri)
+    return json_response({})
+
+
+async def _versions_or_404(services: ServicesDep, name: str) -> None:
+    await run_in_threadpool(services.registry.versions, name)

@@ -1,0 +1,149 @@
+"""Open Inference Protocol v2 over REST, driven by the real ``tritonclient.http`` client."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+import tritonclient.http as triton
+from tritonclient.utils import InferenceServerException
+
+from prediction_provider.features.pipeline import DIRECTION_CLASSES, FEATURE_NAMES
+from tests.conftest import MODEL, LiveServer
+
+
+@pytest.fixture
+def triton_client(live_server: LiveServer) -> Iterator[triton.InferenceServerClient]:
+    client = triton.InferenceServerClient(live_server.url.removeprefix("http://"))
+    yield client
+    client.close()
+
+
+def text(values: np.ndarray) -> list[str]:
+    """BYTES outputs arrive as bytes in binary form and as str in JSON form."""
+    return [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+
+
+def rows_matrix(feature_rows: list[dict[str, float]], count: int) -> np.ndarray:
+    return np.array([[row[name] for name in FEATURE_NAMES] for row in feature_rows[:count]])
+
+
+def native_predictions(
+    client: httpx.Client, feature_rows: list[dict[str, float]], count: int, model: str
+) -> list:
+    body = {"model": model, "features_list": feature_rows[:count], "return_proba": True}
+    return client.post("/predict/batch", json=body).json()
+
+
+def test_server_and_model_metadata(triton_client: triton.InferenceServerClient) -> None:
+    assert triton_client.is_server_live()
+    assert triton_client.is_server_ready()
+    server = triton_client.get_server_metadata()
+    assert server["name"] == "prediction-provider"
+    assert "binary_tensor_data" in server["extensions"]
+    assert triton_client.is_model_ready(MODEL)
+    assert triton_client.is_model_ready(MODEL, "1")
+    metadata = triton_client.get_model_metadata(MODEL, "1")
+    assert metadata["platform"] == "lightgbm"
+    assert [i["name"] for i in metadata["inputs"]] == list(FEATURE_NAMES)
+    assert {o["name"] for o in metadata["outputs"]} == {"label", "probabilities"}
+    assert set(metadata["versions"]) == {"1", "2", "3", "4"}
+
+
+@pytest.mark.parametrize("binary", [True, False])
+def test_infer_with_one_2d_tensor_matches_predict(
+    triton_client: triton.InferenceServerClient,
+    client: httpx.Client,
+    feature_rows: list[dict[str, float]],
+    binary: bool,
+) -> None:
+    matrix = rows_matrix(feature_rows, 8)
+    tensor = triton.InferInput("input-0", list(matrix.shape), "FP64")
+    tensor.set_data_from_numpy(matrix, binary_data=binary)
+    outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("label", "probabilities")]
+    result = triton_client.infer(MODEL, [tensor], model_version="1", outputs=outputs, request_id="req-7")
+    expected = native_predictions(client, feature_rows, 8, f"models:/{MODEL}/1")
+    labels = text(result.as_numpy("label"))
+    assert labels == expected["predictions"]
+    probabilities = result.as_numpy("probabilities")
+    assert probabilities.shape == (8, len(DIRECTION_CLASSES))
+    expected_probabilities = [[row[c] for c in DIRECTION_CLASSES] for row in expected["probabilities"]]
+    np.testing.assert_allclose(probabilities, expected_probabilities, rtol=1e-9)
+    response = result.get_response()
+    assert response["id"] == "req-7"
+    assert response["model_version"] == "1"
+
+
+def test_infer_with_one_tensor_per_feature(
+    triton_client: triton.InferenceServerClient, client: httpx.Client, feature_rows: list[dict[str, float]]
+) -> None:
+    matrix = rows_matrix(feature_rows, 5)
+    inputs = []
+    for i, name in enumerate(FEATURE_NAMES):
+        tensor = triton.InferInput(name, [5, 1], "FP32")
+        tensor.set_data_from_numpy(matrix[:, [i]].astype(np.float32))
+        inputs.append(tensor)
+    result = triton_client.infer(MODEL, inputs, model_version="xgboost")
+    assert result.get_response()["model_version"] == "2"
+    labels = text(result.as_numpy("label"))
+    assert all(label in DIRECTION_CLASSES for label in labels)
+    assert result.as_numpy("probabilities").shape == (5, 3)
+
+
+def test_protocol_errors(triton_client: triton.InferenceServerClient, live_server: LiveServer) -> None:
+    tensor = triton.InferInput("input-0", [1, 3], "FP64")
+    tensor.set_data_from_numpy(np.zeros((1, 3)))
+    with pytest.raises(InferenceServerException) as wrong_width:
+        triton_client.infer(MODEL, [tensor])
+    assert wrong_width.value.status() == "400"
+    with pytest.raises(InferenceServerException) as unknown:
+        triton_client.get_model_metadata("no-such-model")
+    assert unknown.value.status() == "404"
+    body = httpx.post(f"{live_server.url}/v2/models/no-such-model/infer", json={"inputs": []})
+    assert body.status_code == 404
+    assert set(body.json()) == {"error"}
+    malformed = httpx.post(
+        f"{live_server.url}/v2/models/{MODEL}/infer",
+        json={"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 16], "data": [1.0] * 15}]},
+    )
+    assert malformed.status_code == 400
+    assert "16 values" in malformed.json()["error"]
+    nan = httpx.post(
+        f"{live_server.url}/v2/models/{MODEL}/infer",
+        content=b'{"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 16], "data": ['
+        + b"NaN," * 15
+        + b"1]}]}",
+    )
+    assert nan.status_code == 400
+
+
+def test_json_request_without_requested_outputs_returns_all_as_json(
+    live_server: LiveServer, feature_rows: list[dict[str, float]]
+) -> None:
+    matrix = rows_matrix(feature_rows, 2)
+    request = {
+        "id": "abc",
+        "inputs": [{"name": "rows", "datatype": "FP64", "shape": [2, 16], "data": matrix.tolist()}],
+    }
+    response = httpx.post(f"{live_server.url}/v2/models/{MODEL}/versions/champion/infer", json=request)
+    assert response.status_code == 200
+    body = response.json()
+    assert body["id"] == "abc"
+    outputs = {o["name"]: o for o in body["outputs"]}
+    assert outputs["probabilities"]["shape"] == [2, 3]
+    assert len(outputs["probabilities"]["data"]) == 6
+    assert all(label in DIRECTION_CLASSES for label in outputs["label"]["data"])
+
+
+def test_repository_extension(triton_client: triton.InferenceServerClient, live_server: LiveServer) -> None:
+    triton_client.load_model("goog-direction")
+    index = triton_client.get_model_repository_index()
+    states = {(m["name"], m["version"]): m["state"] for m in index}
+    champion = triton_client.get_model_metadata("goog-direction")["parameters"]["version"]
+    assert states[("goog-direction", champion)] == "READY"
+    triton_client.unload_model("goog-direction")
+    assert all(e.resolved.name != "goog-direction" for e in live_server.services.cache.entries())
+    with pytest.raises(InferenceServerException):
+        triton_client.unload_model("no-such-model")
