@@ -15,7 +15,7 @@ from prediction_provider import __version__
 from prediction_provider.api.body_limit import BodySizeLimit
 from prediction_provider.api.deps import Services
 from prediction_provider.api.errors import install_error_handlers
-from prediction_provider.api.routes import health, models, predict, v2
+from prediction_provider.api.routes import health, invocations, models, predict, v2
 from prediction_provider.config import Settings
 from prediction_provider.serving.cache import ModelCache
 from prediction_provider.serving.inference import ConfidenceBands, PredictionService
@@ -90,6 +90,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
-    for router in (predict.router, health.router, models.router, v2.router):
+    for router in (predict.router, health.router, models.router, v2.router, invocations.router):
         app.include_router(router)
     return app

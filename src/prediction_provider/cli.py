@@ -107,7 +107,12 @@ def demo(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None
     _configure_logging(settings.log_level)
     _train(settings, force=False)
     names = [registered_name(symbol) for symbol in DemoConfig().symbols]
-    settings = settings.model_copy(update={"warm_models": [*settings.warm_models, *names]})
+    settings = settings.model_copy(
+        update={
+            "warm_models": [*settings.warm_models, *names],
+            "default_model": settings.default_model or names[0],
+        }
+    )
     console.print(f"\n[bold]Serving {', '.join(names)} on http://{settings.host}:{settings.port}[/bold]")
     console.print(f"API docs: http://{settings.host}:{settings.port}/docs\nTry:\n")
     print(curl_example(settings, names[0]), flush=True)

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
         description="How long a moving reference (alias, bare name) stays resolved before "
         "the registry is asked again.",
     )
+    default_model: str | None = Field(
+        default=None, description="The model POST /invocations scores (MLflow scoring protocol)."
+    )
     max_batch_rows: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     predict_threads: int = Field(

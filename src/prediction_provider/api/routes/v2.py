@@ -7,21 +7,16 @@ model, 400 for a bad request.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
-from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
-from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from prediction_provider import errors
 from prediction_provider.api.deps import ServicesDep
-from prediction_provider.api.errors import status_for
+from prediction_provider.api.protocol_route import protocol_route_class
 from prediction_provider.api.routes.predict import cached_model
 from prediction_provider.serving import open_inference as oip
 from prediction_provider.serving.tensors import (
@@ -33,7 +28,7 @@ from prediction_provider.serving.tensors import (
 )
 
 HEADER_LENGTH = "inference-header-content-length"
-V2_STATUS = {
+V2_STATUS: dict[type[errors.PredictionProviderError], int] = {
     errors.InvalidFeatures: 400,
     errors.InvalidModelReference: 400,
     errors.BatchTooLarge: 400,
@@ -44,27 +39,15 @@ def v2_error(status: int, message: str) -> Response:
     return Response(orjson.dumps({"error": message}), status_code=status, media_type="application/json")
 
 
-class OpenInferenceRoute(APIRoute):
-    """Answers every failure of a v2 route in the protocol's error shape."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except errors.PredictionProviderError as exc:
-                status = V2_STATUS.get(type(exc)) or status_for(exc)
-                return v2_error(status, exc.message)
-            except (RequestValidationError, ValidationError) as exc:
-                return v2_error(400, "; ".join(str(e.get("msg")) for e in exc.errors()))
-            except HTTPException as exc:
-                return v2_error(exc.status_code, str(exc.detail))
-
-        return handle
+def render_v2_error(status: int, code: str, message: str) -> Response:
+    return v2_error(status, message)
 
 
-router = APIRouter(prefix="/v2", tags=["open inference protocol v2"], route_class=OpenInferenceRoute)
+router = APIRouter(
+    prefix="/v2",
+    tags=["open inference protocol v2"],
+    route_class=protocol_route_class(render_v2_error, V2_STATUS),
+)
 
 
 def json_response(payload: Any, status: int = 200) -> Response:

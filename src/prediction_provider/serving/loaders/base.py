@@ -135,6 +135,10 @@ class LoadedModel(ABC):
         labels = self._classes[np.argmax(probabilities, axis=1)]
         return ModelOutput(predictions=labels.tolist(), probabilities=probabilities)
 
+    def predict_native(self, matrix: FloatMatrix) -> Any:
+        """What the framework's own MLflow pyfunc flavor returns, for the MLflow scoring protocol."""
+        return self.predict_scores(matrix)
+
     def unload(self) -> None:  # noqa: B027 - optional override, not abstract
         """Release native resources; the default relies on garbage collection."""
 

@@ -40,6 +40,9 @@ class LightGBMModel(LoadedModel):
         self._booster = booster
         self._params: dict[str, Any] = {"num_threads": threads} if threads else {}
 
+    def predict_native(self, matrix: FloatMatrix) -> Any:
+        return self._booster.predict(matrix, **self._params)
+
     def predict_scores(self, matrix: FloatMatrix) -> npt.NDArray[Any]:
         scores = self._booster.predict(matrix, **self._params)
         if self.signature.classes:

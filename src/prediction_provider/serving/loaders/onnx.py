@@ -36,15 +36,21 @@ class ONNXModel(LoadedModel):
         self._input_dtypes = input_dtypes
         self._output_name = output_name
 
-    def predict_scores(self, matrix: FloatMatrix) -> npt.NDArray[Any]:
+    def predict_native(self, matrix: FloatMatrix) -> Any:
+        """Every graph output by name, as MLflow's ONNX flavor answers array inputs."""
+        names = [output.name for output in self._session.get_outputs()]
+        return dict(zip(names, self._session.run(names, self._feeds(matrix)), strict=True))
+
+    def _feeds(self, matrix: FloatMatrix) -> dict[str, Any]:
         if len(self._input_names) == 1:
-            feeds = {self._input_names[0]: matrix.astype(self._input_dtypes[0], copy=False)}
-        else:
-            feeds = {
-                name: matrix[:, [i]].astype(dtype, copy=False)
-                for i, (name, dtype) in enumerate(zip(self._input_names, self._input_dtypes, strict=True))
-            }
-        (scores,) = self._session.run([self._output_name], feeds)
+            return {self._input_names[0]: matrix.astype(self._input_dtypes[0], copy=False)}
+        return {
+            name: matrix[:, [i]].astype(dtype, copy=False)
+            for i, (name, dtype) in enumerate(zip(self._input_names, self._input_dtypes, strict=True))
+        }
+
+    def predict_scores(self, matrix: FloatMatrix) -> npt.NDArray[Any]:
+        (scores,) = self._session.run([self._output_name], self._feeds(matrix))
         scores = np.asarray(scores)
         if self.signature.classes:
             return scores.reshape(len(matrix), len(self.signature.classes))

@@ -19,11 +19,13 @@ class PyfuncModel(LoadedModel):
         self._model = model
         self._columns = list(signature.feature_names)
 
-    def predict_scores(self, matrix: FloatMatrix) -> npt.NDArray[Any]:
+    def predict_native(self, matrix: FloatMatrix) -> Any:
         import pandas as pd
 
-        frame = pd.DataFrame(matrix, columns=self._columns)
-        output = self._model.predict(frame)
+        return self._model.predict(pd.DataFrame(matrix, columns=self._columns))
+
+    def predict_scores(self, matrix: FloatMatrix) -> npt.NDArray[Any]:
+        output = self.predict_native(matrix)
         values = np.asarray(output.to_numpy() if hasattr(output, "to_numpy") else output)
         if self.signature.classes:
             return values.astype(np.float64).reshape(len(matrix), len(self.signature.classes))

@@ -48,6 +48,9 @@ class SklearnModel(LoadedModel):
         super().__init__(signature)
         self._estimator = estimator
 
+    def predict_native(self, matrix: FloatMatrix) -> Any:
+        return self._estimator.predict(matrix)
+
     def predict_scores(self, matrix: FloatMatrix) -> npt.NDArray[Any]:
         if self.signature.classes:
             return np.asarray(self._estimator.predict_proba(matrix))

@@ -25,6 +25,9 @@ class XGBoostModel(LoadedModel):
         super().__init__(signature)
         self._booster = booster
 
+    def predict_native(self, matrix: FloatMatrix) -> Any:
+        return self._booster.inplace_predict(matrix, validate_features=False)
+
     def predict_scores(self, matrix: FloatMatrix) -> npt.NDArray[Any]:
         # inplace_predict skips DMatrix construction and validates nothing by name,
         # which is why the caller has already ordered columns by the signature.

@@ -1,0 +1,111 @@
+"""The MLflow scoring protocol, so ``mlflow models serve`` clients work unchanged.
+
+``POST /invocations`` scores the configured default model (``PP_DEFAULT_MODEL``);
+``POST /models/{name}[/versions/{version}]/invocations`` scores any other.
+Errors use MLflow's shape: ``{"error_code", "message"}``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio.to_thread
+import orjson
+from fastapi import APIRouter, Request
+from pydantic_core import from_json
+from starlette.responses import PlainTextResponse, Response
+
+from prediction_provider import errors
+from prediction_provider.api.deps import ServicesDep
+from prediction_provider.api.protocol_route import protocol_route_class
+from prediction_provider.api.routes.predict import cached_model
+from prediction_provider.serving import mlflow_scoring
+from prediction_provider.serving.cache import CachedModel
+from prediction_provider.serving.open_inference import model_reference
+
+MLFLOW_ERROR_CODES = {
+    400: "BAD_REQUEST",
+    404: "RESOURCE_DOES_NOT_EXIST",
+    413: "BAD_REQUEST",
+    415: "BAD_REQUEST",
+}
+STATUS_OVERRIDES: dict[type[errors.PredictionProviderError], int] = {
+    errors.InvalidFeatures: 400,
+    errors.InvalidModelReference: 400,
+    errors.InvalidTensor: 400,
+}
+
+
+def render_mlflow_error(status: int, code: str, message: str) -> Response:
+    body = {"error_code": MLFLOW_ERROR_CODES.get(status, "INTERNAL_ERROR"), "message": message}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+router = APIRouter(
+    tags=["mlflow scoring protocol"], route_class=protocol_route_class(render_mlflow_error, STATUS_OVERRIDES)
+)
+
+
+@router.get("/ping", summary="MLflow scoring server liveness")
+async def ping() -> Response:
+    return PlainTextResponse("\n")
+
+
+@router.get("/version", summary="The MLflow scoring protocol version served")
+async def version() -> Response:
+    from importlib.metadata import version as package_version
+
+    return PlainTextResponse(package_version("mlflow"))
+
+
+@router.post("/invocations", summary="Score the default model")
+async def invocations(request: Request, services: ServicesDep) -> Response:
+    default = services.settings.default_model
+    if not default:
+        raise errors.ModelNotFound(
+            "no default model is configured: set PP_DEFAULT_MODEL or POST to /models/{name}/invocations"
+        )
+    return await _score(request, services, default)
+
+
+@router.post("/models/{name}/invocations", summary="Score a model (its champion, else latest)")
+@router.post("/models/{name}/versions/{version}/invocations", summary="Score a model version or alias")
+async def model_invocations(
+    name: str, request: Request, services: ServicesDep, version: str | None = None
+) -> Response:
+    return await _score(request, services, model_reference(name, version))
+
+
+async def _score(request: Request, services: ServicesDep, reference: str) -> Response:
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    body = await request.body()
+    cached = await cached_model(services.cache, reference)
+    signature = cached.model.signature
+    max_rows = services.settings.max_batch_rows
+    if content_type == "text/csv":
+        matrix = mlflow_scoring.matrix_from_csv(body, signature, max_rows)
+    elif content_type in ("application/json", ""):
+        matrix = mlflow_scoring.matrix_from_json(_parse_json(body), signature, max_rows)
+    else:
+        return render_mlflow_error(
+            415, "", f"unsupported content type {content_type}; use application/json or text/csv"
+        )
+    raw = await anyio.to_thread.run_sync(_predict_native, cached, matrix)
+    return Response(orjson.dumps(mlflow_scoring.predictions_payload(raw)), media_type="application/json")
+
+
+def _parse_json(body: bytes) -> Any:
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            return from_json(body, allow_inf_nan=True)
+        except ValueError as exc:
+            raise errors.InvalidTensor(f"request body is not valid JSON: {exc}") from exc
+
+
+def _predict_native(cached: CachedModel, matrix: Any) -> Any:
+    try:
+        return cached.model.predict_native(matrix)
+    except Exception as exc:
+        raise errors.PredictionFailed(f"{cached.loader} model failed to predict: {exc}") from exc
