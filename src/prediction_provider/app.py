@@ -17,6 +17,7 @@ from prediction_provider.api.deps import Services
 from prediction_provider.api.errors import install_error_handlers
 from prediction_provider.api.routes import health, invocations, models, predict, v2
 from prediction_provider.config import Settings
+from prediction_provider.serving.batching import BatchingDefaults, BatchPolicy
 from prediction_provider.serving.cache import ModelCache
 from prediction_provider.serving.inference import ConfidenceBands, PredictionService
 from prediction_provider.serving.loaders import discover_loaders
@@ -51,6 +52,10 @@ def build_services(settings: Settings) -> Services:
         max_models=settings.max_models,
         refresh_seconds=settings.alias_refresh_seconds,
         threads=settings.predict_threads,
+        batching=BatchingDefaults(
+            mode=settings.batching,
+            policy=BatchPolicy(settings.max_batch_size, settings.max_batch_latency_ms / 1000),
+        ),
     )
     bands = ConfidenceBands(high=settings.confidence_high, medium=settings.confidence_medium)
     predictions = PredictionService(cache, settings.max_batch_rows, bands)
@@ -80,7 +85,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         gc.unfreeze()
         for entry in services.cache.entries():
-            entry.model.unload()
+            entry.close()
 
     app = FastAPI(
         title="Prediction Provider",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import (
@@ -78,6 +78,13 @@ class Settings(BaseSettings):
         default=1,
         ge=0,
         description="Threads a model may use for one call (0 = the library default).",
+    )
+    batching: Literal["auto", "on", "off"] = Field(
+        default="auto", description="Adaptive batching of single-row calls; auto = on for tree models."
+    )
+    max_batch_size: int = Field(default=64, ge=1, description="Rows merged into one model call at most.")
+    max_batch_latency_ms: float = Field(
+        default=2.0, ge=0, description="How long a batch may wait to fill, only under load."
     )
     confidence_high: float = Field(default=0.6, gt=0, le=1)
     confidence_medium: float = Field(default=0.45, gt=0, le=1)

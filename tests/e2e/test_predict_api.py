@@ -231,3 +231,29 @@ def test_unknown_route_and_method_share_the_error_shape(client: httpx.Client) ->
     wrong = client.get("/predict")
     assert wrong.status_code == 405
     assert error_of(wrong)["code"] == "method_not_allowed"
+
+
+def test_concurrent_single_rows_get_their_own_answers(
+    live_server: LiveServer, feature_rows: list[dict[str, float]]
+) -> None:
+    """Adaptive batching merges concurrent rows; each request must still get its own row's answer."""
+    import asyncio
+
+    model = f"models:/{MODEL}@lightgbm"
+
+    async def fire() -> list[dict]:
+        async with httpx.AsyncClient(base_url=live_server.url) as http:
+            responses = await asyncio.gather(
+                *(http.post("/predict", json={"model": model, "features": row}) for row in feature_rows[:64])
+            )
+        return [r.json() for r in responses]
+
+    answers = asyncio.run(fire())
+    cached = live_server.services.cache.get(model)
+    matrix = np.array([[row[n] for n in cached.model.signature.feature_names] for row in feature_rows[:64]])
+    expected = cached.model.predict(matrix)
+    assert [a["prediction"] for a in answers] == expected.predictions
+    for answer, probabilities in zip(answers, expected.probabilities, strict=True):
+        assert list(answer["probabilities"].values()) == pytest.approx(probabilities.tolist())
+    assert cached.batcher is not None
+    assert cached.batcher.stats.rows >= 64

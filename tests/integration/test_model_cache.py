@@ -10,6 +10,7 @@ import pytest
 
 from prediction_provider.config import Settings
 from prediction_provider.errors import ModelLoadFailed, ModelNotFound, RegistryUnavailable
+from prediction_provider.serving.batching import BatchPolicy
 from prediction_provider.serving.cache import ModelCache
 from prediction_provider.serving.loaders import discover_loaders
 from prediction_provider.serving.references import ModelReference
@@ -148,3 +149,21 @@ def test_unknown_models_raise_not_found(settings: Settings, tmp_path: Path) -> N
     with pytest.raises(ModelNotFound):
         cache.get((settings.data_dir / "models" / "absent.onnx").as_uri())
     assert cache.stats.loads == 0
+
+
+@pytest.mark.parametrize("alias", ["lightgbm", "xgboost", "sklearn", "onnx"])
+def test_demo_tree_models_are_batched_by_default(settings: Settings, alias: str) -> None:
+    cache = make_cache(settings)
+    cached = cache.get(f"models:/{MODEL}@{alias}")
+    assert cached.batcher is not None
+    assert cached.batcher.policy == BatchPolicy(64, 0.002)
+
+
+def test_models_without_trees_are_not_batched(settings: Settings, tmp_path: Path) -> None:
+    import joblib
+    from sklearn.linear_model import LogisticRegression
+
+    path = settings.data_dir / "models" / "logit.joblib"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    joblib.dump(LogisticRegression().fit([[0.0], [1.0]], [0, 1]), path)
+    assert make_cache(settings).get(path.as_uri()).batcher is None

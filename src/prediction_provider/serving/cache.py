@@ -20,48 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from prediction_provider.errors import RegistryUnavailable
-from prediction_provider.serving.loaders import (
-    LoadedModel,
-    ModelLoader,
-    ModelOutput,
-    load_model,
-    open_source,
-)
-from prediction_provider.serving.loaders.base import FloatMatrix
+from prediction_provider.serving.batching import AdaptiveBatcher, BatchingDefaults
+from prediction_provider.serving.loaders import LoadedModel, ModelLoader, load_model, open_source
 from prediction_provider.serving.references import parse_model_reference
 from prediction_provider.serving.registry import ModelRegistry, ResolvedModel
 
 log = logging.getLogger(__name__)
 
 MAX_REMEMBERED_REFERENCES = 4096
-
-
-INLINE_BUDGET_SECONDS = 0.0005
-_SMOOTHING = 0.2
-
-
-@dataclass(slots=True)
-class PredictTiming:
-    """A running estimate of one model's single-row predict time.
-
-    It decides whether a one-row call may run on the event loop: handing a
-    40 µs LightGBM call to a worker thread costs more than the call, while a
-    10 ms forest must never stall other requests. Unknown starts as infinite,
-    so a model is offloaded until it has been measured.
-    """
-
-    single_row_seconds: float = float("inf")
-
-    def observe(self, rows: int, seconds: float) -> None:
-        if rows != 1:
-            return
-        if self.single_row_seconds == float("inf"):
-            self.single_row_seconds = seconds
-        else:
-            self.single_row_seconds += _SMOOTHING * (seconds - self.single_row_seconds)
-
-    def runs_inline(self, rows: int) -> bool:
-        return rows == 1 and self.single_row_seconds < INLINE_BUDGET_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,14 +37,12 @@ class CachedModel:
     loader: str
     loaded_at: datetime
     load_seconds: float
-    timing: PredictTiming = field(default_factory=PredictTiming)
+    batcher: AdaptiveBatcher | None = None
 
-    def predict(self, matrix: FloatMatrix) -> ModelOutput:
-        """Predict and record how long one row took."""
-        started = time.perf_counter()
-        output = self.model.predict(matrix)
-        self.timing.observe(len(matrix), time.perf_counter() - started)
-        return output
+    def close(self) -> None:
+        if self.batcher is not None:
+            self.batcher.close()
+        self.model.unload()
 
 
 @dataclass(slots=True)
@@ -113,6 +77,7 @@ class ModelCache:
     max_models: int
     refresh_seconds: float
     threads: int = 1
+    batching: BatchingDefaults = field(default_factory=BatchingDefaults)
     clock: Callable[[], float] = time.monotonic
     stats: CacheStats = field(default_factory=CacheStats)
 
@@ -184,12 +149,15 @@ class ModelCache:
             with self._lock:
                 self.stats.load_failures += 1
             raise
+        policy = self.batching.policy_for(model.batchable, model.metadata)
+        batcher = AdaptiveBatcher(model.predict, policy, resolved.uri) if policy else None
         cached = CachedModel(
             resolved=resolved,
             model=model,
             loader=loader,
             loaded_at=datetime.now(UTC),
             load_seconds=time.perf_counter() - started,
+            batcher=batcher,
         )
         evicted: list[CachedModel] = []
         with self._lock:
@@ -201,7 +169,7 @@ class ModelCache:
                 self.stats.evictions += 1
         for old in evicted:
             log.info("evicted %s from the model cache", old.resolved.uri)
-            old.model.unload()
+            old.close()
         log.info("loaded %s with %s in %.3fs", resolved.uri, loader, cached.load_seconds)
         return cached
 
@@ -210,7 +178,7 @@ class ModelCache:
         cached = self.get(reference)
         width = len(cached.model.signature.features)
         for _ in range(3):
-            cached.predict(np.zeros((1, width), dtype=np.float64))
+            cached.model.predict(np.zeros((1, width), dtype=np.float64))
         return cached
 
     def evict(self, uri: str) -> bool:
@@ -219,7 +187,7 @@ class ModelCache:
             if cached is not None:
                 self.stats.evictions += 1
         if cached is not None:
-            cached.model.unload()
+            cached.close()
         return cached is not None
 
     def entries(self) -> list[CachedModel]:

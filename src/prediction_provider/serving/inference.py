@@ -71,6 +71,14 @@ class PredictionService:
         matrix = matrix_from_records(records, signature, prefix, self.max_batch_rows)
         return self._run(cached, matrix, started)
 
+    async def predict_record(
+        self, cached: CachedModel, features: Mapping[str, Any], started: float
+    ) -> BatchResult:
+        """One row: validated on the event loop (cheap), predicted off it."""
+        matrix = matrix_from_records([features], cached.model.signature, "features", 1)
+        output = await self.predict_matrix(cached, matrix)
+        return BatchResult(cached, output.predictions, output.probabilities, started)
+
     def predict_columns(
         self, cached: CachedModel, columns: Mapping[str, Any], prefix: str, started: float
     ) -> BatchResult:
@@ -84,7 +92,7 @@ class PredictionService:
     def run_matrix(self, cached: CachedModel, matrix: FloatMatrix) -> ModelOutput:
         """Run the model on a validated matrix; blocking."""
         try:
-            return cached.predict(matrix)
+            return cached.model.predict(matrix)
         except Exception as exc:
             raise PredictionFailed(
                 f"{cached.loader} model failed to predict: {type(exc).__name__}: {exc}",
@@ -92,7 +100,13 @@ class PredictionService:
             ) from exc
 
     async def predict_matrix(self, cached: CachedModel, matrix: FloatMatrix) -> ModelOutput:
-        """Run the model off the event loop, unless one row is measured to be cheaper than a hop."""
-        if cached.timing.runs_inline(len(matrix)):
-            return self.run_matrix(cached, matrix)
-        return await anyio.to_thread.run_sync(self.run_matrix, cached, matrix)
+        """Run the model off the event loop: single rows through the model's batcher, if it has one."""
+        if cached.batcher is None or len(matrix) != 1:
+            return await anyio.to_thread.run_sync(self.run_matrix, cached, matrix)
+        try:
+            return await cached.batcher.submit(matrix)
+        except Exception as exc:
+            raise PredictionFailed(
+                f"{cached.loader} model failed to predict: {type(exc).__name__}: {exc}",
+                {"model": cached.resolved.uri},
+            ) from exc

@@ -65,13 +65,7 @@ async def predict(request: Request, services: ServicesDep) -> Response:
     started = time.perf_counter()
     body = await read_json_body(request, PredictRequest)
     cached = await cached_model(services.cache, body.model)
-    rows = [body.features]
-    if cached.timing.runs_inline(len(rows)):
-        result = services.predictions.predict_records(cached, rows, "features", started)
-    else:
-        result = await run_in_threadpool(
-            services.predictions.predict_records, cached, rows, "features", started
-        )
+    result = await services.predictions.predict_record(cached, body.features, started)
     return json_response(single_payload(result, body.return_proba, services))
 
 

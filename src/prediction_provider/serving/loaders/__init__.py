@@ -91,7 +91,9 @@ def load_model(
     if loader.requires_trust(source):
         require_trusted(source.path, trusted_roots, f"{loader.name} models can run code when loaded")
     try:
-        return loader.load(source), loader.name
+        model = loader.load(source)
+        model.metadata = source.metadata
+        return model, loader.name
     except Exception as exc:
         raise ModelLoadFailed(
             f"{loader.name} loader failed: {type(exc).__name__}: {exc}", {"loader": loader.name}

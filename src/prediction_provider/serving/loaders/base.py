@@ -118,9 +118,12 @@ class LoadedModel(ABC):
     """
 
     framework: ClassVar[str] = "unknown"
+    batchable: bool = False
+    """Tree models gain from merged calls: per-call overhead dominates a single row."""
 
     def __init__(self, signature: ModelSignature) -> None:
         self.signature = signature
+        self.metadata: dict[str, Any] = {}
         self._classes = np.array(signature.classes, dtype=object) if signature.classes else None
 
     @abstractmethod

@@ -34,6 +34,7 @@ def _objective(model_file: Path) -> str:
 
 class LightGBMModel(LoadedModel):
     framework = "lightgbm"
+    batchable = True
 
     def __init__(self, booster: Any, signature: ModelSignature, threads: int) -> None:
         super().__init__(signature)

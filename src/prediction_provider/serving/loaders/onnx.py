@@ -57,6 +57,13 @@ class ONNXModel(LoadedModel):
         return scores.reshape(len(matrix))
 
 
+def _has_tree_ensemble(model_file: Any) -> bool:
+    import onnx
+
+    graph = onnx.load(str(model_file), load_external_data=False).graph
+    return any(node.op_type.startswith("TreeEnsemble") for node in graph.node)
+
+
 class ONNXLoader(ModelLoader):
     name = "onnx"
     flavors = ("onnx",)
@@ -91,13 +98,15 @@ class ONNXLoader(ModelLoader):
         if not names:
             raise ValueError("the ONNX graph does not say its feature names; add feature_names metadata")
         output_name, classes = self._scores_output(session, source)
-        return ONNXModel(
+        model = ONNXModel(
             session,
             ModelSignature.from_names(names, classes),
             [i.name for i in inputs],
             dtypes,
             output_name,
         )
+        model.batchable = _has_tree_ensemble(model_file)
+        return model
 
     @staticmethod
     def _scores_output(session: Any, source: ModelSource) -> tuple[str, tuple[str, ...] | None]:

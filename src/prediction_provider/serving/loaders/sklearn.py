@@ -26,6 +26,12 @@ def _limit_jobs(estimator: Any, threads: int) -> None:
         estimator.set_params(**updates)
 
 
+def _is_tree_model(estimator: Any) -> bool:
+    """Trees and tree ensembles, alone or as the last step of a pipeline."""
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    return any(hasattr(final, attribute) for attribute in ("tree_", "estimators_", "_predictors"))
+
+
 def _forget_feature_names(estimator: Any) -> None:
     """Drop ``feature_names_in_`` once its names are captured in the signature.
 
@@ -47,6 +53,7 @@ class SklearnModel(LoadedModel):
     def __init__(self, estimator: Any, signature: ModelSignature) -> None:
         super().__init__(signature)
         self._estimator = estimator
+        self.batchable = _is_tree_model(estimator)
 
     def predict_native(self, matrix: FloatMatrix) -> Any:
         return self._estimator.predict(matrix)

@@ -20,6 +20,7 @@ from prediction_provider.serving.signature import ModelSignature
 
 class XGBoostModel(LoadedModel):
     framework = "xgboost"
+    batchable = True
 
     def __init__(self, booster: Any, signature: ModelSignature) -> None:
         super().__init__(signature)
