@@ -16,7 +16,7 @@ from pydantic_core import from_json
 from starlette.responses import PlainTextResponse, Response
 
 from prediction_provider import errors
-from prediction_provider.api.deps import ServicesDep
+from prediction_provider.api.deps import Services, services_of
 from prediction_provider.api.protocol_route import protocol_route_class
 from prediction_provider.api.routes.predict import cached_model
 from prediction_provider.serving import mlflow_scoring
@@ -59,7 +59,8 @@ async def version() -> Response:
 
 
 @router.post("/invocations", summary="Score the default model")
-async def invocations(request: Request, services: ServicesDep) -> Response:
+async def invocations(request: Request) -> Response:
+    services = services_of(request)
     default = services.settings.default_model
     if not default:
         raise errors.ModelNotFound(
@@ -70,13 +71,11 @@ async def invocations(request: Request, services: ServicesDep) -> Response:
 
 @router.post("/models/{name}/invocations", summary="Score a model (its champion, else latest)")
 @router.post("/models/{name}/versions/{version}/invocations", summary="Score a model version or alias")
-async def model_invocations(
-    name: str, request: Request, services: ServicesDep, version: str | None = None
-) -> Response:
-    return await _score(request, services, model_reference(name, version))
+async def model_invocations(name: str, request: Request, version: str | None = None) -> Response:
+    return await _score(request, services_of(request), model_reference(name, version))
 
 
-async def _score(request: Request, services: ServicesDep, reference: str) -> Response:
+async def _score(request: Request, services: Services, reference: str) -> Response:
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     body = await request.body()
     cached = await cached_model(services.cache, reference)

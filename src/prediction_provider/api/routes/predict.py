@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from prediction_provider.api.body import openapi_body, read_json_body
-from prediction_provider.api.deps import ServicesDep
+from prediction_provider.api.deps import Services, services_of
 from prediction_provider.api.schemas import (
     ErrorBody,
     PredictBatchRequest,
@@ -61,7 +61,8 @@ def json_response(payload: dict[str, Any]) -> Response:
     openapi_extra=openapi_body(PredictRequest),
     summary="Predict one row",
 )
-async def predict(request: Request, services: ServicesDep) -> Response:
+async def predict(request: Request) -> Response:
+    services = services_of(request)
     started = time.perf_counter()
     body = await read_json_body(request, PredictRequest)
     cached = await cached_model(services.cache, body.model)
@@ -69,7 +70,7 @@ async def predict(request: Request, services: ServicesDep) -> Response:
     return json_response(single_payload(result, body.return_proba, services))
 
 
-def single_payload(result: BatchResult, return_proba: bool, services: ServicesDep) -> dict[str, Any]:
+def single_payload(result: BatchResult, return_proba: bool, services: Services) -> dict[str, Any]:
     prediction = result.predictions[0]
     probability = probabilities = confidence = None
     if result.probabilities is not None and result.classes:
@@ -95,7 +96,8 @@ def single_payload(result: BatchResult, return_proba: bool, services: ServicesDe
     openapi_extra=openapi_body(PredictBatchRequest),
     summary="Predict many rows, given as records or as columns",
 )
-async def predict_batch(request: Request, services: ServicesDep) -> Response:
+async def predict_batch(request: Request) -> Response:
+    services = services_of(request)
     started = time.perf_counter()
     body = await read_json_body(request, PredictBatchRequest)
     cached = await cached_model(services.cache, body.model)

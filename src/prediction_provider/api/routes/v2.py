@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from prediction_provider import errors
-from prediction_provider.api.deps import ServicesDep
+from prediction_provider.api.deps import ServicesDep, services_of
 from prediction_provider.api.protocol_route import protocol_route_class
 from prediction_provider.api.routes.predict import cached_model
 from prediction_provider.serving import open_inference as oip
@@ -96,7 +96,8 @@ async def model_ready(name: str, services: ServicesDep, version: str | None = No
 
 @router.post("/models/{name}/infer", summary="Inference")
 @router.post("/models/{name}/versions/{version}/infer", summary="Inference on a version")
-async def infer(name: str, request: Request, services: ServicesDep, version: str | None = None) -> Response:
+async def infer(name: str, request: Request, version: str | None = None) -> Response:
+    services = services_of(request)
     header, binary = await _split_body(request)
     cached = await cached_model(services.cache, oip.model_reference(name, version))
     inputs = _decode_inputs(header, binary)
