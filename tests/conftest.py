@@ -79,7 +79,7 @@ class LiveServer:
 
 @pytest.fixture(scope="session")
 def live_server(settings: Settings) -> Iterator[LiveServer]:
-    warm = settings.model_copy(update={"warm_models": [MODEL], "default_model": MODEL})
+    warm = settings.model_copy(update={"warm_models": [MODEL], "default_model": MODEL, "grpc_port": 0})
     with LiveServer(warm) as server:
         yield server
 

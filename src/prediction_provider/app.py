@@ -80,10 +80,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         # Start-up leaves ~350k long-lived objects (MLflow, frameworks, models); a full
         # collection scanning them took ~190 ms and stalled every in-flight request.
         # Freezing them keeps later collections down to what requests allocate.
+        grpc_server = None
+        if settings.grpc_enabled:
+            from prediction_provider.api.grpc.server import start_grpc_server
+
+            grpc_server, services.grpc_port = await start_grpc_server(
+                services, settings.host, settings.grpc_port
+            )
         gc.collect()
         gc.freeze()
         yield
         gc.unfreeze()
+        if grpc_server is not None:
+            await grpc_server.stop(grace=5)
         for entry in services.cache.entries():
             entry.close()
 

@@ -58,6 +58,10 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    grpc_enabled: bool = True
+    grpc_port: int = Field(
+        default=8001, ge=0, le=65535, description="Open Inference Protocol over gRPC (0 = any free port)."
+    )
     log_level: str = "info"
     access_log: bool = False
 

@@ -13,7 +13,7 @@ from prediction_provider.serving.inference import PredictionService
 from prediction_provider.serving.registry import ModelRegistry
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Services:
     """What the lifespan builds once per app and every request shares."""
 
@@ -23,6 +23,7 @@ class Services:
     predictions: PredictionService
     gpu_available: bool
     warm_errors: dict[str, str] = field(default_factory=dict)
+    grpc_port: int | None = None
 
 
 async def get_services(request: Request) -> Services:

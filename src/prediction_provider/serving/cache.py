@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import anyio.to_thread
 import numpy as np
 
 from prediction_provider.errors import RegistryUnavailable
@@ -99,6 +100,13 @@ class ModelCache:
             self._models.move_to_end(resolution.resolved.uri)
             self.stats.hits += 1
             return cached
+
+    async def aget(self, reference: str) -> CachedModel:
+        """``get`` for the event loop: a hit touches no thread; a miss loads in a worker thread."""
+        cached = self.peek(reference)
+        if cached is None:
+            cached = await anyio.to_thread.run_sync(self.get, reference)
+        return cached
 
     def get(self, reference: str) -> CachedModel:
         """Resolve and load ``reference`` if needed; blocking, so call it off the event loop."""

@@ -18,7 +18,6 @@ from starlette.responses import PlainTextResponse, Response
 from prediction_provider import errors
 from prediction_provider.api.deps import Services, services_of
 from prediction_provider.api.protocol_route import protocol_route_class
-from prediction_provider.api.routes.predict import cached_model
 from prediction_provider.serving import mlflow_scoring
 from prediction_provider.serving.cache import CachedModel
 from prediction_provider.serving.open_inference import model_reference
@@ -78,7 +77,7 @@ async def model_invocations(name: str, request: Request, version: str | None = N
 async def _score(request: Request, services: Services, reference: str) -> Response:
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     body = await request.body()
-    cached = await cached_model(services.cache, reference)
+    cached = await services.cache.aget(reference)
     signature = cached.model.signature
     max_rows = services.settings.max_batch_rows
     if content_type == "text/csv":

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query
 from starlette.concurrency import run_in_threadpool
 
 from prediction_provider.api.deps import ServicesDep
-from prediction_provider.api.routes.predict import ERROR_RESPONSES, cached_model
+from prediction_provider.api.routes.predict import ERROR_RESPONSES
 from prediction_provider.api.schemas import ModelInfo, ModelList, ModelVersionList
 from prediction_provider.serving.references import NAME_PATTERN
 
@@ -47,7 +47,7 @@ async def model_info(
     version: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
 ) -> dict[str, Any]:
     reference = f"models:/{name}/{version}" if version else name
-    cached = await cached_model(services.cache, reference)
+    cached = await services.cache.aget(reference)
     versions = await run_in_threadpool(services.registry.versions, name)
     described = next((v for v in versions if v["version"] == cached.resolved.version), {})
     return {

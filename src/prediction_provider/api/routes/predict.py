@@ -19,7 +19,7 @@ from prediction_provider.api.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from prediction_provider.serving.cache import CachedModel, ModelCache
+from prediction_provider.serving.cache import CachedModel
 from prediction_provider.serving.inference import BatchResult
 
 router = APIRouter(tags=["predictions"])
@@ -35,14 +35,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (503, "Model failed to load or registry unavailable"),
     )
 }
-
-
-async def cached_model(cache: ModelCache, reference: str) -> CachedModel:
-    """The fast path touches no thread; a miss resolves and loads off the event loop."""
-    cached = cache.peek(reference)
-    if cached is None:
-        cached = await run_in_threadpool(cache.get, reference)
-    return cached
 
 
 def model_identity(cached: CachedModel) -> dict[str, Any]:
@@ -65,7 +57,7 @@ async def predict(request: Request) -> Response:
     services = services_of(request)
     started = time.perf_counter()
     body = await read_json_body(request, PredictRequest)
-    cached = await cached_model(services.cache, body.model)
+    cached = await services.cache.aget(body.model)
     result = await services.predictions.predict_record(cached, body.features, started)
     return json_response(single_payload(result, body.return_proba, services))
 
@@ -100,7 +92,7 @@ async def predict_batch(request: Request) -> Response:
     services = services_of(request)
     started = time.perf_counter()
     body = await read_json_body(request, PredictBatchRequest)
-    cached = await cached_model(services.cache, body.model)
+    cached = await services.cache.aget(body.model)
     rows = body.features_list
     if isinstance(rows, dict):
         result = await run_in_threadpool(

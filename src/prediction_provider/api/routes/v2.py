@@ -17,7 +17,6 @@ from starlette.responses import Response
 from prediction_provider import errors
 from prediction_provider.api.deps import ServicesDep, services_of
 from prediction_provider.api.protocol_route import protocol_route_class
-from prediction_provider.api.routes.predict import cached_model
 from prediction_provider.serving import open_inference as oip
 from prediction_provider.serving.tensors import (
     Tensor,
@@ -82,7 +81,7 @@ async def _versions(services: ServicesDep, name: str) -> list[str]:
 @router.get("/models/{name}", summary="Model metadata")
 @router.get("/models/{name}/versions/{version}", summary="Model version metadata")
 async def model_metadata(name: str, services: ServicesDep, version: str | None = None) -> Response:
-    cached = await cached_model(services.cache, oip.model_reference(name, version))
+    cached = await services.cache.aget(oip.model_reference(name, version))
     versions = await _versions(services, cached.resolved.name) if cached.resolved.version else []
     return json_response(oip.model_metadata(cached, versions))
 
@@ -90,7 +89,7 @@ async def model_metadata(name: str, services: ServicesDep, version: str | None =
 @router.get("/models/{name}/ready", summary="Model readiness")
 @router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness")
 async def model_ready(name: str, services: ServicesDep, version: str | None = None) -> Response:
-    cached = await cached_model(services.cache, oip.model_reference(name, version))
+    cached = await services.cache.aget(oip.model_reference(name, version))
     return json_response({"name": cached.resolved.name, "ready": True})
 
 
@@ -99,7 +98,7 @@ async def model_ready(name: str, services: ServicesDep, version: str | None = No
 async def infer(name: str, request: Request, version: str | None = None) -> Response:
     services = services_of(request)
     header, binary = await _split_body(request)
-    cached = await cached_model(services.cache, oip.model_reference(name, version))
+    cached = await services.cache.aget(oip.model_reference(name, version))
     inputs = _decode_inputs(header, binary)
     matrix = oip.matrix_from_tensors(cached, inputs, services.settings.max_batch_rows)
     output = await services.predictions.predict_matrix(cached, matrix)

@@ -1,0 +1,1 @@
+"""Open Inference Protocol over gRPC: a thin adapter over ``serving.open_inference``."""

@@ -1,0 +1,206 @@
+"""The ``inference.GRPCInferenceService`` servicer and its server, run beside HTTP.
+
+It runs on the app's event loop (``grpc.aio``) and shares its services: the
+same cache, batchers and handlers as ``/v2`` over REST. Tensors are answered
+as ``raw_output_contents``, as Triton does.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+from starlette.concurrency import run_in_threadpool
+
+from prediction_provider import errors
+from prediction_provider.api.deps import Services
+from prediction_provider.api.grpc import open_inference_pb2 as pb
+from prediction_provider.api.grpc import open_inference_pb2_grpc as pb_grpc
+from prediction_provider.serving import open_inference as oip
+from prediction_provider.serving.cache import CachedModel
+from prediction_provider.serving.tensors import (
+    NUMPY_BY_DATATYPE,
+    Tensor,
+    tensor_from_bytes,
+    tensor_from_json,
+    tensor_to_bytes,
+)
+
+log = logging.getLogger(__name__)
+
+Reply = TypeVar("Reply")
+
+GRPC_STATUS: dict[type[errors.PredictionProviderError], grpc.StatusCode] = {
+    errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
+    errors.UntrustedModelPath: grpc.StatusCode.PERMISSION_DENIED,
+    errors.ModelLoadFailed: grpc.StatusCode.UNAVAILABLE,
+    errors.RegistryUnavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.PredictionFailed: grpc.StatusCode.INTERNAL,
+}
+
+CONTENTS_FIELD = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+def _status_for(exc: errors.PredictionProviderError) -> grpc.StatusCode:
+    for error_type in type(exc).__mro__:
+        if error_type in GRPC_STATUS:
+            return GRPC_STATUS[error_type]  # type: ignore[index]
+    return grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def _answer(context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[Reply]]) -> Reply:
+    """Run ``work``; a service error ends the call with the matching gRPC status."""
+    try:
+        return await work()
+    except errors.PredictionProviderError as exc:
+        await context.abort(_status_for(exc), exc.message)
+    raise AssertionError("unreachable: abort raises")
+
+
+class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+    def __init__(self, services: Services) -> None:
+        self.services = services
+
+    async def _cached(self, name: str, version: str) -> CachedModel:
+        return await self.services.cache.aget(oip.model_reference(name, version or None))
+
+    async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
+        connected = await run_in_threadpool(self.services.registry.ping)
+        return pb.ServerReadyResponse(ready=connected and not self.services.warm_errors)
+
+    async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
+        async def work() -> pb.ModelReadyResponse:
+            await self._cached(request.name, request.version)
+            return pb.ModelReadyResponse(ready=True)
+
+        return await _answer(context, work)
+
+    async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
+        return pb.ServerMetadataResponse(**oip.server_metadata())
+
+    async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:
+        async def work() -> pb.ModelMetadataResponse:
+            cached = await self._cached(request.name, request.version)
+            versions: list[str] = []
+            if cached.resolved.version:
+                described = await run_in_threadpool(self.services.registry.versions, cached.resolved.name)
+                versions = [v["version"] for v in described]
+            meta = oip.model_metadata(cached, versions)
+            tensor = pb.ModelMetadataResponse.TensorMetadata
+            return pb.ModelMetadataResponse(
+                name=meta["name"],
+                versions=meta["versions"],
+                platform=meta["platform"],
+                inputs=[tensor(**t) for t in meta["inputs"]],
+                outputs=[tensor(**t) for t in meta["outputs"]],
+            )
+
+        return await _answer(context, work)
+
+    async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
+        async def work() -> pb.ModelInferResponse:
+            cached = await self._cached(request.model_name, request.model_version)
+            inputs = _decode_inputs(request)
+            matrix = oip.matrix_from_tensors(cached, inputs, self.services.settings.max_batch_rows)
+            output = await self.services.predictions.predict_matrix(cached, matrix)
+            tensors = oip.output_tensors(cached, output, [o.name for o in request.outputs])
+            reply = pb.ModelInferResponse(
+                model_name=cached.resolved.name, model_version=cached.resolved.version or "", id=request.id
+            )
+            for tensor in tensors:
+                reply.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+                reply.raw_output_contents.append(tensor_to_bytes(tensor))
+            return reply
+
+        return await _answer(context, work)
+
+    async def RepositoryIndex(self, request: Any, context: Any) -> pb.RepositoryIndexResponse:
+        loaded = {(e.resolved.name, e.resolved.version) for e in self.services.cache.entries()}
+        models = await run_in_threadpool(self.services.registry.list_models, None, 1000)
+        reply = pb.RepositoryIndexResponse()
+        for model in models:
+            for version in model["versions"]:
+                ready = (model["name"], version["version"]) in loaded
+                if request.ready and not ready:
+                    continue
+                reply.models.add(
+                    name=model["name"], version=version["version"], state="READY" if ready else "UNAVAILABLE"
+                )
+        return reply
+
+    async def RepositoryModelLoad(self, request: Any, context: Any) -> pb.RepositoryModelLoadResponse:
+        async def work() -> pb.RepositoryModelLoadResponse:
+            reference = oip.model_reference(request.model_name, None)
+            await run_in_threadpool(self.services.cache.warm, reference)
+            return pb.RepositoryModelLoadResponse()
+
+        return await _answer(context, work)
+
+    async def RepositoryModelUnload(self, request: Any, context: Any) -> pb.RepositoryModelUnloadResponse:
+        async def work() -> pb.RepositoryModelUnloadResponse:
+            oip.model_reference(request.model_name, None)
+            await run_in_threadpool(self.services.registry.versions, request.model_name)
+            for entry in self.services.cache.entries():
+                if entry.resolved.name == request.model_name:
+                    self.services.cache.evict(entry.resolved.uri)
+            return pb.RepositoryModelUnloadResponse()
+
+        return await _answer(context, work)
+
+
+def _decode_inputs(request: Any) -> list[Tensor]:
+    raw = list(request.raw_input_contents)
+    if raw and len(raw) != len(request.inputs):
+        raise errors.InvalidTensor("raw_input_contents must hold one entry per input")
+    tensors = []
+    for i, tensor in enumerate(request.inputs):
+        shape = list(tensor.shape)
+        if tensor.datatype not in NUMPY_BY_DATATYPE:
+            raise errors.InvalidTensor(f"input {tensor.name!r}: unsupported datatype {tensor.datatype!r}")
+        if raw:
+            tensors.append(tensor_from_bytes(tensor.name, tensor.datatype, shape, raw[i]))
+            continue
+        field = CONTENTS_FIELD.get(tensor.datatype)
+        if field is None:
+            raise errors.InvalidTensor(f"input {tensor.name!r}: {tensor.datatype} needs raw_input_contents")
+        values = list(getattr(tensor.contents, field))
+        if tensor.datatype in ("FP32", "FP64"):
+            values = np.asarray(values, dtype=np.float64).tolist()
+        tensors.append(tensor_from_json(tensor.name, tensor.datatype, shape, values))
+    return tensors
+
+
+async def start_grpc_server(services: Services, host: str, port: int) -> tuple[grpc.aio.Server, int]:
+    """Start serving on ``host:port`` (0 picks a free port); return the server and its port."""
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", services.settings.max_body_bytes),
+            ("grpc.so_reuseport", 1),
+        ]
+    )
+    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(services), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind the gRPC server to {host}:{port}")
+    await server.start()
+    log.info("gRPC Open Inference Protocol on %s:%d", host, bound)
+    return server, bound
