@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,18 +36,35 @@ def _configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 
 
-def _serve(settings: Settings) -> None:
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting as ``PP_*`` variables, so worker processes rebuild the same Settings."""
+    env = {}
+    for name, value in settings.model_dump(mode="json").items():
+        if value is None:
+            continue
+        text = json.dumps(value) if isinstance(value, list | dict | bool) else str(value)
+        env[f"PP_{name.upper()}"] = text
+    return env
+
+
+def _serve(settings: Settings, workers: int = 1) -> None:
     import uvicorn
 
     from prediction_provider.app import create_app
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-    )
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+    }
+    if workers <= 1:
+        uvicorn.run(create_app(settings), **options)
+        return
+    # Worker processes import the app factory and read their settings from the
+    # environment; each binds the gRPC port too (SO_REUSEPORT shares it).
+    os.environ.update(settings_env(settings))
+    uvicorn.run("prediction_provider.app:create_app", factory=True, workers=workers, **options)
 
 
 @app.command()
@@ -55,11 +73,13 @@ def serve(
     host: Host = None,
     port: Port = None,
     warm: Annotated[list[str] | None, typer.Option(help="Model to load at start-up (repeatable).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port.")] = 1,
+    grpc_port: Annotated[int | None, typer.Option(help="gRPC port (PP_GRPC_PORT).")] = None,
 ) -> None:
-    """Serve the models of the configured registry."""
-    settings = load_settings(data_dir=data_dir, host=host, port=port, warm_models=warm)
+    """Serve the models of the configured registry over REST and gRPC."""
+    settings = load_settings(data_dir=data_dir, host=host, port=port, warm_models=warm, grpc_port=grpc_port)
     _configure_logging(settings.log_level)
-    _serve(settings)
+    _serve(settings, workers)
 
 
 @app.command("train-demo")
