@@ -198,6 +198,11 @@ class ModelCache:
             cached.close()
         return cached is not None
 
+    def evict_named(self, name: str) -> int:
+        """Evict every cached version of registered model ``name``; return how many."""
+        uris = [entry.resolved.uri for entry in self.entries() if entry.resolved.name == name]
+        return sum(self.evict(uri) for uri in uris)
+
     def entries(self) -> list[CachedModel]:
         """Cached models, least recently used first."""
         with self._lock:

@@ -145,3 +145,18 @@ def output_tensors(cached: CachedModel, output: ModelOutput, requested: Sequence
         else:
             tensors.append(Tensor(name, "FP64", np.asarray(output.predictions, dtype=np.float64)))
     return tensors
+
+
+def repository_index(
+    loaded: Sequence[CachedModel], models: Sequence[dict[str, Any]], only_ready: bool
+) -> list[dict[str, str]]:
+    """Every registered version with its state: READY when it is in the cache."""
+    ready = {(entry.resolved.name, entry.resolved.version) for entry in loaded}
+    index = []
+    for model in models:
+        for version in model["versions"]:
+            is_ready = (model["name"], version["version"]) in ready
+            if is_ready or not only_ready:
+                state = "READY" if is_ready else "UNAVAILABLE"
+                index.append({"name": model["name"], "version": version["version"], "state": state})
+    return index

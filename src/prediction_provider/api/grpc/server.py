@@ -134,17 +134,10 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return await _answer(context, work)
 
     async def RepositoryIndex(self, request: Any, context: Any) -> pb.RepositoryIndexResponse:
-        loaded = {(e.resolved.name, e.resolved.version) for e in self.services.cache.entries()}
         models = await run_in_threadpool(self.services.registry.list_models, None, 1000)
         reply = pb.RepositoryIndexResponse()
-        for model in models:
-            for version in model["versions"]:
-                ready = (model["name"], version["version"]) in loaded
-                if request.ready and not ready:
-                    continue
-                reply.models.add(
-                    name=model["name"], version=version["version"], state="READY" if ready else "UNAVAILABLE"
-                )
+        for entry in oip.repository_index(self.services.cache.entries(), models, request.ready):
+            reply.models.add(**entry)
         return reply
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> pb.RepositoryModelLoadResponse:
@@ -159,9 +152,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         async def work() -> pb.RepositoryModelUnloadResponse:
             oip.model_reference(request.model_name, None)
             await run_in_threadpool(self.services.registry.versions, request.model_name)
-            for entry in self.services.cache.entries():
-                if entry.resolved.name == request.model_name:
-                    self.services.cache.evict(entry.resolved.uri)
+            self.services.cache.evict_named(request.model_name)
             return pb.RepositoryModelUnloadResponse()
 
         return await _answer(context, work)

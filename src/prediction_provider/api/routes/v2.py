@@ -198,22 +198,8 @@ async def repository_index(request: Request, services: ServicesDep) -> Response:
     raw = await request.body()
     options = orjson.loads(raw) if raw.strip() else {}
     only_ready = bool(options.get("ready", False)) if isinstance(options, dict) else False
-    loaded = {(e.resolved.name, e.resolved.version) for e in services.cache.entries()}
     models = await run_in_threadpool(services.registry.list_models, None, 1000)
-    index = []
-    for model in models:
-        for version in model["versions"]:
-            ready = (model["name"], version["version"]) in loaded
-            if only_ready and not ready:
-                continue
-            index.append(
-                {
-                    "name": model["name"],
-                    "version": version["version"],
-                    "state": "READY" if ready else "UNAVAILABLE",
-                }
-            )
-    return json_response(index)
+    return json_response(oip.repository_index(services.cache.entries(), models, only_ready))
 
 
 @router.post("/repository/models/{name}/load", summary="Load (and warm) a model")
@@ -225,12 +211,6 @@ async def repository_load(name: str, services: ServicesDep) -> Response:
 @router.post("/repository/models/{name}/unload", summary="Unload every cached version of a model")
 async def repository_unload(name: str, services: ServicesDep) -> Response:
     oip.model_reference(name, None)
-    await _versions_or_404(services, name)
-    for entry in services.cache.entries():
-        if entry.resolved.name == name:
-            services.cache.evict(entry.resolved.uri)
+    await run_in_threadpool(services.registry.versions, name)  # 404 for an unknown model
+    services.cache.evict_named(name)
     return json_response({})
-
-
-async def _versions_or_404(services: ServicesDep, name: str) -> None:
-    await run_in_threadpool(services.registry.versions, name)
