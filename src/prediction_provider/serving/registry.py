@@ -9,6 +9,7 @@ unless an operator trusts that directory explicitly.
 from __future__ import annotations
 
 import hashlib
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,7 @@ class ModelRegistry:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self.tracking_uri = settings.tracking_uri
+        self._download_lock = threading.Lock()
         self.client = MlflowClient(
             tracking_uri=self.tracking_uri,
             registry_uri=settings.mlflow_registry_uri or self.tracking_uri,
@@ -163,14 +165,15 @@ class ModelRegistry:
             return local
         target = self._settings.downloads_dir / hashlib.sha256(artifact_uri.encode()).hexdigest()[:32]
         done_marker = target / ".complete"
-        if not done_marker.exists():
-            import mlflow.artifacts
+        with self._download_lock:  # two first requests must not download into one folder at once
+            if not done_marker.exists():
+                import mlflow.artifacts
 
-            target.mkdir(parents=True, exist_ok=True)
-            mlflow.artifacts.download_artifacts(
-                artifact_uri=artifact_uri, dst_path=str(target), tracking_uri=self.tracking_uri
-            )
-            done_marker.touch()
+                target.mkdir(parents=True, exist_ok=True)
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=artifact_uri, dst_path=str(target), tracking_uri=self.tracking_uri
+                )
+                done_marker.touch()
         entries = [p for p in target.iterdir() if p.name != ".complete"]
         return entries[0] if len(entries) == 1 else target
 

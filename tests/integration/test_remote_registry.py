@@ -1,0 +1,112 @@
+"""A real MLflow tracking server over HTTP: any tracking URI works, remote artifacts are untrusted."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import lightgbm
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+from sklearn.linear_model import LogisticRegression
+
+from prediction_provider.app import build_services
+from prediction_provider.config import Settings
+from prediction_provider.errors import UntrustedModelPath
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    command = [
+        str(Path(sys.executable).with_name("mlflow")), "server",
+        "--backend-store-uri", f"sqlite:///{root / 'store.db'}",
+        "--artifacts-destination", str(root / "artifacts"),
+        "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+    ]  # fmt: skip
+    log = (root / "server.log").open("wb")
+    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            assert process.poll() is None, (root / "server.log").read_text()
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=0.5)
+        else:
+            pytest.fail("the MLflow server did not start")
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        log.close()
+
+
+def register(url: str, name: str, log_model) -> None:  # type: ignore[no-untyped-def]
+    import mlflow
+
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(url)
+    try:
+        with mlflow.start_run():
+            log_model(name)
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def test_models_from_a_tracking_server_are_downloaded_and_served(
+    tracking_server: str, tmp_path: Path
+) -> None:
+    import mlflow.lightgbm
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(300, 4)), rng.integers(0, 2, 300)
+    booster = lightgbm.train({"objective": "binary", "verbose": -1}, lightgbm.Dataset(x, y), 5)
+    register(
+        tracking_server,
+        "remote-lgbm",
+        lambda name: mlflow.lightgbm.log_model(booster, name="model", registered_model_name=name),
+    )
+    settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=tracking_server, grpc_enabled=False)
+    services = build_services(settings)
+    assert services.registry.ping()
+    cached = services.cache.get("remote-lgbm")
+    assert cached.resolved.location.is_relative_to(settings.downloads_dir)
+    np.testing.assert_allclose(cached.model.predict(x[:5]).probabilities[:, 1], booster.predict(x[:5]))
+    assert [m["name"] for m in services.registry.list_models(None, 10)] == ["remote-lgbm"]
+
+
+def test_pickled_models_from_a_tracking_server_are_refused(tracking_server: str, tmp_path: Path) -> None:
+    import mlflow.sklearn
+
+    estimator = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
+    register(
+        tracking_server,
+        "remote-pickle",
+        lambda name: mlflow.sklearn.log_model(
+            estimator, name="model", serialization_format="cloudpickle", registered_model_name=name
+        ),
+    )
+    settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=tracking_server, grpc_enabled=False)
+    with pytest.raises(UntrustedModelPath):
+        build_services(settings).cache.get("remote-pickle")
+    assert MlflowClient(tracking_server).get_registered_model("remote-pickle").name == "remote-pickle"
