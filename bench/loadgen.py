@@ -99,8 +99,12 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 
 @dataclass(slots=True)
-class _Run:
-    """State shared by the connections of one run (one event loop, so no locks)."""
+class ClosedLoop:
+    """State shared by the workers of one closed-loop run (one event loop, so no locks).
+
+    Transport-independent, so that other load generators (``grpc_loadgen.py``)
+    share the same budget, warm-up and recording rules as this one.
+    """
 
     request: bytes
     measure_from_ns: int
@@ -110,6 +114,33 @@ class _Run:
     result: LoadResult
     last_done_ns: int = 0
 
+    @classmethod
+    def start(
+        cls,
+        host: str,
+        request: bytes,
+        *,
+        concurrency: int,
+        duration_s: float,
+        warmup_s: float,
+        max_requests: int,
+        timeout_s: float,
+    ) -> ClosedLoop:
+        """Check the arguments and start the clock: the warm-up begins now."""
+        if host not in LOOPBACK_HOSTS:
+            raise ValueError(f"this load generator only targets loopback, not {host!r}")
+        if concurrency < 1 or duration_s <= 0 or warmup_s < 0 or max_requests < 1:
+            raise ValueError("concurrency, duration and max_requests must be positive")
+        measure_from = time.perf_counter_ns() + int(warmup_s * 1e9)
+        return cls(
+            request=request,
+            measure_from_ns=measure_from,
+            deadline_ns=measure_from + int(duration_s * 1e9),
+            remaining=max_requests,
+            timeout_s=timeout_s,
+            result=LoadResult(concurrency=concurrency, elapsed_s=0.0),
+        )
+
     def take(self) -> bool:
         """Claim one request from the count budget, unless the deadline has passed."""
         if self.remaining <= 0 or time.perf_counter_ns() >= self.deadline_ns:
@@ -117,8 +148,25 @@ class _Run:
         self.remaining -= 1
         return True
 
+    def record(self, started_ns: int, done_ns: int, status: int, body: bytes, *, ok_status: int = 200) -> None:
+        """Record one answered request, unless it started during the warm-up."""
+        if started_ns < self.measure_from_ns:
+            return  # warm-up: connections, caches and the allocator settle first
+        self.result.latencies_ns.append(done_ns - started_ns)
+        self.last_done_ns = max(self.last_done_ns, done_ns)
+        if status != ok_status:
+            self.result.errors[status] += 1
+        elif self.result.sample_body is None:
+            self.result.sample_body = body
 
-async def _connection(host: str, port: int, run: _Run) -> None:
+    def finish(self) -> LoadResult:
+        """The result, its throughput measured from the end of the warm-up to the last response."""
+        if self.last_done_ns > self.measure_from_ns:
+            self.result.elapsed_s = (self.last_done_ns - self.measure_from_ns) / 1e9
+        return self.result
+
+
+async def _connection(host: str, port: int, run: ClosedLoop) -> None:
     async with asyncio.timeout(run.timeout_s):
         reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEADER_BYTES)
     try:
@@ -128,15 +176,7 @@ async def _connection(host: str, port: int, run: _Run) -> None:
                 writer.write(run.request)
                 await writer.drain()
                 status, body = await read_response(reader)
-            done = time.perf_counter_ns()
-            if started < run.measure_from_ns:
-                continue  # warm-up: connections, caches and the allocator settle first
-            run.result.latencies_ns.append(done - started)
-            run.last_done_ns = max(run.last_done_ns, done)
-            if status != 200:
-                run.result.errors[status] += 1
-            elif run.result.sample_body is None:
-                run.result.sample_body = body
+            run.record(started, time.perf_counter_ns(), status, body)
     finally:
         writer.close()
         with suppress(OSError):
@@ -160,26 +200,19 @@ async def run_load_async(
     counts them too. Throughput is the recorded requests over the time from the
     end of the warm-up to the last recorded response.
     """
-    if host not in LOOPBACK_HOSTS:
-        raise ValueError(f"this load generator only targets loopback, not {host!r}")
-    if concurrency < 1 or duration_s <= 0 or warmup_s < 0 or max_requests < 1:
-        raise ValueError("concurrency, duration and max_requests must be positive")
-    start = time.perf_counter_ns()
-    measure_from = start + int(warmup_s * 1e9)
-    run = _Run(
-        request=request,
-        measure_from_ns=measure_from,
-        deadline_ns=measure_from + int(duration_s * 1e9),
-        remaining=max_requests,
+    run = ClosedLoop.start(
+        host,
+        request,
+        concurrency=concurrency,
+        duration_s=duration_s,
+        warmup_s=warmup_s,
+        max_requests=max_requests,
         timeout_s=timeout_s,
-        result=LoadResult(concurrency=concurrency, elapsed_s=0.0),
     )
     async with asyncio.TaskGroup() as group:
         for _ in range(concurrency):
             group.create_task(_connection(host, port, run))
-    if run.last_done_ns > measure_from:
-        run.result.elapsed_s = (run.last_done_ns - measure_from) / 1e9
-    return run.result
+    return run.finish()
 
 
 def run_load(
@@ -198,7 +231,7 @@ def run_load(
     uvloop, when installed, cuts the client's CPU time per request; on a small
     machine the client shares the cores with the server, so that matters.
     """
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(
             run_load_async(
                 host,
@@ -213,7 +246,8 @@ def run_load(
         )
 
 
-def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's event loop factory when it is installed, else None (asyncio's default loop)."""
     try:
         import uvloop
     except ImportError:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,12 +13,7 @@ import pytest
 
 from prediction_provider.config import Settings
 from tests.conftest import MODEL
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.processes import free_port, stop, wait_until_healthy
 
 
 @pytest.fixture
@@ -30,42 +21,18 @@ def two_workers(settings: Settings, tmp_path: Path) -> Iterator[tuple[subprocess
     port = free_port()
     command = [
         str(Path(sys.executable).with_name("prediction-provider")),
-        "serve",
-        "--data-dir",
-        str(settings.data_dir),
-        "--port",
-        str(port),
-        "--grpc-port",
-        str(free_port()),
-        "--workers",
-        "2",
-        "--warm",
-        MODEL,
-    ]
-    log = (tmp_path / "server.log").open("wb")
-    process = subprocess.Popen(
-        command, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PP_LOG_LEVEL": "warning"}
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert process.poll() is None, (tmp_path / "server.log").read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "workers did not become ready"
-            with contextlib.suppress(subprocess.TimeoutExpired):  # poll, and notice an early exit
-                process.wait(timeout=0.5)
-        yield process, port
-    finally:
-        process.send_signal(signal.SIGINT)
+        "serve", "--data-dir", str(settings.data_dir), "--port", str(port),
+        "--grpc-port", str(free_port()), "--workers", "2", "--warm", MODEL,
+    ]  # fmt: skip
+    log_path = tmp_path / "server.log"
+    with log_path.open("wb") as log:
+        env = {**os.environ, "PP_LOG_LEVEL": "warning"}
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            wait_until_healthy(process, f"http://127.0.0.1:{port}/health/ready", log_path)
+            yield process, port
+        finally:
+            stop(process)
 
 
 def test_two_worker_processes_serve_predictions(
@@ -75,8 +42,6 @@ def test_two_worker_processes_serve_predictions(
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
     assert len(children) >= 2
     with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
-        answers = {
-            client.post("/predict", json={"model": MODEL, "features": feature_rows[0]}).json()["prediction"]
-            for _ in range(20)
-        }
+        body = {"model": MODEL, "features": feature_rows[0]}
+        answers = {client.post("/predict", json=body).json()["prediction"] for _ in range(20)}
     assert len(answers) == 1

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import lightgbm
 import numpy as np
 import pytest
@@ -20,12 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from prediction_provider.app import build_services
 from prediction_provider.config import Settings
 from prediction_provider.errors import UntrustedModelPath
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from tests.processes import free_port, stop, wait_until_healthy
 
 
 @pytest.fixture(scope="module")
@@ -38,27 +29,15 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--artifacts-destination", str(root / "artifacts"),
         "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
     ]  # fmt: skip
-    log = (root / "server.log").open("wb")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        for _ in range(240):
-            assert process.poll() is None, (root / "server.log").read_text()
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=0.5)
-        else:
-            pytest.fail("the MLflow server did not start")
-        yield url
-    finally:
-        process.send_signal(signal.SIGINT)
+    log_path = root / "server.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
         try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            url = f"http://127.0.0.1:{port}"
+            wait_until_healthy(process, f"{url}/health", log_path)
+            yield url
+        finally:
+            stop(process)
 
 
 def register(url: str, name: str, log_model) -> None:  # type: ignore[no-untyped-def]

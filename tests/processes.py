@@ -1,0 +1,39 @@
+"""Starting and stopping real server processes in tests, with bounded waits."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_until_healthy(process: subprocess.Popen[bytes], url: str, log: Path, attempts: int = 240) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it exits or never does."""
+    for _ in range(attempts):
+        if process.poll() is not None:
+            raise AssertionError(f"server exited:\n{log.read_text()}")
+        with contextlib.suppress(httpx.TransportError):
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
+        with contextlib.suppress(subprocess.TimeoutExpired):  # poll, and notice an early exit
+            process.wait(timeout=0.5)
+    raise AssertionError(f"server never became healthy at {url}:\n{log.read_text()}")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=30)
