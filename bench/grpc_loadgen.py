@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import AsyncExitStack
 
 import grpc
 import numpy as np
 import numpy.typing as npt
 
-from loadgen import ClosedLoop, LoadResult, loop_factory
+from loadgen import LOOPBACK_HOSTS, ClosedLoop, LoadResult, loop_factory
 
 OK = grpc.StatusCode.OK.value[0]
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -52,25 +53,25 @@ def model_infer_request(
     request = pb.ModelInferRequest(
         model_name=model_name,
         model_version=model_version,
-        inputs=[pb.ModelInferRequest.InferInputTensor(name=input_name, datatype="FP64", shape=[rows, columns])],
+        inputs=[
+            pb.ModelInferRequest.InferInputTensor(name=input_name, datatype="FP64", shape=[rows, columns])
+        ],
         raw_input_contents=[np.ascontiguousarray(matrix).astype("<f8").tobytes()],
     )
     return request.SerializeToString()
 
 
-async def _worker(target: str, method: str, run: ClosedLoop) -> None:
-    async with grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
-        await asyncio.wait_for(channel.channel_ready(), run.timeout_s)
-        # No serializers: the request goes out as the bytes given, the answer comes back as bytes.
-        call = channel.unary_unary(method)
-        while run.take():
-            started = time.perf_counter_ns()
-            try:
-                body = await call(run.request, timeout=run.timeout_s)
-                status = OK
-            except grpc.aio.AioRpcError as exc:
-                body, status = b"", exc.code().value[0]
-            run.record(started, time.perf_counter_ns(), status, body, ok_status=OK)
+async def _worker(channel: grpc.aio.Channel, method: str, run: ClosedLoop) -> None:
+    # No serializers: the request goes out as the bytes given, the answer comes back as bytes.
+    call = channel.unary_unary(method)
+    while run.take():
+        started = time.perf_counter_ns()
+        try:
+            body = await call(run.request, timeout=run.timeout_s)
+            status = OK
+        except grpc.aio.AioRpcError as exc:
+            body, status = b"", exc.code().value[0]
+        run.record(started, time.perf_counter_ns(), status, body, ok_status=OK)
 
 
 async def run_grpc_load_async(
@@ -84,25 +85,42 @@ async def run_grpc_load_async(
     warmup_s: float = 1.0,
     max_requests: int = 1_000_000,
     timeout_s: float = 30.0,
+    channels: int | None = None,
 ) -> LoadResult:
-    """Drive ``concurrency`` channels calling ``method`` for ``warmup_s + duration_s`` seconds.
+    """Drive ``concurrency`` workers calling ``method`` for ``warmup_s + duration_s`` seconds.
 
     As ``loadgen.run_load_async``: calls started during the warm-up are not
     recorded, ``max_requests`` counts them too, and throughput is the recorded
     calls over the time from the end of the warm-up to the last recorded answer.
+    Workers share ``channels`` channels round-robin (default: one each); the
+    channels connect before the clock starts.
     """
-    run = ClosedLoop.start(
-        host,
-        request,
-        concurrency=concurrency,
-        duration_s=duration_s,
-        warmup_s=warmup_s,
-        max_requests=max_requests,
-        timeout_s=timeout_s,
-    )
-    async with asyncio.TaskGroup() as group:
-        for _ in range(concurrency):
-            group.create_task(_worker(f"{host}:{port}", method, run))
+    if host not in LOOPBACK_HOSTS:
+        raise ValueError(f"this load generator only targets loopback, not {host!r}")
+    if channels is not None and channels < 1:
+        raise ValueError("channels must be positive")
+    count = concurrency if channels is None else min(concurrency, channels)
+    async with AsyncExitStack() as stack:
+        opened = [
+            await stack.enter_async_context(
+                grpc.aio.insecure_channel(f"{host}:{port}", options=CHANNEL_OPTIONS)
+            )
+            for _ in range(count)
+        ]
+        async with asyncio.timeout(timeout_s):
+            await asyncio.gather(*(channel.channel_ready() for channel in opened))
+        run = ClosedLoop.start(
+            host,
+            request,
+            concurrency=concurrency,
+            duration_s=duration_s,
+            warmup_s=warmup_s,
+            max_requests=max_requests,
+            timeout_s=timeout_s,
+        )
+        async with asyncio.TaskGroup() as group:
+            for index in range(concurrency):
+                group.create_task(_worker(opened[index % count], method, run))
     return run.finish()
 
 
@@ -117,6 +135,7 @@ def run_grpc_load(
     warmup_s: float = 1.0,
     max_requests: int = 1_000_000,
     timeout_s: float = 30.0,
+    channels: int | None = None,
 ) -> LoadResult:
     """Synchronous wrapper of ``run_grpc_load_async`` with its own (uv)loop, as ``loadgen.run_load``."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
@@ -131,5 +150,6 @@ def run_grpc_load(
                 warmup_s=warmup_s,
                 max_requests=max_requests,
                 timeout_s=timeout_s,
+                channels=channels,
             )
         )

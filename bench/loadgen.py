@@ -148,7 +148,9 @@ class ClosedLoop:
         self.remaining -= 1
         return True
 
-    def record(self, started_ns: int, done_ns: int, status: int, body: bytes, *, ok_status: int = 200) -> None:
+    def record(
+        self, started_ns: int, done_ns: int, status: int, body: bytes, *, ok_status: int = 200
+    ) -> None:
         """Record one answered request, unless it started during the warm-up."""
         if started_ns < self.measure_from_ns:
             return  # warm-up: connections, caches and the allocator settle first

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ import pandas as pd
 import pytest
 import uvicorn
 
-from prediction_provider.app import create_app
+from prediction_provider.app import account_service, create_app
 from prediction_provider.config import Settings
 from prediction_provider.demo.training import DemoConfig, DemoSummary, train_demo_models
 from prediction_provider.features.market_data import load_sample_bars
@@ -32,9 +33,52 @@ def demo_summary(data_dir: Path) -> DemoSummary:
     return train_demo_models(Settings(data_dir=data_dir), TEST_DEMO)
 
 
+TEST_JWT_SECRET = "test-secret-" + "x" * 40
+
+
 @pytest.fixture(scope="session")
 def settings(data_dir: Path, demo_summary: DemoSummary) -> Settings:
-    return Settings(data_dir=data_dir, max_batch_rows=2000, max_body_bytes=1_000_000)
+    return Settings(
+        data_dir=data_dir,
+        max_batch_rows=2000,
+        max_body_bytes=1_000_000,
+        jwt_secret=TEST_JWT_SECRET,
+        grpc_enabled=False,
+        # The shared server is hammered by the whole suite; limits have tests of their own.
+        rate_limit="100000/minute",
+        max_concurrent_predictions=1000,
+    )
+
+
+@dataclass(frozen=True)
+class Account:
+    username: str
+    password: str
+    api_key: str
+    user_id: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"X-API-KEY": self.api_key}
+
+
+@pytest.fixture(scope="session")
+def accounts(settings: Settings) -> dict[str, Account]:
+    """One active account per role, each with an API key, in the suite's database."""
+    service = account_service(settings)
+    made = {}
+    for role in ("admin", "client", "provider", "evaluator", "operator"):
+        password = f"{role}-password-123"
+        user = service.create_user(f"test-{role}", f"{role}@example.com", password, role, active=True)
+        key = service.regenerate_api_key(user["id"])["api_key"]
+        made[role] = Account(user["username"], password, key, user["id"])
+    service.db.dispose()
+    return made
+
+
+@pytest.fixture
+def client_headers(accounts: dict[str, Account]) -> dict[str, str]:
+    return accounts["client"].headers
 
 
 @pytest.fixture(scope="session")
@@ -78,13 +122,37 @@ class LiveServer:
 
 
 @pytest.fixture(scope="session")
-def live_server(settings: Settings) -> Iterator[LiveServer]:
-    warm = settings.model_copy(update={"warm_models": [MODEL], "default_model": MODEL, "grpc_port": 0})
+def live_server(settings: Settings, accounts: dict[str, Account]) -> Iterator[LiveServer]:
+    warm = settings.model_copy(
+        update={"warm_models": [MODEL], "default_model": MODEL, "grpc_enabled": True, "grpc_port": 0}
+    )
     with LiveServer(warm) as server:
         yield server
 
 
 @pytest.fixture
-def client(live_server: LiveServer) -> Iterator[httpx.Client]:
+def client(live_server: LiveServer, client_headers: dict[str, str]) -> Iterator[httpx.Client]:
+    """An HTTP client signed in as the test client account."""
+    with httpx.Client(base_url=live_server.url, timeout=60, headers=client_headers) as http:
+        yield http
+
+
+@pytest.fixture
+def anonymous(live_server: LiveServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live_server.url, timeout=60) as http:
         yield http
+
+
+class WithHeaders:
+    """A protocol client whose every call carries the given headers (tritonclient takes them per call)."""
+
+    def __init__(self, client: object, headers: dict[str, str]) -> None:
+        self._client = client
+        self._headers = headers
+
+    def __getattr__(self, name: str) -> object:
+        attribute = getattr(self._client, name)
+        if callable(attribute) and name != "close":
+            # A fresh dict per call: tritonclient.http writes its own headers into the one it gets.
+            return lambda *args, **kwargs: attribute(*args, headers=dict(self._headers), **kwargs)
+        return attribute

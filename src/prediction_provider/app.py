@@ -5,18 +5,27 @@ from __future__ import annotations
 import gc
 import importlib.util
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
+from starlette.middleware.cors import CORSMiddleware
 
 from prediction_provider import __version__
+from prediction_provider.accounts.service import AccountService
+from prediction_provider.accounts.throttle import Throttle
 from prediction_provider.api.body_limit import BodySizeLimit
 from prediction_provider.api.deps import Services
 from prediction_provider.api.errors import install_error_handlers
-from prediction_provider.api.routes import health, invocations, models, predict, v2
+from prediction_provider.api.middleware import RequestEnvelope
+from prediction_provider.api.routes import admin, auth, health, invocations, models, predict, users, v2
 from prediction_provider.config import Settings
+from prediction_provider.db import migrate
+from prediction_provider.db.session import Database
+from prediction_provider.observability.audit import AuditWriter
 from prediction_provider.serving.batching import BatchingDefaults, BatchPolicy
 from prediction_provider.serving.cache import ModelCache
 from prediction_provider.serving.inference import ConfidenceBands, PredictionService
@@ -24,6 +33,8 @@ from prediction_provider.serving.loaders import discover_loaders
 from prediction_provider.serving.registry import ModelRegistry
 
 log = logging.getLogger(__name__)
+
+MIN_JWT_SECRET = 32
 
 
 def detect_gpu() -> bool:
@@ -59,7 +70,59 @@ def build_services(settings: Settings) -> Services:
     )
     bands = ConfidenceBands(high=settings.confidence_high, medium=settings.confidence_medium)
     predictions = PredictionService(cache, settings.max_batch_rows, bands)
-    return Services(settings, registry, cache, predictions, detect_gpu())
+    db = open_database(settings)
+    accounts = AccountService(
+        db,
+        jwt_secret(settings),
+        timedelta(minutes=settings.jwt_lifetime_minutes),
+        settings.require_activation,
+    )
+    throttle = Throttle(
+        settings.redis_url,
+        settings.rate_limit,
+        settings.login_rate_limit,
+        settings.max_concurrent_predictions,
+    )
+    return Services(
+        settings, registry, cache, predictions, detect_gpu(), db, accounts, throttle, AuditWriter(db)
+    )
+
+
+def account_service(settings: Settings) -> AccountService:
+    """Accounts without the rest of the server, for the CLI."""
+    db = open_database(settings)
+    return AccountService(
+        db, jwt_secret(settings.model_copy(update={"demo_mode": True})),
+        timedelta(minutes=settings.jwt_lifetime_minutes), settings.require_activation,
+    )  # fmt: skip
+
+
+def jwt_secret(settings: Settings) -> str:
+    """The configured secret; the demo alone may run on a random one (tokens die with the process)."""
+    if len(settings.jwt_secret) >= MIN_JWT_SECRET:
+        return settings.jwt_secret
+    if settings.demo_mode:
+        return secrets.token_urlsafe(48)
+    raise RuntimeError(
+        f"PP_JWT_SECRET must be set to a random string of at least {MIN_JWT_SECRET} characters "
+        "(only `prediction-provider demo` runs without one)"
+    )
+
+
+def open_database(settings: Settings) -> Database:
+    """The database, migrated to the latest schema when it is the embedded SQLite file."""
+    url = settings.database
+    if url.startswith("sqlite"):
+        migrate.upgrade(url)
+    db = Database(url)
+    if settings.bootstrap_admin_username and settings.bootstrap_admin_password:
+        accounts_for_bootstrap = AccountService(db, "-", timedelta(minutes=1), settings.require_activation)
+        accounts_for_bootstrap.bootstrap_admin(
+            settings.bootstrap_admin_username,
+            settings.bootstrap_admin_password,
+            settings.bootstrap_admin_email or f"{settings.bootstrap_admin_username}@localhost.localdomain",
+        )
+    return db
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -77,9 +140,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             except Exception as exc:  # noqa: BLE001 - report and keep serving the others
                 services.warm_errors[reference] = str(exc)
                 log.error("could not warm %s: %s", reference, exc)
-        # Start-up leaves ~350k long-lived objects (MLflow, frameworks, models); a full
-        # collection scanning them took ~190 ms and stalled every in-flight request.
-        # Freezing them keeps later collections down to what requests allocate.
         grpc_server = None
         if settings.grpc_enabled:
             from prediction_provider.api.grpc.server import start_grpc_server
@@ -87,12 +147,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             grpc_server, services.grpc_port = await start_grpc_server(
                 services, settings.host, settings.grpc_port
             )
+        # Start-up leaves ~350k long-lived objects (MLflow, frameworks, models); a full
+        # collection scanning them took ~190 ms and stalled every in-flight request.
+        # Freezing them keeps later collections down to what requests allocate.
         gc.collect()
         gc.freeze()
         yield
         gc.unfreeze()
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
+        services.audit.close()
+        services.db.dispose()
         for entry in services.cache.entries():
             entry.close()
 
@@ -104,6 +169,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     install_error_handlers(app)
     app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
-    for router in (predict.router, health.router, models.router, v2.router, invocations.router):
-        app.include_router(router)
+    app.add_middleware(RequestEnvelope)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-API-KEY", "X-Request-ID"],
+        )
+    for module in (predict, health, models, v2, invocations, auth, users, admin):
+        app.include_router(module.router)
     return app

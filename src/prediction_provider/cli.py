@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,10 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Inspect the model registry.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
+app.add_typer(users_app, name="users")
 console = Console()
 
 DataDir = Annotated[Path | None, typer.Option(help="Data directory (PP_DATA_DIR).")]
@@ -101,7 +106,7 @@ def _train(settings: Settings, force: bool) -> None:
         console.print(f"[green]registered {len(summary.models)} models in {settings.tracking_uri}")
 
 
-def curl_example(settings: Settings, model: str) -> str:
+def curl_example(settings: Settings, model: str, api_key: str) -> str:
     """A ready-to-paste request built from the latest real EURUSD bar."""
     from prediction_provider.features.market_data import load_sample_bars
     from prediction_provider.features.pipeline import compute_features
@@ -114,7 +119,7 @@ def curl_example(settings: Settings, model: str) -> str:
     }
     return (
         f"curl -s -X POST http://{settings.host}:{settings.port}/predict "
-        f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'"
+        f"-H 'X-API-KEY: {api_key}' -H 'Content-Type: application/json' -d '{json.dumps(body)}'"
     )
 
 
@@ -123,7 +128,7 @@ def demo(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None
     """Train the demo models if needed, then serve them with the champions warmed."""
     from prediction_provider.demo.training import DemoConfig, registered_name
 
-    settings = load_settings(data_dir=data_dir, host=host, port=port)
+    settings = load_settings(data_dir=data_dir, host=host, port=port, demo_mode=True)
     _configure_logging(settings.log_level)
     _train(settings, force=False)
     names = [registered_name(symbol) for symbol in DemoConfig().symbols]
@@ -133,11 +138,33 @@ def demo(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None
             "default_model": settings.default_model or names[0],
         }
     )
+    keys = demo_accounts(settings)
     console.print(f"\n[bold]Serving {', '.join(names)} on http://{settings.host}:{settings.port}[/bold]")
-    console.print(f"API docs: http://{settings.host}:{settings.port}/docs\nTry:\n")
-    print(curl_example(settings, names[0]), flush=True)
+    console.print(f"API docs: http://{settings.host}:{settings.port}/docs")
+    console.print(
+        f"Demo accounts (keys are new on every start): admin {keys['admin']}, client {keys['client']}"
+    )
+    console.print("Try:\n")
+    print(curl_example(settings, names[0], keys["client"]), flush=True)
     print(flush=True)
     _serve(settings)
+
+
+def demo_accounts(settings: Settings) -> dict[str, str]:
+    """An active admin and client for the demo, with fresh API keys."""
+    from prediction_provider.app import account_service
+
+    accounts = account_service(settings)
+    keys = {}
+    for username, role in (("admin", "admin"), ("demo-client", "client")):
+        try:
+            user = accounts.get(username)
+        except Exception:  # noqa: BLE001 - first start: create the account
+            password = secrets.token_urlsafe(18)
+            user = accounts.create_user(username, f"{username}@demo.invalid", password, role, active=True)
+        keys[role] = accounts.regenerate_api_key(user["id"])["api_key"]
+    accounts.db.dispose()
+    return keys
 
 
 @models_app.command("list")
@@ -159,6 +186,49 @@ def list_models(data_dir: DataDir = None, experiment: Annotated[str | None, type
                 f"{metrics['log_loss']:.3f}" if "log_loss" in metrics else "",
             )
     console.print(table)
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None, revision: str = "head") -> None:
+    """Apply migrations up to REVISION (default: the latest)."""
+    from prediction_provider.db import migrate
+
+    settings = load_settings(data_dir=data_dir)
+    migrate.upgrade(settings.database, revision)
+    console.print(f"database at revision {migrate.current(settings.database)}")
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str, data_dir: DataDir = None) -> None:
+    """Revert migrations down to REVISION ("base" for none)."""
+    from prediction_provider.db import migrate
+
+    settings = load_settings(data_dir=data_dir)
+    migrate.downgrade(settings.database, revision)
+    console.print(f"database at revision {migrate.current(settings.database)}")
+
+
+@db_app.command("current")
+def db_current(data_dir: DataDir = None) -> None:
+    """The revision the database is at."""
+    from prediction_provider.db import migrate
+
+    print(migrate.current(load_settings(data_dir=data_dir).database) or "base")
+
+
+@users_app.command("create-admin")
+def create_admin(
+    username: Annotated[str, typer.Option(prompt=True)],
+    email: Annotated[str, typer.Option(prompt=True)],
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)],
+    data_dir: DataDir = None,
+) -> None:
+    """Create an active admin account (the first one, or another)."""
+    from prediction_provider.app import account_service
+
+    accounts = account_service(load_settings(data_dir=data_dir))
+    user = accounts.create_user(username, email, password, "admin", active=True)
+    console.print(f"created admin {user['username']} (id {user['id']})")
 
 
 @app.command()

@@ -56,6 +56,30 @@ class Settings(BaseSettings):
         "data_dir/artifacts and data_dir/models are always included.",
     )
 
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; defaults to a SQLite file under data_dir."
+    )
+    redis_url: str | None = Field(default=None, description="Shared rate-limit state for several processes.")
+
+    require_auth: bool = Field(
+        default=True, description="When false, prediction routes also serve anonymous callers as guest."
+    )
+    require_activation: bool = Field(default=True, description="New users start inactive.")
+    jwt_secret: str = Field(default="", repr=False, description="HS256 secret; required outside the demo.")
+    jwt_lifetime_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    demo_mode: bool = Field(default=False, description="Set by `prediction-provider demo` only.")
+    bootstrap_admin_username: str | None = None
+    bootstrap_admin_password: str | None = Field(default=None, repr=False)
+    bootstrap_admin_email: str | None = None
+    rate_limit: str = Field(
+        default="1200/minute", description="Requests per user, or per address if anonymous."
+    )
+    login_rate_limit: str = Field(
+        default="3/minute", description="Login attempts per address and per username."
+    )
+    max_concurrent_predictions: int = Field(default=10, ge=1, description="In-flight predictions per user.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     grpc_enabled: bool = True
@@ -93,7 +117,7 @@ class Settings(BaseSettings):
     confidence_high: float = Field(default=0.6, gt=0, le=1)
     confidence_medium: float = Field(default=0.45, gt=0, le=1)
 
-    @field_validator("warm_models", "trusted_model_roots", mode="before")
+    @field_validator("warm_models", "trusted_model_roots", "cors_origins", mode="before")
     @classmethod
     def _lists_from_strings(cls, value: object) -> object:
         return _split_list(value)
@@ -109,6 +133,10 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{(self.data_dir / 'mlflow.db').resolve()}"
+
+    @property
+    def database(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'provider.db').resolve()}"
 
     @property
     def artifacts_dir(self) -> Path:

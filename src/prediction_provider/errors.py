@@ -62,3 +62,39 @@ class InvalidTensor(PredictionProviderError):
     """A protocol tensor whose header, shape or data is malformed."""
 
     code = "invalid_tensor"
+
+
+class AuthenticationFailed(PredictionProviderError):
+    """No valid credentials: a missing, unknown, revoked or expired key or token."""
+
+    code = "unauthorized"
+
+
+class PermissionDenied(PredictionProviderError):
+    code = "forbidden"
+
+
+class AccountInactive(PermissionDenied):
+    code = "account_inactive"
+
+
+class UserNotFound(PredictionProviderError):
+    code = "user_not_found"
+
+
+class Conflict(PredictionProviderError):
+    code = "conflict"
+
+
+class InvalidInput(PredictionProviderError):
+    """``details`` lists ``{"field", "error"}`` entries."""
+
+    code = "invalid_input"
+
+
+class RateLimited(PredictionProviderError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int, details: object = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after

@@ -11,15 +11,17 @@ import tritonclient.grpc as triton
 from tritonclient.utils import InferenceServerException
 
 from prediction_provider.features.pipeline import DIRECTION_CLASSES, FEATURE_NAMES
-from tests.conftest import MODEL, LiveServer
+from tests.conftest import MODEL, Account, LiveServer, WithHeaders
 
 
 @pytest.fixture
-def grpc_client(live_server: LiveServer) -> Iterator[triton.InferenceServerClient]:
+def grpc_client(
+    live_server: LiveServer, client_headers: dict[str, str]
+) -> Iterator[triton.InferenceServerClient]:
     port = live_server.services.grpc_port
     assert port
     client = triton.InferenceServerClient(f"127.0.0.1:{port}")
-    yield client
+    yield WithHeaders(client, {k.lower(): v for k, v in client_headers.items()})  # type: ignore[misc]
     client.close()
 
 
@@ -83,10 +85,31 @@ def test_errors_carry_grpc_status_codes(grpc_client: triton.InferenceServerClien
     assert non_finite.value.status() == "StatusCode.INVALID_ARGUMENT"
 
 
-def test_repository_extension(grpc_client: triton.InferenceServerClient) -> None:
-    grpc_client.load_model("goog-direction")
-    index = grpc_client.get_model_repository_index(as_json=True)["models"]
+def test_repository_extension(
+    grpc_client: triton.InferenceServerClient, live_server: LiveServer, accounts: dict[str, Account]
+) -> None:
+    with pytest.raises(InferenceServerException) as denied:
+        grpc_client.load_model("goog-direction")
+    assert denied.value.status() == "StatusCode.PERMISSION_DENIED"
+    raw = triton.InferenceServerClient(f"127.0.0.1:{live_server.services.grpc_port}")
+    provider = WithHeaders(raw, {"x-api-key": accounts["provider"].api_key})
+    provider.load_model("goog-direction")
+    index = provider.get_model_repository_index(as_json=True)["models"]
     assert any(m["name"] == "goog-direction" and m.get("state") == "READY" for m in index)
-    grpc_client.unload_model("goog-direction")
+    provider.unload_model("goog-direction")
     with pytest.raises(InferenceServerException):
-        grpc_client.unload_model("no-such-model")
+        provider.unload_model("no-such-model")
+    raw.close()
+
+
+def test_calls_without_credentials_are_unauthenticated(live_server: LiveServer) -> None:
+    raw = triton.InferenceServerClient(f"127.0.0.1:{live_server.services.grpc_port}")
+    assert raw.is_server_live()
+    with pytest.raises(InferenceServerException) as refused:
+        raw.get_model_metadata(MODEL)
+    assert refused.value.status() == "StatusCode.UNAUTHENTICATED"
+    bad_key = WithHeaders(raw, {"x-api-key": "pp_not-a-key"})
+    with pytest.raises(InferenceServerException) as forged:
+        bad_key.get_model_metadata(MODEL)
+    assert forged.value.status() == "StatusCode.UNAUTHENTICATED"
+    raw.close()

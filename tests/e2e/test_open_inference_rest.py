@@ -11,13 +11,15 @@ import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
 from prediction_provider.features.pipeline import DIRECTION_CLASSES, FEATURE_NAMES
-from tests.conftest import MODEL, LiveServer
+from tests.conftest import MODEL, Account, LiveServer, WithHeaders
 
 
 @pytest.fixture
-def triton_client(live_server: LiveServer) -> Iterator[triton.InferenceServerClient]:
+def triton_client(
+    live_server: LiveServer, client_headers: dict[str, str]
+) -> Iterator[triton.InferenceServerClient]:
     client = triton.InferenceServerClient(live_server.url.removeprefix("http://"))
-    yield client
+    yield WithHeaders(client, client_headers)  # type: ignore[misc]
     client.close()
 
 
@@ -92,7 +94,9 @@ def test_infer_with_one_tensor_per_feature(
     assert result.as_numpy("probabilities").shape == (5, 3)
 
 
-def test_protocol_errors(triton_client: triton.InferenceServerClient, live_server: LiveServer) -> None:
+def test_protocol_errors(
+    triton_client: triton.InferenceServerClient, live_server: LiveServer, client: httpx.Client
+) -> None:
     tensor = triton.InferInput("input-0", [1, 3], "FP64")
     tensor.set_data_from_numpy(np.zeros((1, 3)))
     with pytest.raises(InferenceServerException) as wrong_width:
@@ -101,16 +105,16 @@ def test_protocol_errors(triton_client: triton.InferenceServerClient, live_serve
     with pytest.raises(InferenceServerException) as unknown:
         triton_client.get_model_metadata("no-such-model")
     assert unknown.value.status() == "404"
-    body = httpx.post(f"{live_server.url}/v2/models/no-such-model/infer", json={"inputs": []})
+    body = client.post(f"{live_server.url}/v2/models/no-such-model/infer", json={"inputs": []})
     assert body.status_code == 404
     assert set(body.json()) == {"error"}
-    malformed = httpx.post(
+    malformed = client.post(
         f"{live_server.url}/v2/models/{MODEL}/infer",
         json={"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 16], "data": [1.0] * 15}]},
     )
     assert malformed.status_code == 400
     assert "16 values" in malformed.json()["error"]
-    nan = httpx.post(
+    nan = client.post(
         f"{live_server.url}/v2/models/{MODEL}/infer",
         content=b'{"inputs": [{"name": "x", "datatype": "FP64", "shape": [1, 16], "data": ['
         + b"NaN," * 15
@@ -120,14 +124,14 @@ def test_protocol_errors(triton_client: triton.InferenceServerClient, live_serve
 
 
 def test_json_request_without_requested_outputs_returns_all_as_json(
-    live_server: LiveServer, feature_rows: list[dict[str, float]]
+    live_server: LiveServer, client: httpx.Client, feature_rows: list[dict[str, float]]
 ) -> None:
     matrix = rows_matrix(feature_rows, 2)
     request = {
         "id": "abc",
         "inputs": [{"name": "rows", "datatype": "FP64", "shape": [2, 16], "data": matrix.tolist()}],
     }
-    response = httpx.post(f"{live_server.url}/v2/models/{MODEL}/versions/champion/infer", json=request)
+    response = client.post(f"{live_server.url}/v2/models/{MODEL}/versions/champion/infer", json=request)
     assert response.status_code == 200
     body = response.json()
     assert body["id"] == "abc"
@@ -137,13 +141,29 @@ def test_json_request_without_requested_outputs_returns_all_as_json(
     assert all(label in DIRECTION_CLASSES for label in outputs["label"]["data"])
 
 
-def test_repository_extension(triton_client: triton.InferenceServerClient, live_server: LiveServer) -> None:
-    triton_client.load_model("goog-direction")
-    index = triton_client.get_model_repository_index()
+def test_repository_extension(
+    triton_client: triton.InferenceServerClient, live_server: LiveServer, accounts: dict[str, Account]
+) -> None:
+    with pytest.raises(InferenceServerException) as denied:
+        triton_client.load_model("goog-direction")
+    assert denied.value.status() == "403"
+    raw = triton.InferenceServerClient(live_server.url.removeprefix("http://"))
+    provider = WithHeaders(raw, accounts["provider"].headers)
+    provider.load_model("goog-direction")
+    index = provider.get_model_repository_index()
     states = {(m["name"], m["version"]): m["state"] for m in index}
-    champion = triton_client.get_model_metadata("goog-direction")["parameters"]["version"]
+    champion = provider.get_model_metadata("goog-direction")["parameters"]["version"]
     assert states[("goog-direction", champion)] == "READY"
-    triton_client.unload_model("goog-direction")
+    provider.unload_model("goog-direction")
     assert all(e.resolved.name != "goog-direction" for e in live_server.services.cache.entries())
     with pytest.raises(InferenceServerException):
-        triton_client.unload_model("no-such-model")
+        provider.unload_model("no-such-model")
+    raw.close()
+
+
+def test_v2_needs_credentials_except_for_health(anonymous: httpx.Client) -> None:
+    assert anonymous.get("/v2").status_code == 200
+    assert anonymous.get("/v2/health/live").status_code == 200
+    refused = anonymous.get(f"/v2/models/{MODEL}")
+    assert refused.status_code == 401
+    assert set(refused.json()) == {"error"}

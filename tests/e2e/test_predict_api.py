@@ -234,7 +234,7 @@ def test_unknown_route_and_method_share_the_error_shape(client: httpx.Client) ->
 
 
 def test_concurrent_single_rows_get_their_own_answers(
-    live_server: LiveServer, feature_rows: list[dict[str, float]]
+    live_server: LiveServer, client_headers: dict[str, str], feature_rows: list[dict[str, float]]
 ) -> None:
     """Adaptive batching merges concurrent rows; each request must still get its own row's answer."""
     import asyncio
@@ -242,7 +242,7 @@ def test_concurrent_single_rows_get_their_own_answers(
     model = f"models:/{MODEL}@lightgbm"
 
     async def fire() -> list[dict]:
-        async with httpx.AsyncClient(base_url=live_server.url) as http:
+        async with httpx.AsyncClient(base_url=live_server.url, headers=client_headers) as http:
             responses = await asyncio.gather(
                 *(http.post("/predict", json={"model": model, "features": row}) for row in feature_rows[:64])
             )

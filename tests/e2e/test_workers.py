@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from prediction_provider.config import Settings
-from tests.conftest import MODEL
+from tests.conftest import MODEL, TEST_JWT_SECRET
 from tests.processes import free_port, stop, wait_until_healthy
 
 
@@ -26,7 +26,7 @@ def two_workers(settings: Settings, tmp_path: Path) -> Iterator[tuple[subprocess
     ]  # fmt: skip
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
-        env = {**os.environ, "PP_LOG_LEVEL": "warning"}
+        env = {**os.environ, "PP_LOG_LEVEL": "warning", "PP_JWT_SECRET": TEST_JWT_SECRET}
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             wait_until_healthy(process, f"http://127.0.0.1:{port}/health/ready", log_path)
@@ -36,12 +36,14 @@ def two_workers(settings: Settings, tmp_path: Path) -> Iterator[tuple[subprocess
 
 
 def test_two_worker_processes_serve_predictions(
-    two_workers: tuple[subprocess.Popen[bytes], int], feature_rows: list[dict[str, float]]
+    two_workers: tuple[subprocess.Popen[bytes], int],
+    client_headers: dict[str, str],
+    feature_rows: list[dict[str, float]],
 ) -> None:
     process, port = two_workers
     children = Path(f"/proc/{process.pid}/task/{process.pid}/children").read_text().split()
     assert len(children) >= 2
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+    with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=client_headers) as client:
         body = {"model": MODEL, "features": feature_rows[0]}
         answers = {client.post("/predict", json=body).json()["prediction"] for _ in range(20)}
     assert len(answers) == 1

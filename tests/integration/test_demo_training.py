@@ -17,7 +17,7 @@ from tests.conftest import TEST_DEMO, LiveServer
 
 
 def test_each_symbol_gets_four_versions_with_metrics(settings: Settings, demo_summary: DemoSummary) -> None:
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
     for name in ("eurusd-direction", "goog-direction"):
         trained = demo_summary.models[name]
         assert [t.framework for t in trained] == list(FRAMEWORKS)
@@ -34,7 +34,7 @@ def test_each_symbol_gets_four_versions_with_metrics(settings: Settings, demo_su
 
 
 def test_training_again_is_skipped(settings: Settings, demo_summary: DemoSummary) -> None:
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri, settings.tracking_uri)
     before = len(client.search_model_versions("name = 'eurusd-direction'"))
     again = train_demo_models(settings, TEST_DEMO)
     assert again.skipped
@@ -61,9 +61,10 @@ def test_models_list_command_shows_the_demo_models(settings: Settings, demo_summ
     assert "champion" in result.output
 
 
-def test_printed_curl_example_works(settings: Settings, live_server: LiveServer) -> None:
-    command = shlex.split(curl_example(settings, "eurusd-direction"))
+def test_printed_curl_example_works(settings: Settings, live_server: LiveServer, accounts: dict) -> None:
+    command = shlex.split(curl_example(settings, "eurusd-direction", accounts["client"].api_key))
     body = json.loads(command[command.index("-d") + 1])
-    response = httpx.post(f"{live_server.url}/predict", json=body)
+    headers = dict(h.split(": ", 1) for h in (command[i + 1] for i, c in enumerate(command) if c == "-H"))
+    response = httpx.post(f"{live_server.url}/predict", json=body, headers=headers)
     assert response.status_code == 200
     assert response.json()["prediction"] in ("down", "flat", "up")

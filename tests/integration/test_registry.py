@@ -50,8 +50,9 @@ def test_a_name_without_champion_means_its_latest_version(
     name = "no-champion"
     client.create_registered_model(name)
     source = client.get_model_version(MODEL, "1")
+    artifacts = client.get_logged_model(source.source.removeprefix("models:/")).artifact_location
     for _ in range(2):
-        client.create_model_version(name, source.source, run_id=source.run_id)
+        client.create_model_version(name, artifacts, run_id=source.run_id)
     assert resolve(registry, name).version == "2"
     with pytest.raises(ModelNotFound):
         resolve(registry, f"models:/{name}@champion")
@@ -72,7 +73,7 @@ def test_other_tracking_uris_work(tmp_path_factory: pytest.TempPathFactory, sett
     """A second, separate store given by PP_MLFLOW_TRACKING_URI-style settings."""
     other_dir = tmp_path_factory.mktemp("other_store")
     uri = f"sqlite:///{other_dir / 'store.db'}"
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(uri, uri)
     experiment = client.create_experiment("other", artifact_location=(other_dir / "art").as_uri())
     run = client.create_run(experiment)
     client.set_terminated(run.info.run_id)

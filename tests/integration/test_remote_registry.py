@@ -16,6 +16,7 @@ from sklearn.linear_model import LogisticRegression
 from prediction_provider.app import build_services
 from prediction_provider.config import Settings
 from prediction_provider.errors import UntrustedModelPath
+from tests.conftest import TEST_JWT_SECRET
 from tests.processes import free_port, stop, wait_until_healthy
 
 
@@ -43,13 +44,15 @@ def tracking_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def register(url: str, name: str, log_model) -> None:  # type: ignore[no-untyped-def]
     import mlflow
 
-    previous = mlflow.get_tracking_uri()
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(url)
+    mlflow.set_registry_uri(url)
     try:
         with mlflow.start_run():
             log_model(name)
     finally:
-        mlflow.set_tracking_uri(previous)
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
 
 
 def test_models_from_a_tracking_server_are_downloaded_and_served(
@@ -65,7 +68,9 @@ def test_models_from_a_tracking_server_are_downloaded_and_served(
         "remote-lgbm",
         lambda name: mlflow.lightgbm.log_model(booster, name="model", registered_model_name=name),
     )
-    settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=tracking_server, grpc_enabled=False)
+    settings = Settings(
+        data_dir=tmp_path, mlflow_tracking_uri=tracking_server, grpc_enabled=False, jwt_secret=TEST_JWT_SECRET
+    )
     services = build_services(settings)
     assert services.registry.ping()
     cached = services.cache.get("remote-lgbm")
@@ -85,7 +90,9 @@ def test_pickled_models_from_a_tracking_server_are_refused(tracking_server: str,
             estimator, name="model", serialization_format="cloudpickle", registered_model_name=name
         ),
     )
-    settings = Settings(data_dir=tmp_path, mlflow_tracking_uri=tracking_server, grpc_enabled=False)
+    settings = Settings(
+        data_dir=tmp_path, mlflow_tracking_uri=tracking_server, grpc_enabled=False, jwt_secret=TEST_JWT_SECRET
+    )
     with pytest.raises(UntrustedModelPath):
         build_services(settings).cache.get("remote-pickle")
-    assert MlflowClient(tracking_server).get_registered_model("remote-pickle").name == "remote-pickle"
+    assert MlflowClient(tracking_server, tracking_server).get_registered_model("remote-pickle").name == "remote-pickle"

@@ -7,7 +7,11 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from prediction_provider.accounts.service import AccountService
+from prediction_provider.accounts.throttle import Throttle
 from prediction_provider.config import Settings
+from prediction_provider.db.session import Database
+from prediction_provider.observability.audit import AuditWriter
 from prediction_provider.serving.cache import ModelCache
 from prediction_provider.serving.inference import PredictionService
 from prediction_provider.serving.registry import ModelRegistry
@@ -22,6 +26,10 @@ class Services:
     cache: ModelCache
     predictions: PredictionService
     gpu_available: bool
+    db: Database
+    accounts: AccountService
+    throttle: Throttle
+    audit: AuditWriter
     warm_errors: dict[str, str] = field(default_factory=dict)
     grpc_port: int | None = None
 

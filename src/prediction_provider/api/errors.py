@@ -26,7 +26,22 @@ STATUS_BY_ERROR: dict[type[errors.PredictionProviderError], int] = {
     errors.ModelLoadFailed: 503,
     errors.RegistryUnavailable: 503,
     errors.PredictionFailed: 500,
+    errors.AuthenticationFailed: 401,
+    errors.PermissionDenied: 403,
+    errors.UserNotFound: 404,
+    errors.Conflict: 409,
+    errors.InvalidInput: 422,
+    errors.RateLimited: 429,
 }
+
+
+def headers_for(exc: errors.PredictionProviderError) -> dict[str, str] | None:
+    if isinstance(exc, errors.RateLimited):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, errors.AuthenticationFailed):
+        return {"WWW-Authenticate": 'Bearer realm="prediction-provider", ApiKey header="X-API-KEY"'}
+    return None
+
 
 CODE_BY_STATUS = {
     400: "bad_request",
@@ -96,7 +111,7 @@ def install_error_handlers(app: FastAPI) -> None:
         status = status_for(exc)
         if status >= 500:
             log.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
-        return error_response(status, exc.code, exc.message, exc.details)
+        return error_response(status, exc.code, exc.message, exc.details, headers_for(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, exc: RequestValidationError) -> Response:

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from prediction_provider import errors
-from prediction_provider.api.errors import status_for
+from prediction_provider.api.errors import headers_for, status_for
 
 RenderError = Callable[[int, str, str], Response]
 """``(status, code, message) -> Response`` in the protocol's error shape."""
@@ -31,7 +31,9 @@ def protocol_route_class(
                     return await handler(request)
                 except errors.PredictionProviderError as exc:
                     status = status_overrides.get(type(exc)) or status_for(exc)
-                    return render(status, exc.code, _with_fields(exc))
+                    response = render(status, exc.code, _with_fields(exc))
+                    response.headers.update(headers_for(exc) or {})
+                    return response
                 except (RequestValidationError, ValidationError) as exc:
                     message = "; ".join(str(e.get("msg")) for e in exc.errors())
                     return render(400, "bad_request", message)

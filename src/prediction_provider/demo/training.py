@@ -176,7 +176,7 @@ def already_trained(settings: Settings, symbols: Sequence[str]) -> bool:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=settings.tracking_uri)
+    client = MlflowClient(settings.tracking_uri, settings.mlflow_registry_uri or settings.tracking_uri)
     for symbol in symbols:
         try:
             model = client.get_registered_model(registered_name(symbol))
@@ -204,20 +204,26 @@ def train_demo_models(
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
+    previous = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.mlflow_registry_uri or settings.tracking_uri)
-    experiment = mlflow.get_experiment_by_name(settings.experiment_name)
-    experiment_id = (
-        experiment.experiment_id
-        if experiment is not None
-        else mlflow.create_experiment(
-            settings.experiment_name, artifact_location=settings.artifacts_dir.as_uri()
+    try:
+        experiment = mlflow.get_experiment_by_name(settings.experiment_name)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment is not None
+            else mlflow.create_experiment(
+                settings.experiment_name, artifact_location=settings.artifacts_dir.as_uri()
+            )
         )
-    )
-    summary = DemoSummary()
-    for symbol in config.symbols:
-        summary.models[registered_name(symbol)] = _train_symbol(symbol, config, experiment_id, report)
-    return summary
+        summary = DemoSummary()
+        for symbol in config.symbols:
+            summary.models[registered_name(symbol)] = _train_symbol(symbol, config, experiment_id, report)
+        return summary
+    finally:
+        # MLflow's fluent API is process-global: leave it as the caller had it.
+        mlflow.set_tracking_uri(previous[0])
+        mlflow.set_registry_uri(previous[1])
 
 
 def _train_symbol(

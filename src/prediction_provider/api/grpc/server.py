@@ -16,6 +16,9 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from prediction_provider import errors
+from prediction_provider.accounts.roles import Permission
+from prediction_provider.accounts.service import Principal
+from prediction_provider.api.auth import caller_key, principal_from_credentials, require_permission
 from prediction_provider.api.deps import Services
 from prediction_provider.api.grpc import open_inference_pb2 as pb
 from prediction_provider.api.grpc import open_inference_pb2_grpc as pb_grpc
@@ -34,6 +37,9 @@ log = logging.getLogger(__name__)
 Reply = TypeVar("Reply")
 
 GRPC_STATUS: dict[type[errors.PredictionProviderError], grpc.StatusCode] = {
+    errors.AuthenticationFailed: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.RateLimited: grpc.StatusCode.RESOURCE_EXHAUSTED,
     errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
     errors.UntrustedModelPath: grpc.StatusCode.PERMISSION_DENIED,
     errors.ModelLoadFailed: grpc.StatusCode.UNAVAILABLE,
@@ -77,6 +83,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
     def __init__(self, services: Services) -> None:
         self.services = services
 
+    async def _caller(self, context: Any, permission: Permission) -> Principal:
+        metadata = {key.lower(): value for key, value in context.invocation_metadata() or ()}
+        principal = await principal_from_credentials(
+            self.services, metadata.get("x-api-key"), metadata.get("authorization"), _peer_address(context)
+        )
+        return require_permission(principal, permission)
+
     async def _cached(self, name: str, version: str) -> CachedModel:
         return await self.services.cache.aget(oip.model_reference(name, version or None))
 
@@ -89,6 +102,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
         async def work() -> pb.ModelReadyResponse:
+            await self._caller(context, Permission.READ_MODELS)
             await self._cached(request.name, request.version)
             return pb.ModelReadyResponse(ready=True)
 
@@ -99,6 +113,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:
         async def work() -> pb.ModelMetadataResponse:
+            await self._caller(context, Permission.READ_MODELS)
             cached = await self._cached(request.name, request.version)
             versions: list[str] = []
             if cached.resolved.version:
@@ -118,10 +133,12 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
         async def work() -> pb.ModelInferResponse:
-            cached = await self._cached(request.model_name, request.model_version)
-            inputs = _decode_inputs(request)
-            matrix = oip.matrix_from_tensors(cached, inputs, self.services.settings.max_batch_rows)
-            output = await self.services.predictions.predict_matrix(cached, matrix)
+            principal = await self._caller(context, Permission.PREDICT)
+            with self.services.throttle.in_flight(caller_key(principal, _peer_address(context))):
+                cached = await self._cached(request.model_name, request.model_version)
+                inputs = _decode_inputs(request)
+                matrix = oip.matrix_from_tensors(cached, inputs, self.services.settings.max_batch_rows)
+                output = await self.services.predictions.predict_matrix(cached, matrix)
             tensors = oip.output_tensors(cached, output, [o.name for o in request.outputs])
             reply = pb.ModelInferResponse(
                 model_name=cached.resolved.name, model_version=cached.resolved.version or "", id=request.id
@@ -134,14 +151,19 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         return await _answer(context, work)
 
     async def RepositoryIndex(self, request: Any, context: Any) -> pb.RepositoryIndexResponse:
-        models = await run_in_threadpool(self.services.registry.list_models, None, 1000)
-        reply = pb.RepositoryIndexResponse()
-        for entry in oip.repository_index(self.services.cache.entries(), models, request.ready):
-            reply.models.add(**entry)
-        return reply
+        async def work() -> pb.RepositoryIndexResponse:
+            await self._caller(context, Permission.READ_MODELS)
+            models = await run_in_threadpool(self.services.registry.list_models, None, 1000)
+            reply = pb.RepositoryIndexResponse()
+            for entry in oip.repository_index(self.services.cache.entries(), models, request.ready):
+                reply.models.add(**entry)
+            return reply
+
+        return await _answer(context, work)
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> pb.RepositoryModelLoadResponse:
         async def work() -> pb.RepositoryModelLoadResponse:
+            await self._caller(context, Permission.MANAGE_MODELS)
             reference = oip.model_reference(request.model_name, None)
             await run_in_threadpool(self.services.cache.warm, reference)
             return pb.RepositoryModelLoadResponse()
@@ -150,12 +172,20 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> pb.RepositoryModelUnloadResponse:
         async def work() -> pb.RepositoryModelUnloadResponse:
+            await self._caller(context, Permission.MANAGE_MODELS)
             oip.model_reference(request.model_name, None)
             await run_in_threadpool(self.services.registry.versions, request.model_name)
             self.services.cache.evict_named(request.model_name)
             return pb.RepositoryModelUnloadResponse()
 
         return await _answer(context, work)
+
+
+def _peer_address(context: Any) -> str:
+    """``ipv4:127.0.0.1:50000`` → ``127.0.0.1``."""
+    peer = str(context.peer() or "unknown")
+    kind, _, rest = peer.partition(":")
+    return rest.rsplit(":", 1)[0] if kind in ("ipv4", "ipv6") else peer
 
 
 def _decode_inputs(request: Any) -> list[Tensor]:

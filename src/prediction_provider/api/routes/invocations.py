@@ -16,6 +16,7 @@ from pydantic_core import from_json
 from starlette.responses import PlainTextResponse, Response
 
 from prediction_provider import errors
+from prediction_provider.api.auth import prediction_slot
 from prediction_provider.api.deps import Services, services_of
 from prediction_provider.api.protocol_route import protocol_route_class
 from prediction_provider.serving import mlflow_scoring
@@ -75,6 +76,11 @@ async def model_invocations(name: str, request: Request, version: str | None = N
 
 
 async def _score(request: Request, services: Services, reference: str) -> Response:
+    async with prediction_slot(request):
+        return await _score_allowed(request, services, reference)
+
+
+async def _score_allowed(request: Request, services: Services, reference: str) -> Response:
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     body = await request.body()
     cached = await services.cache.aget(reference)

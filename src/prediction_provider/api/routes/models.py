@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from starlette.concurrency import run_in_threadpool
 
+from prediction_provider.api.auth import ModelReader
 from prediction_provider.api.deps import ServicesDep
 from prediction_provider.api.routes.predict import ERROR_RESPONSES
 from prediction_provider.api.schemas import ModelInfo, ModelList, ModelVersionList
@@ -19,6 +20,7 @@ ModelName = Annotated[str, Path(pattern=NAME_PATTERN.pattern, max_length=128)]
 
 @router.get("", response_model=ModelList, summary="Registered models with versions and run metrics")
 def list_models(
+    reader: ModelReader,
     services: ServicesDep,
     experiment_name: Annotated[str | None, Query(max_length=256)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -30,7 +32,7 @@ def list_models(
 @router.get(
     "/{name}/versions", response_model=ModelVersionList, responses=ERROR_RESPONSES, summary="Versions"
 )
-def list_versions(name: ModelName, services: ServicesDep) -> dict[str, Any]:
+def list_versions(name: ModelName, reader: ModelReader, services: ServicesDep) -> dict[str, Any]:
     versions = services.registry.versions(name)
     return {"name": name, "versions": versions, "count": len(versions)}
 
@@ -43,6 +45,7 @@ def list_versions(name: ModelName, services: ServicesDep) -> dict[str, Any]:
 )
 async def model_info(
     name: ModelName,
+    reader: ModelReader,
     services: ServicesDep,
     version: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
 ) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from prediction_provider.api.auth import prediction_slot
 from prediction_provider.api.body import openapi_body, read_json_body
 from prediction_provider.api.deps import Services, services_of
 from prediction_provider.api.schemas import (
@@ -56,9 +57,10 @@ def json_response(payload: dict[str, Any]) -> Response:
 async def predict(request: Request) -> Response:
     services = services_of(request)
     started = time.perf_counter()
-    body = await read_json_body(request, PredictRequest)
-    cached = await services.cache.aget(body.model)
-    result = await services.predictions.predict_record(cached, body.features, started)
+    async with prediction_slot(request):
+        body = await read_json_body(request, PredictRequest)
+        cached = await services.cache.aget(body.model)
+        result = await services.predictions.predict_record(cached, body.features, started)
     return json_response(single_payload(result, body.return_proba, services))
 
 
@@ -91,17 +93,9 @@ def single_payload(result: BatchResult, return_proba: bool, services: Services) 
 async def predict_batch(request: Request) -> Response:
     services = services_of(request)
     started = time.perf_counter()
-    body = await read_json_body(request, PredictBatchRequest)
-    cached = await services.cache.aget(body.model)
-    rows = body.features_list
-    if isinstance(rows, dict):
-        result = await run_in_threadpool(
-            services.predictions.predict_columns, cached, rows, "features_list", started
-        )
-    else:
-        result = await run_in_threadpool(
-            services.predictions.predict_records, cached, rows, "features_list", started
-        )
+    async with prediction_slot(request):
+        body = await read_json_body(request, PredictBatchRequest)
+        result = await _predict_rows(services, body, started)
     probabilities = None
     if body.return_proba and result.probabilities is not None and result.classes:
         classes = result.classes
@@ -114,4 +108,17 @@ async def predict_batch(request: Request) -> Response:
             "model": model_identity(result.model),
             "latency_ms": round(result.latency_ms, 3),
         }
+    )
+
+
+async def _predict_rows(services: Services, body: PredictBatchRequest, started: float) -> BatchResult:
+    cached = await services.cache.aget(body.model)
+    rows = body.features_list
+    # Validation and the model call both run in a worker thread: 1024 rows take milliseconds.
+    if isinstance(rows, dict):
+        return await run_in_threadpool(
+            services.predictions.predict_columns, cached, rows, "features_list", started
+        )
+    return await run_in_threadpool(
+        services.predictions.predict_records, cached, rows, "features_list", started
     )

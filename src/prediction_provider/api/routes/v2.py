@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from prediction_provider import errors
+from prediction_provider.api.auth import ModelManager, ModelReader, prediction_slot
 from prediction_provider.api.deps import ServicesDep, services_of
 from prediction_provider.api.protocol_route import protocol_route_class
 from prediction_provider.serving import open_inference as oip
@@ -80,7 +81,9 @@ async def _versions(services: ServicesDep, name: str) -> list[str]:
 
 @router.get("/models/{name}", summary="Model metadata")
 @router.get("/models/{name}/versions/{version}", summary="Model version metadata")
-async def model_metadata(name: str, services: ServicesDep, version: str | None = None) -> Response:
+async def model_metadata(
+    name: str, reader: ModelReader, services: ServicesDep, version: str | None = None
+) -> Response:
     cached = await services.cache.aget(oip.model_reference(name, version))
     versions = await _versions(services, cached.resolved.name) if cached.resolved.version else []
     return json_response(oip.model_metadata(cached, versions))
@@ -88,7 +91,9 @@ async def model_metadata(name: str, services: ServicesDep, version: str | None =
 
 @router.get("/models/{name}/ready", summary="Model readiness")
 @router.get("/models/{name}/versions/{version}/ready", summary="Model version readiness")
-async def model_ready(name: str, services: ServicesDep, version: str | None = None) -> Response:
+async def model_ready(
+    name: str, reader: ModelReader, services: ServicesDep, version: str | None = None
+) -> Response:
     cached = await services.cache.aget(oip.model_reference(name, version))
     return json_response({"name": cached.resolved.name, "ready": True})
 
@@ -97,11 +102,12 @@ async def model_ready(name: str, services: ServicesDep, version: str | None = No
 @router.post("/models/{name}/versions/{version}/infer", summary="Inference on a version")
 async def infer(name: str, request: Request, version: str | None = None) -> Response:
     services = services_of(request)
-    header, binary = await _split_body(request)
-    cached = await services.cache.aget(oip.model_reference(name, version))
-    inputs = _decode_inputs(header, binary)
-    matrix = oip.matrix_from_tensors(cached, inputs, services.settings.max_batch_rows)
-    output = await services.predictions.predict_matrix(cached, matrix)
+    async with prediction_slot(request):
+        header, binary = await _split_body(request)
+        cached = await services.cache.aget(oip.model_reference(name, version))
+        inputs = _decode_inputs(header, binary)
+        matrix = oip.matrix_from_tensors(cached, inputs, services.settings.max_batch_rows)
+        output = await services.predictions.predict_matrix(cached, matrix)
     requested = header.get("outputs") or []
     if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
         raise errors.InvalidTensor("outputs must be a list of {name, parameters}")
@@ -194,7 +200,7 @@ def _encode_response(
 
 
 @router.post("/repository/index", summary="Models in the repository and their state")
-async def repository_index(request: Request, services: ServicesDep) -> Response:
+async def repository_index(request: Request, reader: ModelReader, services: ServicesDep) -> Response:
     raw = await request.body()
     options = orjson.loads(raw) if raw.strip() else {}
     only_ready = bool(options.get("ready", False)) if isinstance(options, dict) else False
@@ -203,13 +209,13 @@ async def repository_index(request: Request, services: ServicesDep) -> Response:
 
 
 @router.post("/repository/models/{name}/load", summary="Load (and warm) a model")
-async def repository_load(name: str, services: ServicesDep) -> Response:
+async def repository_load(name: str, manager: ModelManager, services: ServicesDep) -> Response:
     await run_in_threadpool(services.cache.warm, oip.model_reference(name, None))
     return json_response({})
 
 
 @router.post("/repository/models/{name}/unload", summary="Unload every cached version of a model")
-async def repository_unload(name: str, services: ServicesDep) -> Response:
+async def repository_unload(name: str, manager: ModelManager, services: ServicesDep) -> Response:
     oip.model_reference(name, None)
     await run_in_threadpool(services.registry.versions, name)  # 404 for an unknown model
     services.cache.evict_named(name)

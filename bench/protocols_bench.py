@@ -1,0 +1,1082 @@
+"""Prediction Provider's three protocols against MLServer 1.7, on the same LightGBM model.
+
+Measures, in one run:
+
+1. the in-process floor: ``model.predict`` on the object the server builds,
+   1 real EURUSD row (p50) and 1024 rows (rows/s);
+2. Prediction Provider (``prediction-provider serve`` in a subprocess) over its
+   native REST API (``/predict``, ``/predict/batch``), Open Inference Protocol
+   v2 REST and v2 gRPC;
+3. MLServer 1.7.1 (its own virtual environment under ``bench/results``, made on
+   the first run) serving the same ``model.lgb`` over v2 REST, in six
+   configurations: parallel workers 0, 1, 2, each with adaptive batching off and on.
+
+Every server gets the same closed loads: 1 row at concurrency 1, 8 and 64, and
+1024 rows at concurrency 1. The run prints one table of every figure, then
+Prediction Provider against MLServer's best configuration per load, and the
+targets. Results also go to ``bench/results/protocols.json``.
+
+Run: ``.venv/bin/python bench/protocols_bench.py [--duration S] [--skip-mlserver]``.
+The client runs on the same machine as the servers and takes CPU from them, so
+on a small machine the high-concurrency figures measure client and server together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import venv
+from collections.abc import Collection, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from grpc_loadgen import model_infer_method, model_infer_request, run_grpc_load
+from loadgen import LoadResult, build_request, percentile, run_load
+from serving_bench import fmt, log_tail, real_features, time_calls, verdict
+
+HOST = "127.0.0.1"
+MODEL_NAME = "eurusd-direction"
+MODEL_VERSION = "lightgbm"  # an alias: Prediction Provider and MLServer both answer to it in the v2 path
+MODEL_REF = f"models:/{MODEL_NAME}@{MODEL_VERSION}"
+INPUT_NAME = "input-0"
+V2_INFER_PATH = f"/v2/models/{MODEL_NAME}/versions/{MODEL_VERSION}/infer"
+BATCH_ROWS = 1024
+SINGLE_ROW_CONCURRENCIES = (1, 8, 64)
+
+PP = "Prediction Provider"
+MLSERVER = "MLServer"
+NATIVE_REST, V2_REST, V2_GRPC = "native REST", "v2 REST", "v2 gRPC"
+PP_PROTOCOLS = (NATIVE_REST, V2_REST, V2_GRPC)
+
+MLSERVER_REQUIREMENTS = ("mlserver==1.7.1", "mlserver-lightgbm==1.7.1", "uvloop==0.21.0")
+MLSERVER_WORKERS = (0, 1, 2)
+# Adaptive batching "on" uses Prediction Provider's own defaults: 64 requests, 2 ms.
+MLSERVER_MAX_BATCH_SIZE = 64
+MLSERVER_MAX_BATCH_TIME_S = 0.002
+
+HIGH_CONCURRENCY = max(SINGLE_ROW_CONCURRENCIES)
+THROUGHPUT_RATIO_TARGET = 2.0  # at HIGH_CONCURRENCY: PP req/s >= 2x MLServer's best
+P99_RATIO_TARGET = 0.5  # at HIGH_CONCURRENCY: PP p99 <= 0.5x that configuration's p99
+FLOOR_RATIO_TARGET = 0.95  # 1024 rows: PP rows/s >= 0.95x in-process model.predict
+PROBABILITY_TOLERANCE = 1e-9
+BUSY_LOAD_AVERAGE = 0.7  # 1-min load average at start above which the run warns that it had company
+
+READY_TIMEOUT_S = 120.0
+STOP_GRACE_S = 15.0
+INSTALL_TIMEOUT_S = 1200.0
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+RESULTS_PATH = RESULTS_DIR / "protocols.json"
+MLSERVER_VENV = RESULTS_DIR / "mlserver-venv"
+LOGS_DIRNAME = "protocols-logs"  # next to the JSON: server logs and MLServer's model repositories
+
+# Rich falls back to 80 columns when piped, too narrow for the tables.
+console = Console(width=None if sys.stdout.isatty() else 150)
+
+
+@dataclass(frozen=True, slots=True)
+class Load:
+    """One closed load: rows per request and requests in flight."""
+
+    rows: int
+    concurrency: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.rows}row{'s' if self.rows > 1 else ''}_c{self.concurrency}"
+
+    @property
+    def label(self) -> str:
+        return f"{self.rows} row{'s' if self.rows > 1 else ''}, c={self.concurrency}"
+
+
+LOADS = (*(Load(1, c) for c in SINGLE_ROW_CONCURRENCIES), Load(BATCH_ROWS, 1))
+SINGLE_C1, SINGLE_HIGH, BATCH = Load(1, 1), Load(1, HIGH_CONCURRENCY), Load(BATCH_ROWS, 1)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a load goes: one protocol of one server, with its request for 1 and for 1024 rows."""
+
+    server: str
+    protocol: str
+    config: str
+    port: int
+    requests: dict[int, bytes]
+    grpc_method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Measurement:
+    """The figures of one load on one target."""
+
+    server: str
+    protocol: str
+    config: str
+    load: str
+    rows: int
+    concurrency: int
+    requests: int
+    errors: dict[str, int]
+    requests_per_s: float
+    rows_per_s: float
+    p50_ms: float
+    p99_ms: float
+
+    @property
+    def clean(self) -> bool:
+        return self.requests > 0 and not self.errors
+
+
+@dataclass(frozen=True, slots=True)
+class Floor:
+    """In-process ``model.predict`` timings: what no server can beat."""
+
+    predict_1row_p50_ms: float
+    predict_1row_p99_ms: float
+    predict_1row_calls: int
+    predict_batch_p50_ms: float
+    predict_batch_p99_ms: float
+    predict_batch_rows_per_s: float
+    predict_batch_calls: int
+    # Prediction Provider's ``predict_threads``: the threads LightGBM may use per call (0 = all).
+    threads: int
+
+
+@dataclass(frozen=True, slots=True)
+class Inputs:
+    """The real rows every server is sent, and the in-process model's class probabilities for them."""
+
+    features: pd.DataFrame
+    matrix: npt.NDArray[np.float64]
+    expected: npt.NDArray[np.float64]
+
+    @property
+    def single(self) -> npt.NDArray[np.float64]:
+        return self.matrix[-1:]
+
+    @property
+    def v2_single_body(self) -> bytes:
+        """The one-row v2 request every server's first answer is checked with."""
+        return v2_body(self.single)
+
+
+@dataclass(slots=True)
+class Report:
+    """Everything measured and noticed; what goes to the JSON file."""
+
+    measurements: list[Measurement] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    servers: dict[str, Any] = field(default_factory=dict)
+
+    def flag(self, server: str, message: str) -> None:
+        """Prediction Provider's problems fail the run; MLServer's are warnings (it is the reference)."""
+        (self.problems if server == PP else self.warnings).append(message)
+
+
+class MLServerUnavailable(RuntimeError):
+    """MLServer could not be installed or started; the run goes on without it."""
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    parser.add_argument("--data-dir", type=Path, default=Path(".pp_data"), help="data dir (default .pp_data)")
+    parser.add_argument("--duration", type=float, default=4.0, help="seconds per measurement (default 4)")
+    parser.add_argument(
+        "--warmup", type=float, default=1.0, help="unrecorded seconds before each (default 1)"
+    )
+    parser.add_argument("--skip-mlserver", action="store_true", help="measure Prediction Provider only")
+    parser.add_argument("--mlserver-venv", type=Path, default=MLSERVER_VENV, help="MLServer's virtualenv")
+    parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="where to write the JSON results")
+    args = parser.parse_args(argv)
+    if args.duration <= 0 or args.warmup < 0:
+        parser.error("--duration must be positive and --warmup not negative")
+    return args
+
+
+# --- in-process floor ------------------------------------------------------------------------------------
+
+
+def measure_floor(model: Any, matrix: npt.NDArray[np.float64], threads: int, budget_s: float) -> Floor:
+    """Time ``model.predict`` alone on 1 real row (rotating through the rows) and on all of them."""
+    rows = [np.ascontiguousarray(matrix[i : i + 1]) for i in range(len(matrix))]
+    single = time_calls(
+        lambda i: model.predict(rows[i % len(rows)]), count=2000, warmup=200, budget_s=budget_s
+    )
+    batch = time_calls(lambda _: model.predict(matrix), count=50, warmup=5, budget_s=budget_s)
+    batch_p50_ms = statistics.median(batch) / 1e6
+    return Floor(
+        predict_1row_p50_ms=statistics.median(single) / 1e6,
+        predict_1row_p99_ms=percentile(single, 99) / 1e6,
+        predict_1row_calls=len(single),
+        predict_batch_p50_ms=batch_p50_ms,
+        predict_batch_p99_ms=percentile(batch, 99) / 1e6,
+        predict_batch_rows_per_s=len(matrix) / (batch_p50_ms / 1e3),
+        predict_batch_calls=len(batch),
+        threads=threads,
+    )
+
+
+def prepare(data_dir: Path, budget_s: float) -> tuple[Inputs, Floor, Path]:
+    """Train the demo models if needed, then time the model the way the server loads it.
+
+    Also returns the LightGBM file the registry resolves the reference to, so
+    that MLServer serves exactly the model Prediction Provider serves.
+    """
+    from prediction_provider.app import build_services
+    from prediction_provider.config import Settings
+    from prediction_provider.demo.training import train_demo_models
+    from prediction_provider.serving.references import parse_model_reference
+    from prediction_provider.serving.registry import ModelRegistry
+
+    settings = Settings(data_dir=data_dir)
+    train_demo_models(settings, progress=lambda message: console.print(f"[dim]{message}"))
+    services = build_services(settings)
+    cached = services.cache.get(MODEL_REF)
+    features = real_features(cached.model.signature.feature_names)
+    matrix = np.ascontiguousarray(features.to_numpy(dtype=np.float64))
+    floor = measure_floor(cached.model, matrix, settings.predict_threads, budget_s)
+    probabilities = cached.model.predict(matrix).probabilities
+    if probabilities is None:
+        raise RuntimeError(f"{MODEL_REF} is not a classifier; this benchmark compares probabilities")
+    for entry in services.cache.entries():
+        entry.model.unload()  # its threads and memory would compete with the servers
+    model_file = ModelRegistry(settings).resolve(parse_model_reference(MODEL_REF)).location / "model.lgb"
+    return Inputs(features, matrix, np.asarray(probabilities, dtype=np.float64)), floor, model_file
+
+
+# --- requests ---------------------------------------------------------------------------------------------
+
+
+def v2_body(matrix: npt.NDArray[np.float64]) -> bytes:
+    """One FP64 ``[rows, features]`` tensor, row-major, as JSON: the same for both servers."""
+    tensor = {
+        "name": INPUT_NAME,
+        "datatype": "FP64",
+        "shape": list(matrix.shape),
+        "data": matrix.ravel().tolist(),
+    }
+    return json.dumps({"inputs": [tensor]}).encode()
+
+
+def native_bodies(features: pd.DataFrame) -> dict[int, tuple[str, bytes]]:
+    """Prediction Provider's own API: named features, one record or a list of them."""
+    records = [{name: float(value) for name, value in row.items()} for row in features.to_dict("records")]
+    single = json.dumps({"model": MODEL_REF, "features": records[-1]}).encode()
+    batch = json.dumps({"model": MODEL_REF, "features_list": records}).encode()
+    return {1: ("/predict", single), len(records): ("/predict/batch", batch)}
+
+
+def v2_rest_target(server: str, config: str, port: int, inputs: Inputs) -> Target:
+    requests = {
+        len(matrix): build_request("POST", V2_INFER_PATH, HOST, port, v2_body(matrix))
+        for matrix in (inputs.single, inputs.matrix)
+    }
+    return Target(server, V2_REST, config, port, requests)
+
+
+def pp_targets(http_port: int, grpc_port: int, inputs: Inputs) -> list[Target]:
+    native = {
+        rows: build_request("POST", path, HOST, http_port, body)
+        for rows, (path, body) in native_bodies(inputs.features).items()
+    }
+    grpc_requests = {
+        len(matrix): model_infer_request(MODEL_NAME, MODEL_VERSION, matrix, INPUT_NAME)
+        for matrix in (inputs.single, inputs.matrix)
+    }
+    return [
+        Target(PP, NATIVE_REST, "", http_port, native),
+        v2_rest_target(PP, "", http_port, inputs),
+        Target(PP, V2_GRPC, "", grpc_port, grpc_requests, grpc_method=model_infer_method()),
+    ]
+
+
+# --- answers ----------------------------------------------------------------------------------------------
+
+
+def probability_matrix(values: Any, shape: Sequence[int]) -> npt.NDArray[np.float64]:
+    """``[rows, classes]`` probabilities; a binary booster's bare P(class 1) per row becomes two columns."""
+    matrix = np.asarray(values, dtype=np.float64).reshape(list(shape))
+    if matrix.ndim == 1 or matrix.shape[1] == 1:
+        positive = matrix.reshape(-1)
+        return np.column_stack((1.0 - positive, positive))
+    return matrix
+
+
+def v2_probabilities(body: bytes) -> npt.NDArray[np.float64]:
+    """Class probabilities per row from a v2 JSON answer.
+
+    Prediction Provider answers ``probabilities`` ``[rows, classes]``; MLServer's
+    LightGBM runtime answers ``predict``, the booster's own output: the same
+    matrix for a multiclass model (this one has three classes), P(class 1) for a binary one.
+    """
+    outputs = {output["name"]: output for output in json.loads(body)["outputs"]}
+    tensor = outputs["probabilities"] if "probabilities" in outputs else outputs["predict"]
+    return probability_matrix(tensor["data"], tensor["shape"])
+
+
+def grpc_probabilities(body: bytes) -> npt.NDArray[np.float64]:
+    """Class probabilities per row from a serialized ``ModelInferResponse`` (raw little-endian outputs)."""
+    from prediction_provider.api.grpc import open_inference_pb2 as pb
+
+    reply = pb.ModelInferResponse.FromString(body)
+    for index, output in enumerate(reply.outputs):
+        if output.name == "probabilities":
+            return probability_matrix(
+                np.frombuffer(reply.raw_output_contents[index], dtype="<f8"), output.shape
+            )
+    raise ValueError(f"no probabilities among {[o.name for o in reply.outputs]}")
+
+
+def same_probabilities(got: npt.NDArray[np.float64], expected: npt.NDArray[np.float64]) -> bool:
+    return got.shape == expected.shape and bool(
+        np.allclose(got, expected, rtol=0, atol=PROBABILITY_TOLERANCE)
+    )
+
+
+def http_call(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    """One request outside the load loop, for readiness and for checking answers."""
+    connection = http.client.HTTPConnection(HOST, port, timeout=10)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, path, body=body, headers=headers)
+        response = connection.getresponse()
+        return response.status, response.read()
+    finally:
+        connection.close()
+
+
+def first_answer(
+    port: int, name: str, request: bytes, expected: npt.NDArray[np.float64]
+) -> tuple[npt.NDArray[np.float64] | None, str | None]:
+    """POST one v2 request: its probabilities, or None, and why they are not ``expected``, or None."""
+    try:
+        status, body = http_call(port, "POST", V2_INFER_PATH, request)
+    except OSError as exc:
+        return None, f"{name}: first v2 call failed: {exc!r}"
+    if status != 200:
+        return None, f"{name}: first v2 call answered {status}: {body[:300]!r}"
+    try:
+        got = v2_probabilities(body)
+    except (KeyError, ValueError, TypeError) as exc:
+        return None, f"{name}: unexpected v2 answer ({exc!r}): {body[:300]!r}"
+    if not same_probabilities(got, expected):
+        return got, f"{name}: first v2 answer {got.tolist()} differs from {expected.tolist()}"
+    return got, None
+
+
+def check_samples(measurements: dict[Load, LoadResult], target: Target, inputs: Inputs) -> list[str]:
+    """The first 200 answer of each v2 load gives the in-process model's probabilities."""
+    problems = []
+    decode = grpc_probabilities if target.grpc_method else v2_probabilities
+    for load, result in measurements.items():
+        if target.protocol == NATIVE_REST or result.sample_body is None:
+            continue
+        expected = inputs.expected[-load.rows :]
+        try:
+            same = same_probabilities(decode(result.sample_body), expected)
+        except (KeyError, ValueError, TypeError) as exc:
+            problems.append(f"{describe(target)} {load.label}: undecodable answer ({exc!r})")
+            continue
+        if not same:
+            problems.append(
+                f"{describe(target)} {load.label}: probabilities differ from the in-process model's"
+            )
+    return problems
+
+
+# --- processes --------------------------------------------------------------------------------------------
+
+
+def fresh_dir(path: Path) -> Path:
+    """An empty directory: the previous run's logs go, so that the ones left are this run's."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    return path
+
+
+def free_ports(count: int) -> list[int]:
+    """Distinct ports the kernel just handed out (all held open at once, then released)."""
+    with ExitStack() as stack:
+        sockets = [
+            stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)
+        ]
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+
+
+def group_members(pgid: int) -> list[int]:
+    """Live (not zombie) processes of a process group, read from /proc; empty where there is no /proc."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, ValueError, IndexError):
+            state, _parent, group = stat.read_text().rpartition(")")[2].split()[:3]
+            if int(group) == pgid and state != "Z":
+                members.append(int(stat.parent.name))
+    return members
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> list[int]:
+    """SIGINT the leader, give it ``STOP_GRACE_S``, then SIGKILL the whole group; returns survivors."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        with suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=STOP_GRACE_S)
+    with suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)  # worker processes the leader left behind
+    with suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=5)
+    deadline = time.monotonic() + 5
+    while (survivors := group_members(process.pid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return survivors
+
+
+@contextmanager
+def server_process(
+    command: Sequence[str], *, env: dict[str, str], cwd: Path, log_path: Path, report: Report
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``command`` in its own process group; always stop the group, and say if anything survived."""
+    with log_path.open("wb") as log_file:
+        process = subprocess.Popen(
+            list(command), stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+        )
+        try:
+            yield process
+        finally:
+            survivors = stop_process_group(process)
+            if survivors:
+                report.warnings.append(f"{Path(command[0]).name}: processes {survivors} survived SIGKILL")
+
+
+def wait_ready(process: subprocess.Popen[bytes], port: int, paths: Sequence[str], log_path: Path) -> float:
+    """Poll each path until it answers 200; returns the seconds it took. Fails fast if the server exits."""
+    started = time.perf_counter()
+    deadline = started + READY_TIMEOUT_S
+    pending, last = list(paths), "no answer yet"
+    while pending and time.perf_counter() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log_tail(log_path)}")
+        try:
+            status, body = http_call(port, "GET", pending[0])
+            if status == 200:
+                pending.pop(0)
+                continue
+            last = f"{pending[0]}: {status} {body[:200]!r}"
+        except OSError as exc:
+            last = f"{pending[0]}: {exc!r}"
+        time.sleep(0.25)
+    if pending:
+        raise TimeoutError(f"not ready after {READY_TIMEOUT_S:.0f} s ({last}):\n{log_tail(log_path)}")
+    return time.perf_counter() - started
+
+
+# --- measuring --------------------------------------------------------------------------------------------
+
+
+def describe(target: Target) -> str:
+    return " ".join(
+        part for part in (target.server, target.protocol, target.config and f"({target.config})") if part
+    )
+
+
+def run_one(target: Target, load: Load, duration_s: float, warmup_s: float) -> LoadResult:
+    request = target.requests[load.rows]
+    options = {"concurrency": load.concurrency, "duration_s": duration_s, "warmup_s": warmup_s}
+    if target.grpc_method:
+        return run_grpc_load(HOST, target.port, target.grpc_method, request, **options)
+    return run_load(HOST, target.port, request, **options)
+
+
+def to_measurement(target: Target, load: Load, result: LoadResult) -> Measurement:
+    return Measurement(
+        server=target.server,
+        protocol=target.protocol,
+        config=target.config,
+        load=load.key,
+        rows=load.rows,
+        concurrency=load.concurrency,
+        requests=result.requests,
+        errors={str(status): count for status, count in sorted(result.errors.items())},
+        requests_per_s=result.requests_per_s,
+        rows_per_s=result.requests_per_s * load.rows,
+        p50_ms=result.percentile_ms(50),
+        p99_ms=result.percentile_ms(99),
+    )
+
+
+def measure_target(target: Target, inputs: Inputs, args: argparse.Namespace, report: Report) -> None:
+    """Every load on one target, in order; statuses other than 200 (or gRPC OK) are problems."""
+    results: dict[Load, LoadResult] = {}
+    for load in LOADS:
+        console.print(f"  {describe(target)}, {load.label}: {args.warmup:g} s warm-up + {args.duration:g} s")
+        try:
+            result = run_one(target, load, args.duration, args.warmup)
+        except (OSError, EOFError, TimeoutError, ExceptionGroup) as exc:
+            report.flag(target.server, f"{describe(target)} {load.label}: the load failed: {exc!r}")
+            continue
+        results[load] = result
+        measurement = to_measurement(target, load, result)
+        report.measurements.append(measurement)
+        if not measurement.clean:
+            report.flag(
+                target.server,
+                f"{describe(target)} {load.label}: {result.requests} answers, errors {measurement.errors}",
+            )
+    for problem in check_samples(results, target, inputs):
+        report.flag(target.server, problem)
+
+
+def pp_command(data_dir: Path, port: int, grpc_port: int) -> list[str]:
+    """The console script next to this interpreter, else the CLI module."""
+    script = Path(sys.executable).with_name("prediction-provider")
+    prefix = [str(script)] if script.exists() else [sys.executable, "-m", "prediction_provider.cli"]
+    return [
+        *prefix,
+        "serve",
+        "--data-dir",
+        str(data_dir.resolve()),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--grpc-port",
+        str(grpc_port),
+        "--warm",
+        MODEL_REF,
+    ]
+
+
+def bench_prediction_provider(
+    inputs: Inputs, args: argparse.Namespace, workdir: Path, report: Report
+) -> npt.NDArray[np.float64] | None:
+    """Start the server, check its v2 answer, measure its three protocols; returns that answer."""
+    http_port, grpc_port = free_ports(2)
+    log_path = workdir / "prediction-provider.log"
+    env = {**os.environ, "PP_LOG_LEVEL": "warning"}
+    console.print(f"[bold]{PP}[/bold]: REST on {http_port}, gRPC on {grpc_port}")
+    command = pp_command(args.data_dir, http_port, grpc_port)
+    with server_process(command, env=env, cwd=Path.cwd(), log_path=log_path, report=report) as process:
+        try:
+            ready_s = wait_ready(process, http_port, ["/health/ready"], log_path)
+        except (RuntimeError, TimeoutError) as exc:
+            report.problems.append(f"{PP} did not start: {exc}")
+            return None
+        report.servers[PP] = {"ready_s": round(ready_s, 2), "command": command}
+        console.print(f"  ready in {ready_s:.1f} s")
+        reference, mismatch = first_answer(http_port, PP, inputs.v2_single_body, inputs.expected[-1:])
+        if mismatch:
+            report.problems.append(mismatch)
+        if reference is None:
+            return None
+        for target in pp_targets(http_port, grpc_port, inputs):
+            measure_target(target, inputs, args, report)
+    return reference
+
+
+# --- MLServer ---------------------------------------------------------------------------------------------
+
+
+def venv_python(venv_dir: Path) -> Path:
+    return venv_dir / "bin" / "python"
+
+
+def installed_versions(venv_dir: Path) -> dict[str, str]:
+    """The versions of MLServer's requirements installed in ``venv_dir``; missing ones are left out."""
+    names = [requirement.split("==")[0] for requirement in MLSERVER_REQUIREMENTS]
+    script = (
+        "import importlib.metadata as m, json, sys\n"
+        "found = {}\n"
+        "for name in sys.argv[1:]:\n"
+        "    try: found[name] = m.version(name)\n"
+        "    except m.PackageNotFoundError: pass\n"
+        "print(json.dumps(found))\n"
+    )
+    completed = subprocess.run(
+        [str(venv_python(venv_dir)), "-c", script, *names],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return json.loads(completed.stdout) if completed.returncode == 0 else {}
+
+
+def ensure_mlserver(venv_dir: Path) -> Path:
+    """MLServer's executable in its own virtualenv, made and installed only when it is not there yet.
+
+    Its own environment because its pins (FastAPI, pandas, protobuf...) must
+    not move the project's; uvloop stays below 0.22, with which MLServer's
+    parallel workers fail to start.
+    """
+    wanted = dict(requirement.split("==") for requirement in MLSERVER_REQUIREMENTS)
+    if venv_python(venv_dir).exists() and installed_versions(venv_dir) == wanted:
+        return venv_dir / "bin" / "mlserver"
+    packages = " ".join(MLSERVER_REQUIREMENTS)
+    console.print(f"[bold]installing MLServer[/bold] into {venv_dir} (first run only): {packages}")
+    try:
+        if not venv_python(venv_dir).exists():
+            venv.EnvBuilder(with_pip=True, clear=True).create(venv_dir)
+        completed = subprocess.run(
+            [
+                str(venv_python(venv_dir)),
+                "-m",
+                "pip",
+                "install",
+                "--disable-pip-version-check",
+                "-q",
+                *MLSERVER_REQUIREMENTS,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=INSTALL_TIMEOUT_S,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise MLServerUnavailable(f"could not create the virtualenv or run pip: {exc!r}") from exc
+    if completed.returncode != 0:
+        tail = "\n".join((completed.stdout + completed.stderr).splitlines()[-15:])
+        raise MLServerUnavailable(f"pip install failed ({completed.returncode}):\n{tail}")
+    if installed_versions(venv_dir) != wanted:
+        raise MLServerUnavailable(f"after pip install, found {installed_versions(venv_dir)}, wanted {wanted}")
+    return venv_dir / "bin" / "mlserver"
+
+
+@dataclass(frozen=True, slots=True)
+class MLServerConfig:
+    """One MLServer set-up: inference worker processes and adaptive batching."""
+
+    workers: int
+    batching: bool
+
+    @property
+    def label(self) -> str:
+        return f"w={self.workers}, batch {'on' if self.batching else 'off'}"
+
+
+MLSERVER_CONFIGS = tuple(MLServerConfig(w, b) for w in MLSERVER_WORKERS for b in (False, True))
+
+
+def write_repository(root: Path, model_file: Path, config: MLServerConfig, ports: Sequence[int]) -> None:
+    """``settings.json`` for the server and ``model-settings.json`` for the model, under ``root``.
+
+    ``debug`` is off: it turns on uvicorn's access log, one log line per request,
+    which Prediction Provider does not write either.
+    """
+    http_port, grpc_port, metrics_port = ports
+    server = {
+        "debug": False,
+        "host": HOST,
+        "http_port": http_port,
+        "grpc_port": grpc_port,
+        "metrics_port": metrics_port,
+        "parallel_workers": config.workers,
+        "load_models_at_startup": True,
+    }
+    model: dict[str, Any] = {
+        "name": MODEL_NAME,
+        "implementation": "mlserver_lightgbm.LightGBMModel",
+        "parameters": {"uri": str(model_file), "version": MODEL_VERSION},
+    }
+    if config.batching:
+        model |= {"max_batch_size": MLSERVER_MAX_BATCH_SIZE, "max_batch_time": MLSERVER_MAX_BATCH_TIME_S}
+    (root / MODEL_NAME).mkdir(parents=True, exist_ok=True)
+    (root / "settings.json").write_text(json.dumps(server, indent=2))
+    (root / MODEL_NAME / "model-settings.json").write_text(json.dumps(model, indent=2))
+
+
+def mlserver_env(mlserver: Path) -> dict[str, str]:
+    """This environment, minus the project's virtualenv: MLServer runs on its own."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME"}
+    }
+    env["PATH"] = f"{mlserver.parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def bench_mlserver_config(
+    mlserver: Path,
+    config: MLServerConfig,
+    model_file: Path,
+    inputs: Inputs,
+    reference: npt.NDArray[np.float64],
+    args: argparse.Namespace,
+    workdir: Path,
+    report: Report,
+) -> None:
+    """Start MLServer in one configuration, check its first answer, measure it, stop it."""
+    root = workdir / f"mlserver-w{config.workers}-{'batch' if config.batching else 'nobatch'}"
+    ports = free_ports(3)
+    write_repository(root, model_file, config, ports)
+    log_path = root / "mlserver.log"
+    console.print(f"[bold]{MLSERVER}[/bold] ({config.label}): REST on {ports[0]}")
+    entry: dict[str, Any] = {"config": asdict(config), "log": str(log_path)}
+    report.servers.setdefault(MLSERVER, {}).setdefault("configs", []).append(entry)
+    ready_paths = ["/v2/health/ready", f"/v2/models/{MODEL_NAME}/versions/{MODEL_VERSION}/ready"]
+    command = [str(mlserver), "start", str(root)]
+    with server_process(
+        command, env=mlserver_env(mlserver), cwd=root, log_path=log_path, report=report
+    ) as process:
+        try:
+            entry["ready_s"] = round(wait_ready(process, ports[0], ready_paths, log_path), 2)
+        except (RuntimeError, TimeoutError) as exc:
+            entry["error"] = str(exc)
+            report.warnings.append(f"{MLSERVER} ({config.label}) did not start: {exc}")
+            return
+        console.print(f"  ready in {entry['ready_s']:.1f} s")
+        _, mismatch = first_answer(ports[0], f"{MLSERVER} ({config.label})", inputs.v2_single_body, reference)
+        if mismatch:
+            report.warnings.append(mismatch)
+        measure_target(v2_rest_target(MLSERVER, config.label, ports[0], inputs), inputs, args, report)
+
+
+def bench_mlserver(
+    model_file: Path,
+    inputs: Inputs,
+    reference: npt.NDArray[np.float64],
+    args: argparse.Namespace,
+    workdir: Path,
+    report: Report,
+) -> None:
+    """Install MLServer if needed, then measure each configuration; never fails the run."""
+    try:
+        mlserver = ensure_mlserver(args.mlserver_venv)
+    except MLServerUnavailable as exc:
+        report.servers[MLSERVER] = {"status": "unavailable", "reason": str(exc)}
+        report.warnings.append(f"{MLSERVER} skipped: {exc}")
+        console.print(f"[bold yellow]{MLSERVER} skipped:[/bold yellow] {exc}")
+        return
+    report.servers[MLSERVER] = {
+        "status": "measured",
+        "venv": str(args.mlserver_venv),
+        "model_file": str(model_file),
+    }
+    report.servers[MLSERVER]["versions"] = installed_versions(args.mlserver_venv)
+    for config in MLSERVER_CONFIGS:
+        bench_mlserver_config(mlserver, config, model_file, inputs, reference, args, workdir, report)
+
+
+# --- comparison -------------------------------------------------------------------------------------------
+
+
+def find(measurements: Sequence[Measurement], server: str, protocol: str, load: Load) -> Measurement | None:
+    return next(
+        (m for m in measurements if m.server == server and m.protocol == protocol and m.load == load.key),
+        None,
+    )
+
+
+def best_mlserver(measurements: Sequence[Measurement], load: Load) -> Measurement | None:
+    """MLServer's configuration with the most requests/s on this load, among those without errors."""
+    candidates = [m for m in measurements if m.server == MLSERVER and m.load == load.key and m.clean]
+    return max(candidates, key=lambda m: m.requests_per_s, default=None)
+
+
+def ratio(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator > 0 and not math.isnan(denominator) else math.nan
+
+
+def comparison(pp: Measurement, best: Measurement | None, floor: Floor) -> dict[str, Any]:
+    """One Prediction Provider figure against MLServer's best for the same load (NaN without one)."""
+    nan = math.nan
+    return {
+        "load": pp.load,
+        "protocol": pp.protocol,
+        "pp_requests_per_s": pp.requests_per_s,
+        "pp_p50_ms": pp.p50_ms,
+        "pp_p99_ms": pp.p99_ms,
+        "mlserver_best_config": best.config if best else None,
+        "mlserver_requests_per_s": best.requests_per_s if best else nan,
+        "mlserver_p50_ms": best.p50_ms if best else nan,
+        "mlserver_p99_ms": best.p99_ms if best else nan,
+        "requests_per_s_ratio": ratio(pp.requests_per_s, best.requests_per_s) if best else nan,
+        "p99_ratio": ratio(pp.p99_ms, best.p99_ms) if best else nan,
+        "p50_diff_ms": pp.p50_ms - best.p50_ms if best else nan,
+        "floor_rows_per_s_ratio": ratio(pp.rows_per_s, floor.predict_batch_rows_per_s)
+        if pp.rows > 1
+        else nan,
+    }
+
+
+def comparisons(measurements: Sequence[Measurement], floor: Floor) -> list[dict[str, Any]]:
+    """Each Prediction Provider figure against MLServer's best configuration for the same load."""
+    rows = []
+    for load in LOADS:
+        best = best_mlserver(measurements, load)
+        for protocol in PP_PROTOCOLS:
+            pp = find(measurements, PP, protocol, load)
+            if pp is not None:
+                rows.append(comparison(pp, best, floor))
+    return rows
+
+
+def goal(name: str, protocol: str, value: float, threshold: float, at_least: bool) -> dict[str, Any]:
+    """One target: ``value`` at least (or at most) ``threshold``; ``met`` None when there is no value."""
+    met = None if math.isnan(value) else (value >= threshold if at_least else value <= threshold)
+    return {
+        "target": name,
+        "protocol": protocol,
+        "value": value,
+        "threshold": f"{'>=' if at_least else '<='} {threshold:g}",
+        "met": met,
+    }
+
+
+def evaluate_targets(measurements: Sequence[Measurement], floor: Floor) -> list[dict[str, Any]]:
+    """The four targets for each of Prediction Provider's protocols; ``met`` None without MLServer figures.
+
+    At c=1 the reference is MLServer's lowest p50 over its configurations, at
+    c=64 its configuration with the most requests/s.
+    """
+    best_high = best_mlserver(measurements, SINGLE_HIGH)
+    c1_p50s = [m.p50_ms for m in measurements if m.server == MLSERVER and m.load == SINGLE_C1.key and m.clean]
+    best_c1_p50 = min(c1_p50s, default=math.nan)
+    goals = []
+    for protocol in PP_PROTOCOLS:
+        high, c1, batch = (find(measurements, PP, protocol, load) for load in (SINGLE_HIGH, SINGLE_C1, BATCH))
+        if high is None or c1 is None or batch is None:
+            continue
+        rps = ratio(high.requests_per_s, best_high.requests_per_s) if best_high else math.nan
+        p99 = ratio(high.p99_ms, best_high.p99_ms) if best_high else math.nan
+        goals += [
+            goal(
+                f"c={HIGH_CONCURRENCY} req/s, x MLServer best", protocol, rps, THROUGHPUT_RATIO_TARGET, True
+            ),
+            goal(f"c={HIGH_CONCURRENCY} p99, x that config's", protocol, p99, P99_RATIO_TARGET, False),
+            goal("c=1 p50 - MLServer best p50, ms", protocol, c1.p50_ms - best_c1_p50, 0.0, False),
+            goal(
+                f"{BATCH_ROWS} rows rows/s, x in-process floor",
+                protocol,
+                ratio(batch.rows_per_s, floor.predict_batch_rows_per_s),
+                FLOOR_RATIO_TARGET,
+                True,
+            ),
+        ]
+    return goals
+
+
+# --- output -----------------------------------------------------------------------------------------------
+
+
+def new_table(title: str, columns: Sequence[str], left: Collection[str]) -> Table:
+    """A table whose ``left`` columns are text and every other column a right-aligned figure."""
+    table = Table(title=title, title_justify="left")
+    for column in columns:
+        table.add_column(column, justify="left" if column in left else "right")
+    return table
+
+
+def figures_table(floor: Floor, measurements: Sequence[Measurement]) -> Table:
+    """Every figure: the in-process floor first, then one section per server configuration and protocol."""
+    table = new_table(
+        f"Protocols: {MODEL_REF}, 1 and {BATCH_ROWS} real EURUSD rows",
+        ("server", "protocol", "config", "load", "req/s", "rows/s", "p50 ms", "p99 ms", "errors"),
+        left={"server", "protocol", "config", "load"},
+    )
+    for load, rows_per_s, p50, p99 in (
+        ("1 row", 1e3 / floor.predict_1row_p50_ms, floor.predict_1row_p50_ms, floor.predict_1row_p99_ms),
+        (
+            f"{BATCH_ROWS} rows",
+            floor.predict_batch_rows_per_s,
+            floor.predict_batch_p50_ms,
+            floor.predict_batch_p99_ms,
+        ),
+    ):
+        table.add_row(
+            "in-process",
+            "model.predict",
+            f"threads={floor.threads}",
+            load,
+            "",
+            fmt(rows_per_s, 0),
+            fmt(p50, 4),
+            fmt(p99, 4),
+            "",
+        )
+    previous = None
+    for m in measurements:
+        if (m.server, m.protocol, m.config) != previous:
+            table.add_section()
+            previous = (m.server, m.protocol, m.config)
+        errors = ", ".join(f"{status}: {count}" for status, count in m.errors.items()) or "0"
+        table.add_row(
+            m.server,
+            m.protocol,
+            m.config,
+            Load(m.rows, m.concurrency).label,
+            fmt(m.requests_per_s, 1),
+            fmt(m.rows_per_s, 0),
+            fmt(m.p50_ms),
+            fmt(m.p99_ms),
+            errors if m.clean else f"[red]{errors}[/red]",
+        )
+    return table
+
+
+COMPARISON_COLUMNS = (
+    *("load", "PP protocol", "PP req/s", "MLServer best", "MLS req/s", "req/s ratio"),
+    *("PP p99", "MLS p99", "p99 ratio", "c=1 p50 diff ms", "rows/s vs floor"),
+)
+
+
+def comparison_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """Ratios are Prediction Provider over MLServer; the p50 difference, PP minus MLServer."""
+    table = new_table(
+        "Prediction Provider vs MLServer's best configuration per load (most req/s)",
+        COMPARISON_COLUMNS,
+        left={"load", "PP protocol", "MLServer best"},
+    )
+    previous = None
+    for row in rows:
+        if row["load"] != previous and previous is not None:
+            table.add_section()
+        previous = row["load"]
+        table.add_row(
+            row["load"],
+            row["protocol"],
+            fmt(row["pp_requests_per_s"], 1),
+            row["mlserver_best_config"] or "-",
+            fmt(row["mlserver_requests_per_s"], 1),
+            fmt(row["requests_per_s_ratio"], 2) + "x",
+            fmt(row["pp_p99_ms"]),
+            fmt(row["mlserver_p99_ms"]),
+            fmt(row["p99_ratio"], 2) + "x",
+            fmt(row["p50_diff_ms"], signed=True) if row["load"] == SINGLE_C1.key else "",
+            fmt(row["floor_rows_per_s_ratio"], 2) + "x" if row["load"] == BATCH.key else "",
+        )
+    return table
+
+
+def targets_table(goals: Sequence[dict[str, Any]]) -> Table:
+    table = new_table(
+        "Targets",
+        ("target", "PP protocol", "value", "threshold", "met"),
+        left={"target", "PP protocol", "threshold", "met"},
+    )
+    for row in goals:
+        met = "n/a (no MLServer figure)" if row["met"] is None else verdict(row["met"])
+        digits = 3 if row["target"].endswith("ms") else 2
+        table.add_row(row["target"], row["protocol"], fmt(row["value"], digits), row["threshold"], met)
+    return table
+
+
+def clean_json(value: Any) -> Any:
+    """NaN is not JSON: write null instead."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: clean_json(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [clean_json(item) for item in value]
+    return value
+
+
+def write_results(path: Path, args: argparse.Namespace, floor: Floor, report: Report, **extra: Any) -> None:
+    results = {
+        "meta": {
+            "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+            "model": MODEL_REF,
+            "duration_s": args.duration,
+            "warmup_s": args.warmup,
+            "batch_rows": BATCH_ROWS,
+            "cpu_count": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "grpc_client": "one channel (HTTP/2 connection) per concurrent worker; raw bytes in and out",
+            "mlserver_batching_on": {
+                "max_batch_size": MLSERVER_MAX_BATCH_SIZE,
+                "max_batch_time": MLSERVER_MAX_BATCH_TIME_S,
+            },
+        },
+        "floor": asdict(floor),
+        "measurements": [asdict(m) for m in report.measurements],
+        "servers": report.servers,
+        **extra,
+        "problems": report.problems,
+        "warnings": report.warnings,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(clean_json(results), indent=2) + "\n")
+
+
+def check_idle(report: Report) -> list[float]:
+    """The load average before anything starts; a busy machine makes every figure here lower."""
+    load = list(os.getloadavg())
+    if load[0] > BUSY_LOAD_AVERAGE:
+        report.warnings.append(
+            f"the machine was busy before the run (1-min load average {load[0]:.2f}, "
+            f"{os.cpu_count()} CPUs): other processes competed with the servers and the client"
+        )
+    return load
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.perf_counter()
+    report = Report()
+    load_at_start = check_idle(report)
+    console.print(f"[bold]in-process floor[/bold] for {MODEL_REF}")
+    inputs, floor, model_file = prepare(args.data_dir, budget_s=max(args.duration, 2.0))
+    workdir = fresh_dir(args.output.parent / LOGS_DIRNAME)
+    reference = bench_prediction_provider(inputs, args, workdir, report)
+    if reference is None:
+        report.warnings.append(f"no v2 answer from {PP}: MLServer's is checked against the in-process model")
+        reference = inputs.expected[-1:]
+    if args.skip_mlserver:
+        report.servers[MLSERVER] = {"status": "skipped (--skip-mlserver)"}
+    else:
+        bench_mlserver(model_file, inputs, reference, args, workdir, report)
+    rows = comparisons(report.measurements, floor)
+    goals = evaluate_targets(report.measurements, floor)
+    elapsed = time.perf_counter() - started
+    write_results(
+        args.output,
+        args,
+        floor,
+        report,
+        comparisons=rows,
+        targets=goals,
+        elapsed_s=round(elapsed, 1),
+        load_average_at_start=load_at_start,
+        load_average_at_end=list(os.getloadavg()),
+    )
+
+    console.print(figures_table(floor, report.measurements))
+    console.print(comparison_table(rows))
+    console.print(targets_table(goals))
+    console.print(
+        f"[dim]{os.cpu_count()} CPUs shared by client and servers; best = most req/s without errors; "
+        f"c=1 p50 target against MLServer's lowest c=1 p50. Run took {elapsed:.0f} s. JSON: {args.output}"
+    )
+    for warning in report.warnings:
+        console.print(f"[bold yellow]WARNING:[/bold yellow] {warning}")
+    for problem in report.problems:
+        console.print(f"[bold red]FAILED:[/bold red] {problem}")
+    return 1 if report.problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Users, roles and permissions, passwords, API keys and JWTs."""

@@ -1,0 +1,42 @@
+"""Roles and what each may do. Routes require permissions, never role names in ``if`` chains."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    PROVIDER = "provider"
+    CLIENT = "client"
+    EVALUATOR = "evaluator"
+    OPERATOR = "operator"
+    GUEST = "guest"
+
+
+class Permission(StrEnum):
+    PREDICT = "predict"  # request predictions
+    READ_MODELS = "read_models"  # the public catalogue
+    MANAGE_USERS = "manage_users"
+    READ_LOGS = "read_logs"  # audit log, request logs
+    READ_USAGE = "read_usage"  # anyone's usage
+    READ_METRICS = "read_metrics"
+    MANAGE_MODELS = "manage_models"  # load/unload, own models and pricing
+    EVALUATE = "evaluate"  # claim and score prediction requests
+    BILLING_OVERSIGHT = "billing_oversight"
+
+
+PERMISSIONS: dict[Role, frozenset[Permission]] = {
+    Role.ADMIN: frozenset(Permission),
+    Role.PROVIDER: frozenset({Permission.READ_MODELS, Permission.MANAGE_MODELS, Permission.PREDICT}),
+    Role.CLIENT: frozenset({Permission.READ_MODELS, Permission.PREDICT}),
+    Role.EVALUATOR: frozenset({Permission.READ_MODELS, Permission.EVALUATE}),
+    Role.OPERATOR: frozenset(
+        {Permission.READ_MODELS, Permission.READ_LOGS, Permission.READ_USAGE, Permission.READ_METRICS}
+    ),
+    Role.GUEST: frozenset({Permission.READ_MODELS}),
+}
+
+
+def allows(role: Role | str, permission: Permission) -> bool:
+    return permission in PERMISSIONS.get(Role(role), frozenset())

@@ -1,0 +1,92 @@
+"""Rate limits (``limits``: memory by default, Redis when ``PP_REDIS_URL`` is set) and a cap
+on each user's in-flight predictions."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from limits import RateLimitItem, parse, storage
+from limits.strategies import MovingWindowRateLimiter
+
+from prediction_provider.errors import RateLimited
+
+IN_FLIGHT_TTL_SECONDS = 300
+
+
+class Throttle:
+    def __init__(
+        self, redis_url: str | None, request_limit: str, login_limit: str, max_in_flight: int
+    ) -> None:
+        self._storage = storage.storage_from_string(redis_url or "memory://")
+        self._limiter = MovingWindowRateLimiter(self._storage)
+        self.request_limit: RateLimitItem = parse(request_limit)
+        self.login_limit: RateLimitItem = parse(login_limit)
+        self.max_in_flight = max_in_flight
+        self._redis: Any = None
+        if redis_url:
+            import redis
+
+            self._redis = redis.Redis.from_url(redis_url)
+        self._counts: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def _hit(self, limit: RateLimitItem, *identifiers: str) -> None:
+        if not self._limiter.hit(limit, *identifiers):
+            reset = self._limiter.get_window_stats(limit, *identifiers).reset_time
+            retry_after = max(1, math.ceil(reset - time.time()))
+            raise RateLimited(f"rate limit of {limit} exceeded", retry_after, {"limit": str(limit)})
+
+    def login_attempt(self, username: str, address: str) -> None:
+        """Count a login attempt per address and per username; the (n+1)-th in the window is refused."""
+        self._hit(self.login_limit, "login-address", address)
+        self._hit(self.login_limit, "login-user", username.lower())
+
+    def request(self, caller: str) -> None:
+        """``caller`` is a user (``user:<id>``) or, for anonymous calls, an address (``ip:<addr>``)."""
+        self._hit(self.request_limit, "request", caller)
+
+    @contextmanager
+    def in_flight(self, user: str) -> Iterator[None]:
+        """Hold one of the user's ``max_in_flight`` prediction slots, or refuse with 429."""
+        if self._redis is not None:
+            key = f"pp:in-flight:{user}"
+            count = int(self._redis.incr(key))
+            self._redis.expire(key, IN_FLIGHT_TTL_SECONDS)
+            release = lambda: self._redis.decr(key)  # noqa: E731
+        else:
+            with self._lock:
+                count = self._counts.get(user, 0) + 1
+                self._counts[user] = count
+            release = lambda: self._release_local(user)  # noqa: E731
+        try:
+            if count > self.max_in_flight:
+                raise RateLimited(
+                    f"at most {self.max_in_flight} predictions in flight per user",
+                    1,
+                    {"max_in_flight": self.max_in_flight},
+                )
+            yield
+        finally:
+            release()
+
+    def _release_local(self, user: str) -> None:
+        with self._lock:
+            remaining = self._counts.get(user, 1) - 1
+            if remaining:
+                self._counts[user] = remaining
+            else:
+                self._counts.pop(user, None)
+
+    def redis_ok(self) -> bool:
+        try:
+            return bool(self._redis is not None and self._redis.ping())
+        except Exception:  # noqa: BLE001 - any failure means "down"
+            return False
+
+    def reset(self) -> None:
+        self._storage.reset()

@@ -1,0 +1,124 @@
+"""Request and response bodies of the account, auth and admin routes."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+RoleName = Literal["admin", "provider", "client", "evaluator", "operator"]
+USERNAME = r"^[a-z0-9][a-z0-9_.-]{2,63}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Credentials(Strict):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=128)
+
+
+class TokenPublic(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"]
+    expires_at: datetime
+
+
+class ApiKeyPublic(BaseModel):
+    api_key: str = Field(description="Shown once: only its SHA-256 digest is stored.")
+    username: str
+    created_at: datetime
+
+
+class UserPublic(BaseModel):
+    id: int
+    username: str
+    email: str
+    full_name: str | None
+    role: str
+    is_active: bool
+    has_api_key: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class UserCreate(Strict):
+    username: str = Field(pattern=USERNAME)
+    email: str = Field(max_length=254)
+    password: str = Field(min_length=10, max_length=128)
+    role: RoleName = "client"
+    full_name: str | None = Field(default=None, max_length=200)
+    is_active: bool | None = Field(default=None, description="Default: inactive when activation is required.")
+
+
+class UserUpdate(Strict):
+    email: str | None = Field(default=None, max_length=254)
+    full_name: str | None = Field(default=None, max_length=200)
+    role: RoleName | None = None
+    is_active: bool | None = None
+
+
+class ProfileUpdate(Strict):
+    """Deliberately without role or active flag: a user cannot raise or revive itself."""
+
+    email: str | None = Field(default=None, max_length=254)
+    full_name: str | None = Field(default=None, max_length=200)
+
+
+class PasswordChange(Strict):
+    current_password: str = Field(min_length=1, max_length=128)
+    new_password: str = Field(min_length=10, max_length=128)
+
+
+class UserPage(BaseModel):
+    users: list[UserPublic]
+    total: int
+    page: int
+    page_size: int
+
+
+class AuditEntry(BaseModel):
+    id: int
+    at: datetime
+    request_id: str
+    user_id: int | None
+    username: str | None
+    role: str | None
+    method: str
+    path: str
+    status: int
+    latency_ms: float
+    client_address: str | None
+
+
+class AuditPage(BaseModel):
+    entries: list[AuditEntry]
+    total: int
+    page: int
+    page_size: int
+
+
+class Usage(BaseModel):
+    username: str
+    requests: int
+    errors: int
+    by_path: dict[str, dict[str, Any]]
+    last_seen: datetime | None
+
+
+class Stats(BaseModel):
+    users_by_role: dict[str, int]
+    active_users: int
+    requests_24h: int
+    errors_24h: int
+    cached_models: int
+
+
+class SystemHealth(BaseModel):
+    database: bool
+    registry: bool
+    redis: bool | None
+    cached_models: int
+    audit_queue: int

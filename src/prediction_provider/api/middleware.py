@@ -1,0 +1,102 @@
+"""Request envelope: a request id, the audit trail entry, and security headers on every response."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from typing import Any
+
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from prediction_provider.db.base import utcnow
+from prediction_provider.observability.audit import AuditWriter
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+DOCS_PATHS = ("/docs", "/redoc")
+SECURITY_HEADERS = {
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+    "Strict-Transport-Security": "max-age=63072000; includeSubDomains",
+    "Cache-Control": "no-store",
+}
+API_CSP = "default-src 'none'; frame-ancestors 'none'"
+# The interactive docs load Swagger UI from its CDN.
+DOCS_CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
+    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com"
+)
+
+
+class RequestEnvelope:
+    """Outermost middleware: nothing inside can skip the audit entry or the headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        request_id = self._request_id(scope)
+        state: dict[str, Any] = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        status = 500
+        path: str = scope["path"]
+        csp = DOCS_CSP if path.startswith(DOCS_PATHS) else API_CSP
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["X-Request-ID"] = request_id
+                headers["Content-Security-Policy"] = csp
+                for name, value in SECURITY_HEADERS.items():
+                    headers.setdefault(name, value)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            audit = self._audit(scope)
+            if audit is not None:
+                audit.record(self._entry(scope, state, request_id, status, started))
+
+    @staticmethod
+    def _audit(scope: Scope) -> AuditWriter | None:
+        """The app's writer; absent only before the lifespan has built the services."""
+        services = getattr(scope["app"].state, "services", None)
+        return services.audit if services is not None else None
+
+    @staticmethod
+    def _request_id(scope: Scope) -> str:
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = str(value.decode("latin-1"))
+                if REQUEST_ID.match(candidate):
+                    return candidate
+        return uuid.uuid4().hex
+
+    @staticmethod
+    def _entry(
+        scope: Scope, state: dict[str, Any], request_id: str, status: int, started: float
+    ) -> dict[str, Any]:
+        principal = state.get("principal")
+        client = scope.get("client")
+        return {
+            "at": utcnow(),
+            "request_id": request_id,
+            "user_id": getattr(principal, "user_id", None),
+            "username": getattr(principal, "username", None),
+            "role": str(principal.role) if principal is not None else None,
+            "method": scope["method"][:8],
+            "path": scope["path"][:512],
+            "status": status,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            "client_address": client[0][:64] if client else None,
+        }

@@ -1,0 +1,170 @@
+"""``/api/v1/admin``: user management, usage, logs, the audit trail and system state."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path, Query
+from sqlalchemy import func, select, text
+from starlette.concurrency import run_in_threadpool
+
+from prediction_provider.api.account_schemas import (
+    USERNAME,
+    AuditPage,
+    RoleName,
+    Stats,
+    SystemHealth,
+    Usage,
+    UserCreate,
+    UserPage,
+    UserPublic,
+    UserUpdate,
+)
+from prediction_provider.api.auth import LogReader, UsageReader, UserManager
+from prediction_provider.api.deps import Services, ServicesDep
+from prediction_provider.api.routes.predict import ERROR_RESPONSES
+from prediction_provider.db.base import utcnow
+from prediction_provider.db.models import AuditRecord, User
+from prediction_provider.errors import InvalidInput
+from prediction_provider.observability.audit import query_audit, usage_of
+
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"], responses=ERROR_RESPONSES)
+
+Username = Annotated[str, Path(pattern=USERNAME)]
+Page = Annotated[int, Query(ge=1, le=100_000)]
+PageSize = Annotated[int, Query(ge=1, le=500)]
+
+
+@router.post("/users", response_model=UserPublic, status_code=201, summary="Create a user")
+async def create_user(body: UserCreate, admin: UserManager, services: ServicesDep) -> dict[str, Any]:
+    return await run_in_threadpool(
+        services.accounts.create_user,
+        body.username, body.email, body.password, body.role, body.full_name, body.is_active,
+    )  # fmt: skip
+
+
+@router.get("/users", response_model=UserPage, summary="Users, filtered and paginated")
+async def list_users(
+    admin: UserManager,
+    services: ServicesDep,
+    role: RoleName | None = None,
+    active: bool | None = None,
+    q: Annotated[str | None, Query(max_length=64)] = None,
+    page: Page = 1,
+    page_size: PageSize = 50,
+) -> dict[str, Any]:
+    users, total = await run_in_threadpool(services.accounts.list_users, role, active, q, page, page_size)
+    return {"users": users, "total": total, "page": page, "page_size": page_size}
+
+
+@router.post("/users/{username}/activate", response_model=UserPublic, summary="Activate a user")
+async def activate(username: Username, admin: UserManager, services: ServicesDep) -> dict[str, Any]:
+    return await run_in_threadpool(services.accounts.set_active, username, True)
+
+
+@router.post("/users/{username}/deactivate", response_model=UserPublic, summary="Deactivate a user")
+async def deactivate(username: Username, admin: UserManager, services: ServicesDep) -> dict[str, Any]:
+    return await run_in_threadpool(services.accounts.set_active, username, False)
+
+
+@router.put("/users/{user_id}", response_model=UserPublic, summary="Edit a user")
+async def update_user(
+    user_id: Annotated[int, Path(ge=1)], body: UserUpdate, admin: UserManager, services: ServicesDep
+) -> dict[str, Any]:
+    if admin.user_id == user_id and (body.role not in (None, "admin") or body.is_active is False):
+        raise InvalidInput(
+            "an admin cannot demote or deactivate itself", {"errors": [{"field": "role", "error": "self"}]}
+        )
+    return await run_in_threadpool(services.accounts.update_user, user_id, body.model_dump(exclude_none=True))
+
+
+@router.delete(
+    "/users/{user_id}", response_model=UserPublic, summary="Deactivate a user (nothing is deleted)"
+)
+async def delete_user(
+    user_id: Annotated[int, Path(ge=1)], admin: UserManager, services: ServicesDep
+) -> dict[str, Any]:
+    if admin.user_id == user_id:
+        raise InvalidInput(
+            "an admin cannot deactivate itself", {"errors": [{"field": "user_id", "error": "self"}]}
+        )
+    return await run_in_threadpool(services.accounts.update_user, user_id, {"is_active": False})
+
+
+@router.get("/usage/{username}", response_model=Usage, summary="A user's requests by path")
+async def usage(
+    username: Username, reader: UsageReader, services: ServicesDep, since: datetime | None = None
+) -> dict[str, Any]:
+    await run_in_threadpool(services.accounts.get, username)
+    return await run_in_threadpool(usage_of, services.db, username, since)
+
+
+@router.get("/audit", response_model=AuditPage, summary="The audit trail, newest first")
+async def audit(
+    reader: LogReader,
+    services: ServicesDep,
+    user: Annotated[str | None, Query(max_length=64)] = None,
+    path: Annotated[str | None, Query(max_length=512)] = None,
+    status: Annotated[int | None, Query(ge=100, le=599)] = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    page: Page = 1,
+    page_size: PageSize = 100,
+) -> dict[str, Any]:
+    entries, total = await run_in_threadpool(
+        lambda: query_audit(services.db, username=user, path=path, status=status, since=since, until=until,
+                            page=page, page_size=page_size)
+    )  # fmt: skip
+    return {"entries": entries, "total": total, "page": page, "page_size": page_size}
+
+
+@router.get("/logs", response_model=AuditPage, summary="Recent failed requests (status 400 and above)")
+async def logs(
+    reader: LogReader, services: ServicesDep, min_status: Annotated[int, Query(ge=100, le=599)] = 400,
+    page: Page = 1, page_size: PageSize = 100,
+) -> dict[str, Any]:  # fmt: skip
+    entries, total = await run_in_threadpool(
+        lambda: query_audit(services.db, min_status=min_status, page=page, page_size=page_size)
+    )
+    return {"entries": entries, "total": total, "page": page, "page_size": page_size}
+
+
+@router.get("/stats", response_model=Stats, summary="Users and traffic at a glance")
+async def stats(reader: LogReader, services: ServicesDep) -> dict[str, Any]:
+    return await run_in_threadpool(_stats, services)
+
+
+def _stats(services: Services) -> dict[str, Any]:
+    since = utcnow() - timedelta(hours=24)
+    with services.db.session() as session:
+        by_role = dict(session.execute(select(User.role, func.count()).group_by(User.role)).all())
+        active = session.scalar(select(func.count()).select_from(User).where(User.is_active)) or 0
+        recent = select(func.count()).select_from(AuditRecord).where(AuditRecord.at >= since)
+        requests = session.scalar(recent) or 0
+        errors = session.scalar(recent.where(AuditRecord.status >= 500)) or 0
+    return {
+        "users_by_role": by_role, "active_users": active, "requests_24h": requests, "errors_24h": errors,
+        "cached_models": len(services.cache),
+    }  # fmt: skip
+
+
+@router.get("/system/health", response_model=SystemHealth, summary="Database, registry, Redis, audit queue")
+async def system_health(reader: LogReader, services: ServicesDep) -> dict[str, Any]:
+    return await run_in_threadpool(_system_health, services)
+
+
+def _system_health(services: Services) -> dict[str, Any]:
+    try:
+        with services.db.session() as session:
+            session.execute(text("SELECT 1"))
+        database = True
+    except Exception:  # noqa: BLE001 - any failure means "down"
+        database = False
+    return {
+        "database": database,
+        "registry": services.registry.ping(),
+        "redis": services.throttle.redis_ok() if services.settings.redis_url else None,
+        "cached_models": len(services.cache),
+        "audit_queue": services.audit.pending(),
+    }

@@ -1,0 +1,1 @@
+"""Audit trail, metrics and logs."""
