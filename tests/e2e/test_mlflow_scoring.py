@@ -24,7 +24,9 @@ def frame(eurusd_features: pd.DataFrame) -> pd.DataFrame:
 
 
 def pyfunc_answer(settings: Settings, version: str, frame: pd.DataFrame) -> object:
-    source = MlflowClient(settings.tracking_uri, settings.tracking_uri).get_model_version(MODEL, version).source
+    source = (
+        MlflowClient(settings.tracking_uri, settings.tracking_uri).get_model_version(MODEL, version).source
+    )
     model = mlflow.pyfunc.load_model(
         MlflowClient(settings.tracking_uri, settings.tracking_uri)
         .get_logged_model(source.removeprefix("models:/"))

@@ -95,4 +95,7 @@ def test_pickled_models_from_a_tracking_server_are_refused(tracking_server: str,
     )
     with pytest.raises(UntrustedModelPath):
         build_services(settings).cache.get("remote-pickle")
-    assert MlflowClient(tracking_server, tracking_server).get_registered_model("remote-pickle").name == "remote-pickle"
+    assert (
+        MlflowClient(tracking_server, tracking_server).get_registered_model("remote-pickle").name
+        == "remote-pickle"
+    )
