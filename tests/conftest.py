@@ -46,6 +46,7 @@ def settings(data_dir: Path, demo_summary: DemoSummary) -> Settings:
         grpc_enabled=False,
         # The shared server is hammered by the whole suite; limits have tests of their own.
         rate_limit="100000/minute",
+        login_rate_limit="10000/minute",
         max_concurrent_predictions=1000,
     )
 
