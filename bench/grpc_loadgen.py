@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 
 import grpc
@@ -61,13 +62,15 @@ def model_infer_request(
     return request.SerializeToString()
 
 
-async def _worker(channel: grpc.aio.Channel, method: str, run: ClosedLoop) -> None:
+async def _worker(
+    channel: grpc.aio.Channel, method: str, run: ClosedLoop, metadata: tuple[tuple[str, str], ...]
+) -> None:
     # No serializers: the request goes out as the bytes given, the answer comes back as bytes.
     call = channel.unary_unary(method)
     while run.take():
         started = time.perf_counter_ns()
         try:
-            body = await call(run.request, timeout=run.timeout_s)
+            body = await call(run.request, timeout=run.timeout_s, metadata=metadata or None)
             status = OK
         except grpc.aio.AioRpcError as exc:
             body, status = b"", exc.code().value[0]
@@ -86,6 +89,7 @@ async def run_grpc_load_async(
     max_requests: int = 1_000_000,
     timeout_s: float = 30.0,
     channels: int | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """Drive ``concurrency`` workers calling ``method`` for ``warmup_s + duration_s`` seconds.
 
@@ -93,13 +97,15 @@ async def run_grpc_load_async(
     recorded, ``max_requests`` counts them too, and throughput is the recorded
     calls over the time from the end of the warm-up to the last recorded answer.
     Workers share ``channels`` channels round-robin (default: one each); the
-    channels connect before the clock starts.
+    channels connect before the clock starts. ``metadata`` goes with every call
+    (credentials, for instance; keys must be lower-case).
     """
     if host not in LOOPBACK_HOSTS:
         raise ValueError(f"this load generator only targets loopback, not {host!r}")
     if channels is not None and channels < 1:
         raise ValueError("channels must be positive")
     count = concurrency if channels is None else min(concurrency, channels)
+    pairs = tuple((metadata or {}).items())
     async with AsyncExitStack() as stack:
         opened = [
             await stack.enter_async_context(
@@ -120,7 +126,7 @@ async def run_grpc_load_async(
         )
         async with asyncio.TaskGroup() as group:
             for index in range(concurrency):
-                group.create_task(_worker(opened[index % count], method, run))
+                group.create_task(_worker(opened[index % count], method, run, pairs))
     return run.finish()
 
 
@@ -136,6 +142,7 @@ def run_grpc_load(
     max_requests: int = 1_000_000,
     timeout_s: float = 30.0,
     channels: int | None = None,
+    metadata: Mapping[str, str] | None = None,
 ) -> LoadResult:
     """Synchronous wrapper of ``run_grpc_load_async`` with its own (uv)loop, as ``loadgen.run_load``."""
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
@@ -151,5 +158,6 @@ def run_grpc_load(
                 max_requests=max_requests,
                 timeout_s=timeout_s,
                 channels=channels,
+                metadata=metadata,
             )
         )

@@ -18,7 +18,7 @@ import asyncio
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 
@@ -63,10 +63,17 @@ def percentile(values: Sequence[int | float], q: float) -> float:
 
 
 def build_request(
-    method: str, path: str, host: str, port: int, body: bytes = b"", content_type: str = "application/json"
+    method: str,
+    path: str,
+    host: str,
+    port: int,
+    body: bytes = b"",
+    content_type: str = "application/json",
+    headers: Mapping[str, str] | None = None,
 ) -> bytes:
-    """The full request, built once so that the loop only writes bytes."""
+    """The full request, built once so that the loop only writes bytes; ``headers`` are added as given."""
     lines = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}", "Connection: keep-alive"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
     if body or method in {"POST", "PUT", "PATCH"}:
         lines += [f"Content-Type: {content_type}", f"Content-Length: {len(body)}"]
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii") + body

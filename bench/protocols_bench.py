@@ -29,6 +29,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import shutil
 import signal
 import socket
@@ -42,7 +43,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -53,6 +54,9 @@ from rich.table import Table
 from grpc_loadgen import model_infer_method, model_infer_request, run_grpc_load
 from loadgen import LoadResult, build_request, percentile, run_load
 from serving_bench import fmt, log_tail, real_features, time_calls, verdict
+
+if TYPE_CHECKING:
+    from prediction_provider.config import Settings
 
 HOST = "127.0.0.1"
 MODEL_NAME = "eurusd-direction"
@@ -80,6 +84,14 @@ P99_RATIO_TARGET = 0.5  # at HIGH_CONCURRENCY: PP p99 <= 0.5x that configuration
 FLOOR_RATIO_TARGET = 0.95  # 1024 rows: PP rows/s >= 0.95x in-process model.predict
 PROBABILITY_TOLERANCE = 1e-9
 BUSY_LOAD_AVERAGE = 0.7  # 1-min load average at start above which the run warns that it had company
+
+# Prediction Provider authenticates every prediction. "api-key": the benchmark's own user sends
+# X-API-KEY (gRPC metadata x-api-key), as a client would; "anonymous": PP_REQUIRE_AUTH=false.
+AUTH_MODES = ("api-key", "anonymous")
+BENCH_USER = "protocols-bench"
+# Limits no run here can reach: this measures serving, not the rate limiter refusing a single user.
+BENCH_RATE_LIMIT = "1000000/minute"
+BENCH_MAX_IN_FLIGHT = 1024
 
 READY_TIMEOUT_S = 120.0
 STOP_GRACE_S = 15.0
@@ -123,6 +135,7 @@ class Target:
     port: int
     requests: dict[int, bytes]
     grpc_method: str | None = None
+    grpc_metadata: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,6 +219,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--warmup", type=float, default=1.0, help="unrecorded seconds before each (default 1)"
     )
     parser.add_argument("--skip-mlserver", action="store_true", help="measure Prediction Provider only")
+    parser.add_argument(
+        "--auth", choices=AUTH_MODES, default=AUTH_MODES[0], help="how the client reaches Prediction Provider"
+    )
     parser.add_argument("--mlserver-venv", type=Path, default=MLSERVER_VENV, help="MLServer's virtualenv")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="where to write the JSON results")
     args = parser.parse_args(argv)
@@ -237,19 +253,18 @@ def measure_floor(model: Any, matrix: npt.NDArray[np.float64], threads: int, bud
     )
 
 
-def prepare(data_dir: Path, budget_s: float) -> tuple[Inputs, Floor, Path]:
+def prepare(settings: Settings, auth: str, budget_s: float) -> tuple[Inputs, Floor, Path, str | None]:
     """Train the demo models if needed, then time the model the way the server loads it.
 
     Also returns the LightGBM file the registry resolves the reference to, so
-    that MLServer serves exactly the model Prediction Provider serves.
+    that MLServer serves exactly the model Prediction Provider serves, and the
+    API key of the benchmark's user in the server's database (None when anonymous).
     """
     from prediction_provider.app import build_services
-    from prediction_provider.config import Settings
     from prediction_provider.demo.training import train_demo_models
     from prediction_provider.serving.references import parse_model_reference
     from prediction_provider.serving.registry import ModelRegistry
 
-    settings = Settings(data_dir=data_dir)
     train_demo_models(settings, progress=lambda message: console.print(f"[dim]{message}"))
     services = build_services(settings)
     cached = services.cache.get(MODEL_REF)
@@ -259,10 +274,43 @@ def prepare(data_dir: Path, budget_s: float) -> tuple[Inputs, Floor, Path]:
     probabilities = cached.model.predict(matrix).probabilities
     if probabilities is None:
         raise RuntimeError(f"{MODEL_REF} is not a classifier; this benchmark compares probabilities")
+    api_key = bench_api_key(services.accounts) if auth == "api-key" else None
     for entry in services.cache.entries():
         entry.model.unload()  # its threads and memory would compete with the servers
+    services.audit.close()
+    services.db.dispose()
     model_file = ModelRegistry(settings).resolve(parse_model_reference(MODEL_REF)).location / "model.lgb"
-    return Inputs(features, matrix, np.asarray(probabilities, dtype=np.float64)), floor, model_file
+    inputs = Inputs(features, matrix, np.asarray(probabilities, dtype=np.float64))
+    return inputs, floor, model_file, api_key
+
+
+def pp_settings(data_dir: Path, auth: str, workdir: Path) -> dict[str, Any]:
+    """The benchmark's server settings: a database of its own (no user or audit row lands in the
+    data dir's), a fresh JWT secret, and rate limits no run here can reach."""
+    return {
+        "data_dir": data_dir.resolve(),
+        "database_url": f"sqlite:///{(workdir / 'provider.db').resolve()}",
+        "jwt_secret": secrets.token_urlsafe(48),
+        "require_auth": auth == "api-key",
+        "rate_limit": BENCH_RATE_LIMIT,
+        "max_concurrent_predictions": BENCH_MAX_IN_FLIGHT,
+    }
+
+
+def settings_env(values: dict[str, Any]) -> dict[str, str]:
+    """The same settings as ``PP_*`` variables, for the server process."""
+    return {
+        f"PP_{name.upper()}": str(v).lower() if isinstance(v, bool) else str(v) for name, v in values.items()
+    }
+
+
+def bench_api_key(accounts: Any) -> str:
+    """An active client account with its first API key, in the benchmark's own database."""
+    password = secrets.token_urlsafe(24)
+    accounts.create_user(
+        BENCH_USER, f"{BENCH_USER}@localhost.localdomain", password, role="client", active=True
+    )
+    return str(accounts.first_api_key(BENCH_USER, password)["api_key"])
 
 
 # --- requests ---------------------------------------------------------------------------------------------
@@ -287,27 +335,36 @@ def native_bodies(features: pd.DataFrame) -> dict[int, tuple[str, bytes]]:
     return {1: ("/predict", single), len(records): ("/predict/batch", batch)}
 
 
-def v2_rest_target(server: str, config: str, port: int, inputs: Inputs) -> Target:
+def credentials(api_key: str | None) -> dict[str, str]:
+    """The header (gRPC metadata, lower-cased) that authenticates a call; none when anonymous."""
+    return {"x-api-key": api_key} if api_key else {}
+
+
+def v2_rest_target(
+    server: str, config: str, port: int, inputs: Inputs, headers: dict[str, str] | None = None
+) -> Target:
     requests = {
-        len(matrix): build_request("POST", V2_INFER_PATH, HOST, port, v2_body(matrix))
+        len(matrix): build_request("POST", V2_INFER_PATH, HOST, port, v2_body(matrix), headers=headers)
         for matrix in (inputs.single, inputs.matrix)
     }
     return Target(server, V2_REST, config, port, requests)
 
 
-def pp_targets(http_port: int, grpc_port: int, inputs: Inputs) -> list[Target]:
+def pp_targets(http_port: int, grpc_port: int, inputs: Inputs, api_key: str | None) -> list[Target]:
+    headers = credentials(api_key)
     native = {
-        rows: build_request("POST", path, HOST, http_port, body)
+        rows: build_request("POST", path, HOST, http_port, body, headers=headers)
         for rows, (path, body) in native_bodies(inputs.features).items()
     }
     grpc_requests = {
         len(matrix): model_infer_request(MODEL_NAME, MODEL_VERSION, matrix, INPUT_NAME)
         for matrix in (inputs.single, inputs.matrix)
     }
+    grpc = Target(PP, V2_GRPC, "", grpc_port, grpc_requests, model_infer_method(), headers)
     return [
         Target(PP, NATIVE_REST, "", http_port, native),
-        v2_rest_target(PP, "", http_port, inputs),
-        Target(PP, V2_GRPC, "", grpc_port, grpc_requests, grpc_method=model_infer_method()),
+        v2_rest_target(PP, "", http_port, inputs, headers),
+        grpc,
     ]
 
 
@@ -354,12 +411,14 @@ def same_probabilities(got: npt.NDArray[np.float64], expected: npt.NDArray[np.fl
     )
 
 
-def http_call(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+def http_call(
+    port: int, method: str, path: str, body: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     """One request outside the load loop, for readiness and for checking answers."""
     connection = http.client.HTTPConnection(HOST, port, timeout=10)
     try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        connection.request(method, path, body=body, headers=headers)
+        content = {"Content-Type": "application/json"} if body is not None else {}
+        connection.request(method, path, body=body, headers={**content, **(headers or {})})
         response = connection.getresponse()
         return response.status, response.read()
     finally:
@@ -367,11 +426,15 @@ def http_call(port: int, method: str, path: str, body: bytes | None = None) -> t
 
 
 def first_answer(
-    port: int, name: str, request: bytes, expected: npt.NDArray[np.float64]
+    port: int,
+    name: str,
+    request: bytes,
+    expected: npt.NDArray[np.float64],
+    headers: dict[str, str] | None = None,
 ) -> tuple[npt.NDArray[np.float64] | None, str | None]:
     """POST one v2 request: its probabilities, or None, and why they are not ``expected``, or None."""
     try:
-        status, body = http_call(port, "POST", V2_INFER_PATH, request)
+        status, body = http_call(port, "POST", V2_INFER_PATH, request, headers)
     except OSError as exc:
         return None, f"{name}: first v2 call failed: {exc!r}"
     if status != 200:
@@ -505,7 +568,9 @@ def run_one(target: Target, load: Load, duration_s: float, warmup_s: float) -> L
     request = target.requests[load.rows]
     options = {"concurrency": load.concurrency, "duration_s": duration_s, "warmup_s": warmup_s}
     if target.grpc_method:
-        return run_grpc_load(HOST, target.port, target.grpc_method, request, **options)
+        return run_grpc_load(
+            HOST, target.port, target.grpc_method, request, metadata=target.grpc_metadata, **options
+        )
     return run_load(HOST, target.port, request, **options)
 
 
@@ -569,12 +634,17 @@ def pp_command(data_dir: Path, port: int, grpc_port: int) -> list[str]:
 
 
 def bench_prediction_provider(
-    inputs: Inputs, args: argparse.Namespace, workdir: Path, report: Report
+    inputs: Inputs,
+    server_settings: dict[str, Any],
+    api_key: str | None,
+    args: argparse.Namespace,
+    workdir: Path,
+    report: Report,
 ) -> npt.NDArray[np.float64] | None:
     """Start the server, check its v2 answer, measure its three protocols; returns that answer."""
     http_port, grpc_port = free_ports(2)
     log_path = workdir / "prediction-provider.log"
-    env = {**os.environ, "PP_LOG_LEVEL": "warning"}
+    env = {**os.environ, **settings_env(server_settings), "PP_LOG_LEVEL": "warning"}
     console.print(f"[bold]{PP}[/bold]: REST on {http_port}, gRPC on {grpc_port}")
     command = pp_command(args.data_dir, http_port, grpc_port)
     with server_process(command, env=env, cwd=Path.cwd(), log_path=log_path, report=report) as process:
@@ -585,12 +655,15 @@ def bench_prediction_provider(
             return None
         report.servers[PP] = {"ready_s": round(ready_s, 2), "command": command}
         console.print(f"  ready in {ready_s:.1f} s")
-        reference, mismatch = first_answer(http_port, PP, inputs.v2_single_body, inputs.expected[-1:])
+        expected = inputs.expected[-1:]
+        reference, mismatch = first_answer(
+            http_port, PP, inputs.v2_single_body, expected, credentials(api_key)
+        )
         if mismatch:
             report.problems.append(mismatch)
         if reference is None:
             return None
-        for target in pp_targets(http_port, grpc_port, inputs):
+        for target in pp_targets(http_port, grpc_port, inputs, api_key):
             measure_target(target, inputs, args, report)
     return reference
 
@@ -881,6 +954,11 @@ def evaluate_targets(measurements: Sequence[Measurement], floor: Floor) -> list[
 # --- output -----------------------------------------------------------------------------------------------
 
 
+def times(value: float) -> str:
+    """A ratio as "1.23x", "-" when there is none."""
+    return "-" if math.isnan(value) else f"{value:.2f}x"
+
+
 def new_table(title: str, columns: Sequence[str], left: Collection[str]) -> Table:
     """A table whose ``left`` columns are text and every other column a right-aligned figure."""
     table = Table(title=title, title_justify="left")
@@ -960,12 +1038,12 @@ def comparison_table(rows: Sequence[dict[str, Any]]) -> Table:
             fmt(row["pp_requests_per_s"], 1),
             row["mlserver_best_config"] or "-",
             fmt(row["mlserver_requests_per_s"], 1),
-            fmt(row["requests_per_s_ratio"], 2) + "x",
+            times(row["requests_per_s_ratio"]),
             fmt(row["pp_p99_ms"]),
             fmt(row["mlserver_p99_ms"]),
-            fmt(row["p99_ratio"], 2) + "x",
+            times(row["p99_ratio"]),
             fmt(row["p50_diff_ms"], signed=True) if row["load"] == SINGLE_C1.key else "",
-            fmt(row["floor_rows_per_s_ratio"], 2) + "x" if row["load"] == BATCH.key else "",
+            times(row["floor_rows_per_s_ratio"]) if row["load"] == BATCH.key else "",
         )
     return table
 
@@ -1006,6 +1084,8 @@ def write_results(path: Path, args: argparse.Namespace, floor: Floor, report: Re
             "python": platform.python_version(),
             "platform": platform.platform(),
             "grpc_client": "one channel (HTTP/2 connection) per concurrent worker; raw bytes in and out",
+            "pp_auth": args.auth,
+            "pp_limits": {"rate_limit": BENCH_RATE_LIMIT, "max_concurrent_predictions": BENCH_MAX_IN_FLIGHT},
             "mlserver_batching_on": {
                 "max_batch_size": MLSERVER_MAX_BATCH_SIZE,
                 "max_batch_time": MLSERVER_MAX_BATCH_TIME_S,
@@ -1039,9 +1119,14 @@ def main(argv: list[str] | None = None) -> int:
     report = Report()
     load_at_start = check_idle(report)
     console.print(f"[bold]in-process floor[/bold] for {MODEL_REF}")
-    inputs, floor, model_file = prepare(args.data_dir, budget_s=max(args.duration, 2.0))
+    from prediction_provider.config import Settings
+
     workdir = fresh_dir(args.output.parent / LOGS_DIRNAME)
-    reference = bench_prediction_provider(inputs, args, workdir, report)
+    server_settings = pp_settings(args.data_dir, args.auth, workdir)
+    inputs, floor, model_file, api_key = prepare(
+        Settings(**server_settings), args.auth, budget_s=max(args.duration, 2.0)
+    )
+    reference = bench_prediction_provider(inputs, server_settings, api_key, args, workdir, report)
     if reference is None:
         report.warnings.append(f"no v2 answer from {PP}: MLServer's is checked against the in-process model")
         reference = inputs.expected[-1:]
@@ -1068,7 +1153,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(comparison_table(rows))
     console.print(targets_table(goals))
     console.print(
-        f"[dim]{os.cpu_count()} CPUs shared by client and servers; best = most req/s without errors; "
+        f"[dim]{PP} auth: {args.auth}. {os.cpu_count()} CPUs shared by client and servers; "
+        "best = most req/s without errors; "
         f"c=1 p50 target against MLServer's lowest c=1 p50. Run took {elapsed:.0f} s. JSON: {args.output}"
     )
     for warning in report.warnings:

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: install test dependencies, check the local services,
-# lint, type-check, then pytest. Extra arguments go to pytest.
+# lint, type-check, then pytest: everything on SQLite, and again every
+# database-touching test (integration, e2e, security) on the real PostgreSQL.
+# Extra arguments go to both pytest runs.
 source "$(dirname "$0")/_venv.sh"
 install_project "test,torch"
 cd "$ROOT"
@@ -10,5 +12,7 @@ echo "==> ruff"
 "$VENV/bin/ruff" format --check src tests bench
 echo "==> mypy"
 "$VENV/bin/mypy"
-echo "==> pytest"
-exec "$VENV/bin/pytest" "$@"
+echo "==> pytest (SQLite)"
+"$VENV/bin/pytest" "$@"
+echo "==> pytest (PostgreSQL: database-touching tests)"
+PP_TEST_DATABASE=postgresql "$VENV/bin/pytest" tests/integration tests/e2e tests/security "$@"

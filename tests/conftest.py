@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -15,9 +16,11 @@ import uvicorn
 
 from prediction_provider.app import account_service, create_app
 from prediction_provider.config import Settings
+from prediction_provider.db import migrate
 from prediction_provider.demo.training import DemoConfig, DemoSummary, train_demo_models
 from prediction_provider.features.market_data import load_sample_bars
 from prediction_provider.features.pipeline import compute_features
+from tests.integration.database_fixtures import postgres_databases, postgres_url  # noqa: F401 - fixtures
 
 TEST_DEMO = DemoConfig(symbols=("EURUSD", "GOOG"), max_bars=900, n_estimators=25)
 MODEL = "eurusd-direction"
@@ -37,9 +40,21 @@ TEST_JWT_SECRET = "test-secret-" + "x" * 40
 
 
 @pytest.fixture(scope="session")
-def settings(data_dir: Path, demo_summary: DemoSummary) -> Settings:
+def database_url(request: pytest.FixtureRequest) -> str | None:
+    """SQLite under the data dir by default; ``PP_TEST_DATABASE=postgresql`` runs the suite on a
+    fresh database of the real PostgreSQL server instead (scripts/test.sh does both)."""
+    if os.environ.get("PP_TEST_DATABASE", "sqlite") != "postgresql":
+        return None
+    url: str = request.getfixturevalue("postgres_databases")()
+    migrate.upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path, demo_summary: DemoSummary, database_url: str | None) -> Settings:
     return Settings(
         data_dir=data_dir,
+        database_url=database_url,
         max_batch_rows=2000,
         max_body_bytes=1_000_000,
         jwt_secret=TEST_JWT_SECRET,

@@ -27,6 +27,8 @@ def two_workers(settings: Settings, tmp_path: Path) -> Iterator[tuple[subprocess
     log_path = tmp_path / "server.log"
     with log_path.open("wb") as log:
         env = {**os.environ, "PP_LOG_LEVEL": "warning", "PP_JWT_SECRET": TEST_JWT_SECRET}
+        if settings.database_url:
+            env["PP_DATABASE_URL"] = settings.database_url
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         try:
             wait_until_healthy(process, f"http://127.0.0.1:{port}/health/ready", log_path)

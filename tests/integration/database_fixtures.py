@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -30,23 +30,36 @@ def _admin_connection():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A new, empty database for this session, dropped afterwards."""
+def postgres_databases() -> Iterator[Callable[[], str]]:
+    """Makes new, empty databases on the real server; all are dropped at the end of the session."""
     try:
-        admin = _admin_connection()
+        _admin_connection().close()
     except Exception as exc:
         if services_required():
             pytest.fail(f"PostgreSQL is required (CI or PP_REQUIRE_SERVICES=1) but unreachable: {exc}")
         pytest.skip(f"PostgreSQL unreachable: {exc}")
-    name = f"pp_test_{uuid.uuid4().hex[:12]}"
-    with admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
+    created: list[str] = []
     base = POSTGRES_ADMIN_URL.rsplit("/", 1)[0]
+
+    def make() -> str:
+        name = f"pp_test_{uuid.uuid4().hex[:12]}"
+        with _admin_connection() as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        created.append(name)
+        return f"{base}/{name}"
+
     try:
-        yield f"{base}/{name}"
+        yield make
     finally:
         with _admin_connection() as admin:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            for name in created:
+                admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def postgres_url(postgres_databases: Callable[[], str]) -> str:
+    """A fresh database for one test."""
+    return postgres_databases()
 
 
 def sqlite_url(directory: Path) -> str:

@@ -21,7 +21,7 @@ from prediction_provider.errors import (
     UserNotFound,
 )
 from prediction_provider.observability.audit import AuditWriter, query_audit, usage_of
-from tests.integration.database_fixtures import postgres_url, sqlite_url  # noqa: F401 - fixture
+from tests.integration.database_fixtures import sqlite_url
 
 SECRET = "s" * 40
 
@@ -32,7 +32,6 @@ def database(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         url = sqlite_url(tmp_path_factory.mktemp("db"))
     else:
         url = request.getfixturevalue("postgres_url")
-        migrate.downgrade(url, "base")
     migrate.upgrade(url)
     db = Database(url)
     yield db

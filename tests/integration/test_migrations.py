@@ -8,7 +8,7 @@ from sqlalchemy import create_engine, inspect
 
 from prediction_provider.db import migrate
 from prediction_provider.db.base import Base
-from tests.integration.database_fixtures import postgres_url, sqlite_url  # noqa: F401 - fixture
+from tests.integration.database_fixtures import sqlite_url
 
 
 def tables(url: str) -> set[str]:
@@ -19,7 +19,7 @@ def tables(url: str) -> set[str]:
         engine.dispose()
 
 
-def test_upgrade_downgrade_upgrade_on_postgresql(postgres_url: str) -> None:  # noqa: F811
+def test_upgrade_downgrade_upgrade_on_postgresql(postgres_url: str) -> None:
     migrate.upgrade(postgres_url)
     assert migrate.current(postgres_url) == "0001"
     assert tables(postgres_url) == set(Base.metadata.tables)
