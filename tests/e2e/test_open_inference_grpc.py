@@ -113,3 +113,16 @@ def test_calls_without_credentials_are_unauthenticated(live_server: LiveServer) 
         bad_key.get_model_metadata(MODEL)
     assert forged.value.status() == "StatusCode.UNAUTHENTICATED"
     raw.close()
+
+
+def test_grpc_calls_are_audited(
+    grpc_client: triton.InferenceServerClient, live_server: LiveServer, accounts: dict[str, Account]
+) -> None:
+    from prediction_provider.observability.audit import query_audit
+
+    grpc_client.get_model_metadata(MODEL, "1")
+    live_server.services.audit.flush()
+    path = "/inference.GRPCInferenceService/ModelMetadata"
+    entries, _ = query_audit(live_server.services.db, username=accounts["client"].username, path=path)
+    assert entries
+    assert (entries[0]["method"], entries[0]["status"], entries[0]["role"]) == ("GRPC", 200, "client")

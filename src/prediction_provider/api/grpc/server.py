@@ -7,7 +7,10 @@ as ``raw_output_contents``, as Triton does.
 
 from __future__ import annotations
 
+import contextvars
 import logging
+import time
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -22,6 +25,7 @@ from prediction_provider.api.auth import caller_key, principal_from_credentials,
 from prediction_provider.api.deps import Services
 from prediction_provider.api.grpc import open_inference_pb2 as pb
 from prediction_provider.api.grpc import open_inference_pb2_grpc as pb_grpc
+from prediction_provider.db.base import utcnow
 from prediction_provider.serving import open_inference as oip
 from prediction_provider.serving.cache import CachedModel
 from prediction_provider.serving.tensors import (
@@ -70,13 +74,49 @@ def _status_for(exc: errors.PredictionProviderError) -> grpc.StatusCode:
     return grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def _answer(context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[Reply]]) -> Reply:
-    """Run ``work``; a service error ends the call with the matching gRPC status."""
+_caller_of_call: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "grpc_caller", default=None
+)
+
+HTTP_STATUS_OF_GRPC = {
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.INTERNAL: 500,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+}
+
+
+async def _answer(
+    services: Services, rpc: str, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[Reply]]
+) -> Reply:
+    """Run ``work`` and write the call to the audit trail, as the HTTP envelope does for requests.
+
+    A service error ends the call with the matching gRPC status.
+    """
+    started = time.perf_counter()
+    status = 500
     try:
-        return await work()
+        reply = await work()
+        status = 200
+        return reply
     except errors.PredictionProviderError as exc:
-        await context.abort(_status_for(exc), exc.message)
-    raise AssertionError("unreachable: abort raises")
+        code = _status_for(exc)
+        status = HTTP_STATUS_OF_GRPC.get(code, 400)
+        await context.abort(code, exc.message)
+        raise AssertionError("unreachable: abort raises") from exc
+    finally:
+        principal = _caller_of_call.get()
+        services.audit.record({
+            "at": utcnow(), "request_id": uuid.uuid4().hex, "user_id": getattr(principal, "user_id", None),
+            "username": getattr(principal, "username", None),
+            "role": str(principal.role) if principal is not None else None,
+            "method": "GRPC", "path": f"/inference.GRPCInferenceService/{rpc}", "status": status,
+            "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+            "client_address": _peer_address(context)[:64],
+        })  # fmt: skip
 
 
 class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
@@ -88,17 +128,24 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
         principal = await principal_from_credentials(
             self.services, metadata.get("x-api-key"), metadata.get("authorization"), _peer_address(context)
         )
+        _caller_of_call.set(principal)
         return require_permission(principal, permission)
 
     async def _cached(self, name: str, version: str) -> CachedModel:
         return await self.services.cache.aget(oip.model_reference(name, version or None))
 
     async def ServerLive(self, request: Any, context: Any) -> pb.ServerLiveResponse:
-        return pb.ServerLiveResponse(live=True)
+        async def work() -> pb.ServerLiveResponse:
+            return pb.ServerLiveResponse(live=True)
+
+        return await _answer(self.services, "ServerLive", context, work)
 
     async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
-        connected = await run_in_threadpool(self.services.registry.ping)
-        return pb.ServerReadyResponse(ready=connected and not self.services.warm_errors)
+        async def work() -> pb.ServerReadyResponse:
+            connected = await run_in_threadpool(self.services.registry.ping)
+            return pb.ServerReadyResponse(ready=connected and not self.services.warm_errors)
+
+        return await _answer(self.services, "ServerReady", context, work)
 
     async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
         async def work() -> pb.ModelReadyResponse:
@@ -106,10 +153,13 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await self._cached(request.name, request.version)
             return pb.ModelReadyResponse(ready=True)
 
-        return await _answer(context, work)
+        return await _answer(self.services, "ModelReady", context, work)
 
     async def ServerMetadata(self, request: Any, context: Any) -> pb.ServerMetadataResponse:
-        return pb.ServerMetadataResponse(**oip.server_metadata())
+        async def work() -> pb.ServerMetadataResponse:
+            return pb.ServerMetadataResponse(**oip.server_metadata())
+
+        return await _answer(self.services, "ServerMetadata", context, work)
 
     async def ModelMetadata(self, request: Any, context: Any) -> pb.ModelMetadataResponse:
         async def work() -> pb.ModelMetadataResponse:
@@ -129,7 +179,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 outputs=[tensor(**t) for t in meta["outputs"]],
             )
 
-        return await _answer(context, work)
+        return await _answer(self.services, "ModelMetadata", context, work)
 
     async def ModelInfer(self, request: Any, context: Any) -> pb.ModelInferResponse:
         async def work() -> pb.ModelInferResponse:
@@ -148,7 +198,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 reply.raw_output_contents.append(tensor_to_bytes(tensor))
             return reply
 
-        return await _answer(context, work)
+        return await _answer(self.services, "ModelInfer", context, work)
 
     async def RepositoryIndex(self, request: Any, context: Any) -> pb.RepositoryIndexResponse:
         async def work() -> pb.RepositoryIndexResponse:
@@ -159,7 +209,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
                 reply.models.add(**entry)
             return reply
 
-        return await _answer(context, work)
+        return await _answer(self.services, "RepositoryIndex", context, work)
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> pb.RepositoryModelLoadResponse:
         async def work() -> pb.RepositoryModelLoadResponse:
@@ -168,7 +218,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             await run_in_threadpool(self.services.cache.warm, reference)
             return pb.RepositoryModelLoadResponse()
 
-        return await _answer(context, work)
+        return await _answer(self.services, "RepositoryModelLoad", context, work)
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> pb.RepositoryModelUnloadResponse:
         async def work() -> pb.RepositoryModelUnloadResponse:
@@ -178,7 +228,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
             self.services.cache.evict_named(request.model_name)
             return pb.RepositoryModelUnloadResponse()
 
-        return await _answer(context, work)
+        return await _answer(self.services, "RepositoryModelUnload", context, work)
 
 
 def _peer_address(context: Any) -> str:
