@@ -67,6 +67,14 @@ class Settings(BaseSettings):
     require_activation: bool = Field(default=True, description="New users start inactive.")
     jwt_secret: str = Field(default="", repr=False, description="HS256 secret; required outside the demo.")
     jwt_lifetime_minutes: int = Field(default=60, ge=1, le=7 * 24 * 60)
+    auth_cache_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        le=60,
+        description="How long a key's owner is remembered. Changes to a user apply at once in the "
+        "process that made them, and everywhere when PP_REDIS_URL is set; other worker processes "
+        "without Redis notice within this time. 0 looks every credential up in the database.",
+    )
     demo_mode: bool = Field(default=False, description="Set by `prediction-provider demo` only.")
     bootstrap_admin_username: str | None = None
     bootstrap_admin_password: str | None = Field(default=None, repr=False)

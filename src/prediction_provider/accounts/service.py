@@ -7,7 +7,6 @@ stored data as it was.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -16,6 +15,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from prediction_provider.accounts import credentials
+from prediction_provider.accounts.principal import Principal
+from prediction_provider.accounts.principal_cache import PrincipalCache
 from prediction_provider.accounts.roles import Role
 from prediction_provider.db.base import utcnow
 from prediction_provider.db.models import User
@@ -32,20 +33,6 @@ USERNAME_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_.-]{2,63}$")
 EMAIL_PATTERN = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9.-]{1,189}\.[A-Za-z]{2,24}$")
 MIN_PASSWORD = 10
 MAX_PASSWORD = 128
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who is calling, as far as every layer below the API needs to know."""
-
-    user_id: int | None
-    username: str | None
-    role: Role
-    via: str  # "api_key", "jwt" or "anonymous"
-
-    @classmethod
-    def guest(cls) -> Principal:
-        return cls(None, None, Role.GUEST, "anonymous")
 
 
 def public_user(user: User) -> dict[str, Any]:
@@ -86,12 +73,18 @@ def validate_fields(
 
 class AccountService:
     def __init__(
-        self, db: Database, jwt_secret: str, token_lifetime: timedelta, require_activation: bool
+        self,
+        db: Database,
+        jwt_secret: str,
+        token_lifetime: timedelta,
+        require_activation: bool,
+        cache: PrincipalCache | None = None,
     ) -> None:
         self.db = db
         self._secret = jwt_secret
         self._lifetime = token_lifetime
         self._require_activation = require_activation
+        self.cache = cache or PrincipalCache(ttl_s=0)
 
     # -- users -------------------------------------------------------------------
 
@@ -147,7 +140,9 @@ class AccountService:
         with self.db.session() as session:
             user = self._user(session, username)
             user.is_active = active
-            return public_user(user)
+            changed = public_user(user)
+        self.cache.forget_user(changed["id"])
+        return changed
 
     def update_user(self, user_id: int, changes: dict[str, Any]) -> dict[str, Any]:
         """Admin edit: e-mail, full name, role, active flag."""
@@ -159,9 +154,11 @@ class AccountService:
                     if field in changes and changes[field] is not None:
                         setattr(user, field, changes[field].lower() if field == "email" else changes[field])
                 session.flush()
-                return public_user(user)
+                changed = public_user(user)
         except IntegrityError as exc:
             raise Conflict("e-mail already registered") from exc
+        self.cache.forget_user(user_id)
+        return changed
 
     def update_profile(self, user_id: int, email: str | None, full_name: str | None) -> dict[str, Any]:
         """A user's own edit: never role or active flag."""
@@ -223,7 +220,9 @@ class AccountService:
     def regenerate_api_key(self, user_id: int) -> dict[str, Any]:
         """A new key; the old one stops working at once."""
         with self.db.session() as session:
-            return self._new_key(self._user(session, user_id=user_id))
+            issued = self._new_key(self._user(session, user_id=user_id))
+        self.cache.forget_user(user_id)
+        return issued
 
     @staticmethod
     def _new_key(user: User) -> dict[str, Any]:
@@ -231,6 +230,10 @@ class AccountService:
         user.api_key_digest = credentials.api_key_digest(key)
         user.api_key_created_at = utcnow()
         return {"api_key": key, "created_at": user.api_key_created_at, "username": user.username}
+
+    def cached_principal_for_key(self, api_key: str) -> Principal | None:
+        """The caller from the cache, without I/O; None means: ask ``principal_for_key``."""
+        return self.cache.get("key:" + credentials.api_key_digest(api_key))
 
     def principal_for_key(self, api_key: str) -> Principal:
         digest = credentials.api_key_digest(api_key)
@@ -244,7 +247,9 @@ class AccountService:
                 raise AuthenticationFailed("invalid API key")
             if not user.is_active:
                 raise AccountInactive("this account is not active")
-            return Principal(user.id, user.username, Role(user.role), "api_key")
+            principal = Principal(user.id, user.username, Role(user.role), "api_key")
+        self.cache.put("key:" + digest, principal)
+        return principal
 
     def principal_for_token(self, token: str) -> Principal:
         try:

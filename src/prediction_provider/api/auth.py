@@ -15,8 +15,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from prediction_provider.accounts.principal import Principal
 from prediction_provider.accounts.roles import Permission, allows
-from prediction_provider.accounts.service import Principal
 from prediction_provider.api.deps import Services, services_of
 from prediction_provider.errors import AuthenticationFailed, PermissionDenied
 
@@ -45,8 +45,11 @@ async def principal_from_credentials(
     services: Services, api_key: str | None, authorization: str | None, address: str
 ) -> Principal:
     """The caller behind a key or bearer token (any transport), counted against its rate limit."""
+    principal: Principal | None
     if api_key:
-        principal = await run_in_threadpool(services.accounts.principal_for_key, api_key)
+        principal = services.accounts.cached_principal_for_key(api_key)
+        if principal is None:
+            principal = await run_in_threadpool(services.accounts.principal_for_key, api_key)
     elif authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():

@@ -19,8 +19,8 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from prediction_provider import errors
+from prediction_provider.accounts.principal import Principal
 from prediction_provider.accounts.roles import Permission
-from prediction_provider.accounts.service import Principal
 from prediction_provider.api.auth import caller_key, principal_from_credentials, require_permission
 from prediction_provider.api.deps import Services
 from prediction_provider.api.grpc import open_inference_pb2 as pb
