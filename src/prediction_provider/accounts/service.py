@@ -256,6 +256,9 @@ class AccountService:
             claims = credentials.read_token(self._secret, token)
         except credentials.InvalidToken as exc:
             raise AuthenticationFailed("invalid or expired token") from exc
+        cached = self.cache.get(f"user:{claims.user_id}")
+        if cached is not None:
+            return cached
         with self.db.session() as session:
             user = session.get(User, claims.user_id)
             if user is None:
@@ -263,7 +266,9 @@ class AccountService:
             if not user.is_active:
                 raise AccountInactive("this account is not active")
             # The role is read now, not from the token, so a change applies at once.
-            return Principal(user.id, user.username, Role(user.role), "jwt")
+            principal = Principal(user.id, user.username, Role(user.role), "jwt")
+        self.cache.put(f"user:{claims.user_id}", principal)
+        return principal
 
 
 _DUMMY_HASH = credentials.hash_password("not-a-real-password-0")
