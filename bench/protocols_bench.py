@@ -230,7 +230,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-# --- in-process floor ------------------------------------------------------------------------------------
+# --- set-up and in-process floor --------------------------------------------------------------------------
 
 
 def measure_floor(model: Any, matrix: npt.NDArray[np.float64], threads: int, budget_s: float) -> Floor:

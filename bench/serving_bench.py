@@ -27,6 +27,7 @@ import json
 import math
 import os
 import platform
+import secrets
 import socket
 import statistics
 import subprocess
@@ -230,12 +231,40 @@ def wait_ready(process: subprocess.Popen[bytes], port: int, log_path: Path, time
     raise TimeoutError(f"server not ready after {timeout_s:.0f} s ({last}):\n{log_tail(log_path)}")
 
 
+def bench_account(data_dir: Path, database_url: str, jwt_secret: str) -> str:
+    """A client account with an API key, in the benchmark's own database: every prediction
+    route requires credentials, and nothing the benchmark does lands in the data dir's database."""
+    from prediction_provider.app import account_service
+    from prediction_provider.config import Settings
+
+    accounts = account_service(Settings(data_dir=data_dir, database_url=database_url, jwt_secret=jwt_secret))
+    password = secrets.token_urlsafe(24)
+    user = accounts.create_user(
+        "bench-client", "bench@localhost.localdomain", password, "client", active=True
+    )
+    key = str(accounts.regenerate_api_key(user["id"])["api_key"])
+    accounts.db.dispose()
+    return key
+
+
 @contextmanager
-def running_server(data_dir: Path, model_ref: str) -> Iterator[tuple[int, float]]:
+def running_server(data_dir: Path, model_ref: str) -> Iterator[tuple[int, float, str]]:
     """Start the server with the model warmed; always stop it (terminate, then kill)."""
     port = free_port()
-    env = {**os.environ, "PP_LOG_LEVEL": "warning"}
     with tempfile.TemporaryDirectory(prefix="pp-bench-") as tmp:
+        database_url = f"sqlite:///{Path(tmp) / 'provider.db'}"
+        jwt_secret = secrets.token_urlsafe(48)
+        api_key = bench_account(data_dir, database_url, jwt_secret)
+        env = {
+            **os.environ,
+            "PP_LOG_LEVEL": "warning",
+            "PP_DATABASE_URL": database_url,
+            "PP_JWT_SECRET": jwt_secret,
+            "PP_GRPC_PORT": "0",
+            # Limits no benchmark run can reach: they are measured by tests, not here.
+            "PP_RATE_LIMIT": "1000000/minute",
+            "PP_MAX_CONCURRENT_PREDICTIONS": "1024",
+        }
         log_path = Path(tmp) / "server.log"
         with log_path.open("wb") as log_file:
             process = subprocess.Popen(
@@ -243,7 +272,7 @@ def running_server(data_dir: Path, model_ref: str) -> Iterator[tuple[int, float]
             )
             try:
                 ready_s = wait_ready(process, port, log_path, READY_TIMEOUT_S)
-                yield port, ready_s
+                yield port, ready_s, api_key
             finally:
                 process.terminate()
                 try:
@@ -253,13 +282,14 @@ def running_server(data_dir: Path, model_ref: str) -> Iterator[tuple[int, float]
                     process.wait(timeout=15)
 
 
-def workloads(model_ref: str, features: pd.DataFrame, port: int) -> list[Workload]:
+def workloads(model_ref: str, features: pd.DataFrame, port: int, api_key: str) -> list[Workload]:
     """Request bytes built once: the last real row for /predict, all rows for /predict/batch."""
     rows = [{name: float(value) for name, value in row.items()} for row in features.to_dict(orient="records")]
     single = json.dumps({"model": model_ref, "features": rows[-1], "return_proba": True}).encode()
     batch = json.dumps({"model": model_ref, "features_list": rows, "return_proba": False}).encode()
-    single_request = build_request("POST", "/predict", HOST, port, single)
-    batch_request = build_request("POST", "/predict/batch", HOST, port, batch)
+    headers = {"X-API-KEY": api_key}
+    single_request = build_request("POST", "/predict", HOST, port, single, headers=headers)
+    batch_request = build_request("POST", "/predict/batch", HOST, port, batch, headers=headers)
     return [
         Workload("predict_c1", "POST /predict, c=1", single_request, 1, 1),
         Workload(
@@ -449,9 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     console.print(f"[bold]starting the server[/bold] (data dir {args.data_dir})")
     loads: dict[str, LoadResult] = {}
     rows: dict[str, int] = {}
-    with running_server(args.data_dir, args.model) as (port, ready_s):
+    with running_server(args.data_dir, args.model) as (port, ready_s, api_key):
         console.print(f"ready in {ready_s:.1f} s on port {port}")
-        for work in workloads(args.model, features, port):
+        for work in workloads(args.model, features, port, api_key):
             console.print(f"  {work.label}: {args.warmup:g} s warm-up + {args.duration:g} s")
             loads[work.key] = run_load(
                 HOST,
