@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.cors import CORSMiddleware
 
 from prediction_provider import __version__
+from prediction_provider.accounts.principal_cache import PrincipalCache
 from prediction_provider.accounts.service import AccountService
 from prediction_provider.accounts.throttle import Throttle
 from prediction_provider.api.body_limit import BodySizeLimit
@@ -76,6 +77,7 @@ def build_services(settings: Settings) -> Services:
         jwt_secret(settings),
         timedelta(minutes=settings.jwt_lifetime_minutes),
         settings.require_activation,
+        PrincipalCache(settings.auth_cache_seconds, settings.redis_url),
     )
     throttle = Throttle(
         settings.redis_url,

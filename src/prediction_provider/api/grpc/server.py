@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextvars
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -25,6 +24,7 @@ from prediction_provider.api.auth import caller_key, principal_from_credentials,
 from prediction_provider.api.deps import Services
 from prediction_provider.api.grpc import open_inference_pb2 as pb
 from prediction_provider.api.grpc import open_inference_pb2_grpc as pb_grpc
+from prediction_provider.api.middleware import new_request_id
 from prediction_provider.db.base import utcnow
 from prediction_provider.serving import open_inference as oip
 from prediction_provider.serving.cache import CachedModel
@@ -110,7 +110,7 @@ async def _answer(
     finally:
         principal = _caller_of_call.get()
         services.audit.record({
-            "at": utcnow(), "request_id": uuid.uuid4().hex, "user_id": getattr(principal, "user_id", None),
+            "at": utcnow(), "request_id": new_request_id(), "user_id": getattr(principal, "user_id", None),
             "username": getattr(principal, "username", None),
             "role": str(principal.role) if principal is not None else None,
             "method": "GRPC", "path": f"/inference.GRPCInferenceService/{rpc}", "status": status,
