@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from limits import RateLimitItem, parse, storage
-from limits.strategies import MovingWindowRateLimiter
+from limits.strategies import MovingWindowRateLimiter, RateLimiter, SlidingWindowCounterRateLimiter
 
 from prediction_provider.errors import RateLimited
 
@@ -23,7 +23,10 @@ class Throttle:
         self, redis_url: str | None, request_limit: str, login_limit: str, max_in_flight: int
     ) -> None:
         self._storage = storage.storage_from_string(redis_url or "memory://")
-        self._limiter = MovingWindowRateLimiter(self._storage)
+        # Logins: an exact moving window (few events). Requests: a sliding-window counter, O(1) per
+        # hit; the moving window keeps one timestamp per request and cost ~50 µs a call under load.
+        self._login_limiter = MovingWindowRateLimiter(self._storage)
+        self._request_limiter = SlidingWindowCounterRateLimiter(self._storage)
         self.request_limit: RateLimitItem = parse(request_limit)
         self.login_limit: RateLimitItem = parse(login_limit)
         self.max_in_flight = max_in_flight
@@ -35,20 +38,21 @@ class Throttle:
         self._counts: dict[str, int] = {}
         self._lock = threading.Lock()
 
-    def _hit(self, limit: RateLimitItem, *identifiers: str) -> None:
-        if not self._limiter.hit(limit, *identifiers):
-            reset = self._limiter.get_window_stats(limit, *identifiers).reset_time
+    @staticmethod
+    def _hit(limiter: RateLimiter, limit: RateLimitItem, *identifiers: str) -> None:
+        if not limiter.hit(limit, *identifiers):
+            reset = limiter.get_window_stats(limit, *identifiers).reset_time
             retry_after = max(1, math.ceil(reset - time.time()))
             raise RateLimited(f"rate limit of {limit} exceeded", retry_after, {"limit": str(limit)})
 
     def login_attempt(self, username: str, address: str) -> None:
         """Count a login attempt per address and per username; the (n+1)-th in the window is refused."""
-        self._hit(self.login_limit, "login-address", address)
-        self._hit(self.login_limit, "login-user", username.lower())
+        self._hit(self._login_limiter, self.login_limit, "login-address", address)
+        self._hit(self._login_limiter, self.login_limit, "login-user", username.lower())
 
     def request(self, caller: str) -> None:
         """``caller`` is a user (``user:<id>``) or, for anonymous calls, an address (``ip:<addr>``)."""
-        self._hit(self.request_limit, "request", caller)
+        self._hit(self._request_limiter, self.request_limit, "request", caller)
 
     @contextmanager
     def in_flight(self, user: str) -> Iterator[None]:
