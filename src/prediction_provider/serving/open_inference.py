@@ -19,7 +19,7 @@ from prediction_provider import __version__
 from prediction_provider.errors import InvalidFeatures, InvalidTensor
 from prediction_provider.serving.cache import CachedModel
 from prediction_provider.serving.loaders.base import FloatMatrix, ModelOutput
-from prediction_provider.serving.references import ALIAS_PATTERN, NAME_PATTERN
+from prediction_provider.serving.references import ALIAS_PATTERN, NAME_PATTERN, is_version_number
 from prediction_provider.serving.tensors import NUMERIC_DATATYPES, Tensor, labels_tensor
 
 SERVER_NAME = "prediction-provider"
@@ -39,7 +39,7 @@ def model_reference(name: str, version: str | None) -> str:
         raise InvalidTensor(f"invalid model name {name!r}")
     if not version:
         return name
-    if version.isdigit():
+    if is_version_number(version):
         return f"models:/{name}/{version}"
     if ALIAS_PATTERN.match(version):
         return f"models:/{name}@{version}"

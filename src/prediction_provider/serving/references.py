@@ -19,6 +19,12 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 ALIAS_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9]{1,64}$")
 MAX_REFERENCE_LENGTH = 512
+# MLflow versions are integers; more digits than this cannot exist and overflow database integers.
+MAX_VERSION_DIGITS = 9
+
+
+def is_version_number(text: str) -> bool:
+    return text.isdigit() and len(text) <= MAX_VERSION_DIGITS
 
 
 class ReferenceKind(StrEnum):
@@ -84,7 +90,7 @@ def _parse_models_uri(raw: str) -> ModelReference:
             raise InvalidModelReference(f"invalid alias {alias!r} in {raw!r}", {"reference": raw})
         return ModelReference(ReferenceKind.ALIAS, raw, name=_check_name(name, raw), alias=alias)
     parts = body.split("/")
-    if len(parts) == 2 and parts[1].isdigit():
+    if len(parts) == 2 and is_version_number(parts[1]):
         return ModelReference(ReferenceKind.VERSION, raw, name=_check_name(parts[0], raw), version=parts[1])
     if len(parts) == 2 and parts[1].lower() == "latest":
         return ModelReference(ReferenceKind.NAME, raw, name=_check_name(parts[0], raw))

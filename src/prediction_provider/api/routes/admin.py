@@ -33,6 +33,8 @@ router = APIRouter(prefix="/api/v1/admin", tags=["admin"], responses=ERROR_RESPO
 
 Username = Annotated[str, Path(pattern=USERNAME)]
 Page = Annotated[int, Query(ge=1, le=100_000)]
+# Database integers end at 2**63 - 1; a larger id is a client error, not an overflow.
+UserId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 PageSize = Annotated[int, Query(ge=1, le=500)]
 
 
@@ -70,7 +72,7 @@ async def deactivate(username: Username, admin: UserManager, services: ServicesD
 
 @router.put("/users/{user_id}", response_model=UserPublic, summary="Edit a user")
 async def update_user(
-    user_id: Annotated[int, Path(ge=1)], body: UserUpdate, admin: UserManager, services: ServicesDep
+    user_id: UserId, body: UserUpdate, admin: UserManager, services: ServicesDep
 ) -> dict[str, Any]:
     if admin.user_id == user_id and (body.role not in (None, "admin") or body.is_active is False):
         raise InvalidInput(
@@ -82,9 +84,7 @@ async def update_user(
 @router.delete(
     "/users/{user_id}", response_model=UserPublic, summary="Deactivate a user (nothing is deleted)"
 )
-async def delete_user(
-    user_id: Annotated[int, Path(ge=1)], admin: UserManager, services: ServicesDep
-) -> dict[str, Any]:
+async def delete_user(user_id: UserId, admin: UserManager, services: ServicesDep) -> dict[str, Any]:
     if admin.user_id == user_id:
         raise InvalidInput(
             "an admin cannot deactivate itself", {"errors": [{"field": "user_id", "error": "self"}]}

@@ -202,7 +202,10 @@ def _encode_response(
 @router.post("/repository/index", summary="Models in the repository and their state")
 async def repository_index(request: Request, reader: ModelReader, services: ServicesDep) -> Response:
     raw = await request.body()
-    options = orjson.loads(raw) if raw.strip() else {}
+    try:
+        options = orjson.loads(raw) if raw.strip() else {}
+    except orjson.JSONDecodeError as exc:
+        raise errors.InvalidTensor(f"request is not valid JSON: {exc}") from exc
     only_ready = bool(options.get("ready", False)) if isinstance(options, dict) else False
     models = await run_in_threadpool(services.registry.list_models, None, 1000)
     return json_response(oip.repository_index(services.cache.entries(), models, only_ready))
