@@ -463,7 +463,8 @@ def main(argv: list[str] | None = None) -> int:
     from prediction_provider.config import Settings
     from prediction_provider.demo.training import train_demo_models
 
-    settings = Settings(data_dir=args.data_dir)
+    # The in-process floor issues no tokens: demo mode's throwaway secret is enough.
+    settings = Settings(data_dir=args.data_dir, demo_mode=True, grpc_enabled=False)
     train_demo_models(settings, progress=lambda message: console.print(f"[dim]{message}"))
 
     console.print(f"[bold]in-process floor[/bold] for {args.model}")
