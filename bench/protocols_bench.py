@@ -220,6 +220,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-mlserver", action="store_true", help="measure Prediction Provider only")
     parser.add_argument(
+        "--pp-workers", type=int, default=1, help="Prediction Provider worker processes (serve --workers)"
+    )
+    parser.add_argument(
         "--auth", choices=AUTH_MODES, default=AUTH_MODES[0], help="how the client reaches Prediction Provider"
     )
     parser.add_argument("--mlserver-venv", type=Path, default=MLSERVER_VENV, help="MLServer's virtualenv")
@@ -613,7 +616,7 @@ def measure_target(target: Target, inputs: Inputs, args: argparse.Namespace, rep
         report.flag(target.server, problem)
 
 
-def pp_command(data_dir: Path, port: int, grpc_port: int) -> list[str]:
+def pp_command(data_dir: Path, port: int, grpc_port: int, workers: int = 1) -> list[str]:
     """The console script next to this interpreter, else the CLI module."""
     script = Path(sys.executable).with_name("prediction-provider")
     prefix = [str(script)] if script.exists() else [sys.executable, "-m", "prediction_provider.cli"]
@@ -630,6 +633,8 @@ def pp_command(data_dir: Path, port: int, grpc_port: int) -> list[str]:
         str(grpc_port),
         "--warm",
         MODEL_REF,
+        "--workers",
+        str(workers),
     ]
 
 
@@ -646,7 +651,7 @@ def bench_prediction_provider(
     log_path = workdir / "prediction-provider.log"
     env = {**os.environ, **settings_env(server_settings), "PP_LOG_LEVEL": "warning"}
     console.print(f"[bold]{PP}[/bold]: REST on {http_port}, gRPC on {grpc_port}")
-    command = pp_command(args.data_dir, http_port, grpc_port)
+    command = pp_command(args.data_dir, http_port, grpc_port, args.pp_workers)
     with server_process(command, env=env, cwd=Path.cwd(), log_path=log_path, report=report) as process:
         try:
             ready_s = wait_ready(process, http_port, ["/health/ready"], log_path)
@@ -1153,7 +1158,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(comparison_table(rows))
     console.print(targets_table(goals))
     console.print(
-        f"[dim]{PP} auth: {args.auth}. {os.cpu_count()} CPUs shared by client and servers; "
+        f"[dim]{PP} auth: {args.auth}, workers: {args.pp_workers}. "
+        f"{os.cpu_count()} CPUs shared by client and servers; "
         "best = most req/s without errors; "
         f"c=1 p50 target against MLServer's lowest c=1 p50. Run took {elapsed:.0f} s. JSON: {args.output}"
     )
