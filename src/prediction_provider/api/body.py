@@ -29,13 +29,22 @@ async def read_json_body(request: Request, model: type[BodyT]) -> BodyT:
         raise HTTPException(415, f"expected application/json, got {content_type}")
     raw = await request.body()
     try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        try:
-            data = from_json(raw, allow_inf_nan=True)
-        except ValueError as exc:
-            raise MalformedJSON(str(exc)) from exc
+        data = parse_json(raw)
+    except ValueError as exc:
+        raise MalformedJSON(str(exc)) from exc
     return model.model_validate(data)
+
+
+def parse_json(raw: bytes) -> Any:
+    """orjson first; bodies with NaN/Infinity literals are re-read by pydantic's parser.
+
+    Raises ``ValueError`` for anything that is not JSON; each transport maps it
+    to its own error shape.
+    """
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return from_json(raw, allow_inf_nan=True)
 
 
 def openapi_body(model: type[BaseModel]) -> dict[str, Any]:

@@ -34,6 +34,11 @@ class Services:
     grpc_port: int | None = None
 
 
+def is_ready(services: Services) -> bool:
+    """Registry reachable and every warm model loaded; blocking (it asks the registry)."""
+    return services.registry.ping() and not services.warm_errors
+
+
 async def get_services(request: Request) -> Services:
     """Async on purpose: FastAPI runs plain ``def`` dependencies in the threadpool (~0.2 ms)."""
     services: Services = request.app.state.services

@@ -21,7 +21,7 @@ from prediction_provider import errors
 from prediction_provider.accounts.principal import Principal
 from prediction_provider.accounts.roles import Permission
 from prediction_provider.api.auth import caller_key, principal_from_credentials, require_permission
-from prediction_provider.api.deps import Services
+from prediction_provider.api.deps import Services, is_ready
 from prediction_provider.api.grpc import open_inference_pb2 as pb
 from prediction_provider.api.grpc import open_inference_pb2_grpc as pb_grpc
 from prediction_provider.api.middleware import new_request_id
@@ -142,8 +142,7 @@ class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
 
     async def ServerReady(self, request: Any, context: Any) -> pb.ServerReadyResponse:
         async def work() -> pb.ServerReadyResponse:
-            connected = await run_in_threadpool(self.services.registry.ping)
-            return pb.ServerReadyResponse(ready=connected and not self.services.warm_errors)
+            return pb.ServerReadyResponse(ready=await run_in_threadpool(is_ready, self.services))
 
         return await _answer(self.services, "ServerReady", context, work)
 

@@ -12,11 +12,11 @@ from typing import Any
 import anyio.to_thread
 import orjson
 from fastapi import APIRouter, Request
-from pydantic_core import from_json
 from starlette.responses import PlainTextResponse, Response
 
 from prediction_provider import errors
 from prediction_provider.api.auth import prediction_slot
+from prediction_provider.api.body import parse_json
 from prediction_provider.api.deps import Services, services_of
 from prediction_provider.api.protocol_route import protocol_route_class
 from prediction_provider.serving import mlflow_scoring
@@ -100,12 +100,9 @@ async def _score_allowed(request: Request, services: Services, reference: str) -
 
 def _parse_json(body: bytes) -> Any:
     try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError:
-        try:
-            return from_json(body, allow_inf_nan=True)
-        except ValueError as exc:
-            raise errors.InvalidTensor(f"request body is not valid JSON: {exc}") from exc
+        return parse_json(body)
+    except ValueError as exc:
+        raise errors.InvalidTensor(f"request body is not valid JSON: {exc}") from exc
 
 
 def _predict_native(cached: CachedModel, matrix: Any) -> Any:

@@ -16,7 +16,8 @@ from starlette.responses import Response
 
 from prediction_provider import errors
 from prediction_provider.api.auth import ModelManager, ModelReader, prediction_slot
-from prediction_provider.api.deps import ServicesDep, services_of
+from prediction_provider.api.body import parse_json
+from prediction_provider.api.deps import ServicesDep, is_ready, services_of
 from prediction_provider.api.protocol_route import protocol_route_class
 from prediction_provider.serving import open_inference as oip
 from prediction_provider.serving.tensors import (
@@ -66,8 +67,7 @@ async def server_live() -> Response:
 
 @router.get("/health/ready", summary="Server readiness")
 async def server_ready(services: ServicesDep) -> Response:
-    connected = await run_in_threadpool(services.registry.ping)
-    ready = connected and not services.warm_errors
+    ready = await run_in_threadpool(is_ready, services)
     return json_response({"ready": ready}, 200 if ready else 503)
 
 
@@ -126,8 +126,8 @@ async def _split_body(request: Request) -> tuple[dict[str, Any], bytes]:
     else:
         json_part, binary = raw, b""
     try:
-        header = orjson.loads(json_part)
-    except orjson.JSONDecodeError as exc:
+        header = parse_json(json_part)
+    except ValueError as exc:
         raise errors.InvalidTensor(f"request is not valid JSON: {exc}") from exc
     if not isinstance(header, dict):
         raise errors.InvalidTensor("the inference request must be a JSON object")
@@ -203,8 +203,8 @@ def _encode_response(
 async def repository_index(request: Request, reader: ModelReader, services: ServicesDep) -> Response:
     raw = await request.body()
     try:
-        options = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError as exc:
+        options = parse_json(raw) if raw.strip() else {}
+    except ValueError as exc:
         raise errors.InvalidTensor(f"request is not valid JSON: {exc}") from exc
     only_ready = bool(options.get("ready", False)) if isinstance(options, dict) else False
     models = await run_in_threadpool(services.registry.list_models, None, 1000)
