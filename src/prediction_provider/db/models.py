@@ -1,10 +1,24 @@
-"""Tables: users and the append-only audit log."""
+"""Tables: users, the audit log, prediction jobs, cached bars, trading accounts and positions."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    Numeric,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from prediction_provider.db.base import Base, UTCDateTime, utcnow
@@ -44,3 +58,109 @@ class AuditRecord(Base):
     status: Mapped[int] = mapped_column(Integer)
     latency_ms: Mapped[float] = mapped_column(Float)
     client_address: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class PredictionJob(Base):
+    """One asynchronous prediction or batch-scoring job. The row, not the broker, is the truth:
+    status moves pending -> processing -> completed | failed | cancelled, and only the holder of
+    the current ``claim_token`` may finish it, so a redelivered task never completes it twice."""
+
+    __tablename__ = "prediction_jobs"
+    __table_args__ = (
+        UniqueConstraint("owner_id", "idempotency_key"),
+        Index("ix_prediction_jobs_owner_created", "owner_id", "created_at"),
+        Index("ix_prediction_jobs_status_created", "status", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    owner_username: Mapped[str | None] = mapped_column(String(64), default=None)
+    kind: Mapped[str] = mapped_column(String(16))  # "rows" (inline input) or "dataset" (a file)
+    model_reference: Mapped[str] = mapped_column(String(512))
+    model_name: Mapped[str | None] = mapped_column(String(256), default=None)
+    model_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    input: Mapped[Any | None] = mapped_column(JSON, default=None)
+    input_path: Mapped[str | None] = mapped_column(String(1024), default=None)
+    input_hash: Mapped[str] = mapped_column(String(64))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    status: Mapped[str] = mapped_column(String(16))
+    result: Mapped[Any | None] = mapped_column(JSON, default=None)
+    result_files: Mapped[list[str]] = mapped_column(JSON, default=list)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    progress: Mapped[float] = mapped_column(Float, default=0.0)
+    idempotency_key: Mapped[str | None] = mapped_column(String(128), default=None)
+    claim_token: Mapped[str | None] = mapped_column(String(64), default=None)
+    worker: Mapped[str | None] = mapped_column(String(128), default=None)
+    data_as_of: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class PredictionJobEvent(Base):
+    """Append-only history of a job's transitions: who moved it where, when."""
+
+    __tablename__ = "prediction_job_events"
+    __table_args__ = (Index("ix_prediction_job_events_job_at", "job_id", "at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("prediction_jobs.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    status: Mapped[str] = mapped_column(String(16))
+    worker: Mapped[str | None] = mapped_column(String(128), default=None)
+    detail: Mapped[str | None] = mapped_column(Text, default=None)
+
+
+class TimeSeriesBar(Base):
+    """Cached OHLCV bars, one row per symbol, interval and bar open time (UTC)."""
+
+    __tablename__ = "time_series_data"
+    __table_args__ = (UniqueConstraint("symbol", "interval", "time"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    symbol: Mapped[str] = mapped_column(String(20))
+    interval: Mapped[str] = mapped_column(String(8))
+    time: Mapped[datetime] = mapped_column(UTCDateTime)
+    open: Mapped[Decimal] = mapped_column(Numeric(28, 10))
+    high: Mapped[Decimal] = mapped_column(Numeric(28, 10))
+    low: Mapped[Decimal] = mapped_column(Numeric(28, 10))
+    close: Mapped[Decimal] = mapped_column(Numeric(28, 10))
+    volume: Mapped[Decimal] = mapped_column(Numeric(28, 8))
+    source: Mapped[str] = mapped_column(String(32))
+    ingested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class TradingAccount(Base):
+    """A trading account the risk checks read: equity and the day's P&L, exact decimals."""
+
+    __tablename__ = "trading_accounts"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    currency: Mapped[str] = mapped_column(String(3), default="USD")
+    equity: Mapped[Decimal] = mapped_column(Numeric(24, 8))
+    day_start_equity: Mapped[Decimal] = mapped_column(Numeric(24, 8))
+    realized_pnl_today: Mapped[Decimal] = mapped_column(Numeric(24, 8), default=Decimal(0))
+    pnl_date: Mapped[date] = mapped_column(Date)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class Position(Base):
+    """An open position of a trading account; quantity is signed (negative = short)."""
+
+    __tablename__ = "positions"
+    __table_args__ = (UniqueConstraint("account_id", "symbol"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account_id: Mapped[int] = mapped_column(ForeignKey("trading_accounts.id", ondelete="CASCADE"))
+    symbol: Mapped[str] = mapped_column(String(20))
+    sector: Mapped[str | None] = mapped_column(String(64), default=None)
+    quantity: Mapped[Decimal] = mapped_column(Numeric(24, 8))
+    average_price: Mapped[Decimal] = mapped_column(Numeric(28, 10))
+    market_price: Mapped[Decimal] = mapped_column(Numeric(28, 10))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
