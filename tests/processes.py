@@ -37,3 +37,17 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=30)
+
+
+def new_api_key(settings: object, role: str) -> str:
+    """A fresh active account of ``role`` in the database of ``settings``, and its API key."""
+    import uuid
+
+    from prediction_provider.app import account_service
+
+    service = account_service(settings)  # type: ignore[arg-type]
+    name = f"{role}-{uuid.uuid4().hex[:8]}"
+    user = service.create_user(name, f"{name}@example.com", f"{name}-password", role, active=True)
+    key: str = service.regenerate_api_key(user["id"])["api_key"]
+    service.db.dispose()
+    return key

@@ -22,16 +22,31 @@ from prediction_provider.api.body_limit import BodySizeLimit
 from prediction_provider.api.deps import Services
 from prediction_provider.api.errors import install_error_handlers
 from prediction_provider.api.middleware import RequestEnvelope
-from prediction_provider.api.routes import admin, auth, health, invocations, models, predict, users, v2
+from prediction_provider.api.routes import (
+    admin,
+    auth,
+    decision_records,
+    decisions,
+    health,
+    invocations,
+    jobs,
+    metrics,
+    models,
+    monitoring,
+    precomputed,
+    predict,
+    signals,
+    trading_accounts,
+    users,
+    v2,
+)
 from prediction_provider.config import Settings
 from prediction_provider.db import migrate
 from prediction_provider.db.session import Database
+from prediction_provider.jobs.runtime import start_job_runtime
 from prediction_provider.observability.audit import AuditWriter
-from prediction_provider.serving.batching import BatchingDefaults, BatchPolicy
-from prediction_provider.serving.cache import ModelCache
-from prediction_provider.serving.inference import ConfidenceBands, PredictionService
-from prediction_provider.serving.loaders import discover_loaders
-from prediction_provider.serving.registry import ModelRegistry
+from prediction_provider.serving.factory import build_model_serving
+from prediction_provider.trading.factory import build_trading
 
 log = logging.getLogger(__name__)
 
@@ -55,22 +70,7 @@ def detect_gpu() -> bool:
 
 
 def build_services(settings: Settings) -> Services:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    registry = ModelRegistry(settings)
-    cache = ModelCache(
-        registry=registry,
-        loaders=discover_loaders(),
-        trusted_roots=settings.trusted_roots,
-        max_models=settings.max_models,
-        refresh_seconds=settings.alias_refresh_seconds,
-        threads=settings.predict_threads,
-        batching=BatchingDefaults(
-            mode=settings.batching,
-            policy=BatchPolicy(settings.max_batch_size, settings.max_batch_latency_ms / 1000),
-        ),
-    )
-    bands = ConfidenceBands(high=settings.confidence_high, medium=settings.confidence_medium)
-    predictions = PredictionService(cache, settings.max_batch_rows, bands)
+    serving = build_model_serving(settings)
     db = open_database(settings)
     accounts = AccountService(
         db,
@@ -85,9 +85,19 @@ def build_services(settings: Settings) -> Services:
         settings.login_rate_limit,
         settings.max_concurrent_predictions,
     )
-    return Services(
-        settings, registry, cache, predictions, detect_gpu(), db, accounts, throttle, AuditWriter(db)
+    services = Services(
+        settings,
+        serving.registry,
+        serving.cache,
+        serving.predictions,
+        detect_gpu(),
+        db,
+        accounts,
+        throttle,
+        AuditWriter(db),
     )
+    services.decisions, services.trading_accounts = build_trading(settings, db)
+    return services
 
 
 def account_service(settings: Settings) -> AccountService:
@@ -142,6 +152,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             except Exception as exc:  # noqa: BLE001 - report and keep serving the others
                 services.warm_errors[reference] = str(exc)
                 log.error("could not warm %s: %s", reference, exc)
+        job_runtime = await run_in_threadpool(
+            start_job_runtime, settings, services.db, services.cache, services.predictions
+        )
+        services.jobs = job_runtime
         grpc_server = None
         if settings.grpc_enabled:
             from prediction_provider.api.grpc.server import start_grpc_server
@@ -158,7 +172,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.unfreeze()
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
+        job_runtime.stop()
         services.audit.close()
+        if services.decisions is not None:
+            services.decisions.close()  # writes the decisions still queued
         services.db.dispose()
         for entry in services.cache.entries():
             entry.close()
@@ -170,8 +187,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.add_middleware(BodySizeLimit, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestEnvelope)
+    app.add_middleware(
+        BodySizeLimit,
+        max_body_bytes=settings.max_body_bytes,
+        upload_limits={jobs.DATASET_UPLOAD_PATH: settings.max_upload_bytes},
+    )
+    app.add_middleware(RequestEnvelope, metrics=metrics.install(app))
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -179,6 +200,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-API-KEY", "X-Request-ID"],
         )
-    for module in (predict, health, models, v2, invocations, auth, users, admin):
+    for module in (
+        predict,
+        health,
+        models,
+        v2,
+        invocations,
+        auth,
+        users,
+        admin,
+        decisions,
+        decision_records,
+        trading_accounts,
+        jobs,
+        monitoring,
+        precomputed,
+        signals,
+        metrics,
+    ):
         app.include_router(module.router)
     return app

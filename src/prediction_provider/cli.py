@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from prediction_provider import __version__
+from prediction_provider import __version__, cli_jobs, loadtest
 from prediction_provider.config import Settings
 
 app = typer.Typer(
@@ -69,7 +69,11 @@ def _serve(settings: Settings, workers: int = 1) -> None:
     # Worker processes import the app factory and read their settings from the
     # environment; each binds the gRPC port too (SO_REUSEPORT shares it).
     os.environ.update(settings_env(settings))
-    uvicorn.run("prediction_provider.app:create_app", factory=True, workers=workers, **options)
+    from prediction_provider.observability.multiprocess import multiprocess_metrics
+
+    # Metrics summed over the worker processes, whichever one Prometheus scrapes.
+    with multiprocess_metrics(settings):
+        uvicorn.run("prediction_provider.app:create_app", factory=True, workers=workers, **options)
 
 
 @app.command()
@@ -229,6 +233,11 @@ def create_admin(
     accounts = account_service(load_settings(data_dir=data_dir))
     user = accounts.create_user(username, email, password, "admin", active=True)
     console.print(f"created admin {user['username']} (id {user['id']})")
+
+
+app.command("worker")(cli_jobs.worker_command)
+app.command("batch-infer")(cli_jobs.batch_infer_command)
+app.command("loadtest")(loadtest.loadtest_command)
 
 
 @app.command()

@@ -8,6 +8,7 @@ as keyword arguments, which pydantic-settings ranks highest.
 from __future__ import annotations
 
 import os
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -122,13 +123,201 @@ class Settings(BaseSettings):
     max_batch_latency_ms: float = Field(
         default=2.0, ge=0, description="How long a batch may wait to fill, only under load."
     )
+    job_backend: Literal["inprocess", "celery"] = Field(
+        default="inprocess",
+        description="Who runs asynchronous jobs: a worker pool inside each API process, or Celery workers "
+        "(`prediction-provider worker`) fed through PP_BROKER_URL.",
+    )
+    broker_url: str | None = Field(
+        default=None, repr=False, description="Celery broker: redis://... or amqp://... (RabbitMQ)."
+    )
+    job_queue: str = Field(
+        default="predictions", pattern=r"^[A-Za-z0-9._-]{1,64}$", description="Celery queue of the jobs."
+    )
+    job_workers: int = Field(default=2, ge=0, description="In-process executor threads (0 = none).")
+    job_poll_seconds: float = Field(default=1.0, gt=0, description="How often idle executors look for work.")
+    job_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="A job whose worker has not reported for this long is taken back and run again.",
+    )
+    job_max_attempts: int = Field(default=3, ge=1)
+    job_time_limit_seconds: float = Field(default=900.0, gt=0, description="Hard limit for one task.")
+    broker_visibility_timeout: float = Field(
+        default=3600.0,
+        gt=0,
+        description="Redis broker only: an unacknowledged task is redelivered after this long; "
+        "it must exceed the task time limit.",
+    )
+    job_redispatch_seconds: float = Field(
+        default=300.0,
+        gt=0,
+        description="Celery only: a job still pending this long after its last dispatch is sent again "
+        "(claims are idempotent, so a duplicate message is harmless).",
+    )
+    batch_chunk_rows: int = Field(default=5000, ge=1, description="Rows per chunk of a batch-scoring job.")
+    data_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list,
+        description="Datasets a batch job may read by path; data_dir/datasets is always included.",
+    )
+    max_upload_bytes: int = Field(default=256 * 1024 * 1024, ge=1024, description="Dataset uploads.")
+    precomputed_path: Path | None = Field(
+        default=None, description="Parquet file of precomputed predictions served by /predict/precomputed."
+    )
+    precomputed_key: str = Field(default="key", description="The key column of the precomputed file.")
+    signal_predictor: str | None = Field(
+        default=None,
+        description="What answers /api/v1/predict/entry and /exit: binary_ideal_oracle (look-ahead, for "
+        "backtests), lightgbm or mc_dropout, or a plugin's name. Default: the oracle when oracle_csv is "
+        "set, else lightgbm.",
+    )
+    oracle_csv: Path | None = Field(
+        default=None,
+        description="Bars (DATE_TIME, OPEN, HIGH, LOW, CLOSE) the signal predictors read; the model-based "
+        "ones fall back to the embedded EURUSD hourly bars.",
+    )
+    pip_size: Decimal = Field(
+        default=Decimal("0.00001"), gt=0, description="Price of one point of the entry tp/sl/costs."
+    )
+    prediction_horizon: int = Field(
+        default=30, ge=1, description="Fewest bars_remaining the oracle reports when its data runs out."
+    )
+    oracle_noise_probability: float = Field(
+        default=0.0, ge=0, le=1, description="Chance that the oracle flips each answer (noise_probability)."
+    )
+    oracle_noise_seed: int = Field(default=42, description="Seed of the oracle's one noise stream.")
+    mc_dropout_passes: int = Field(
+        default=30, ge=2, le=1000, description="Stochastic passes of the mc_dropout signal predictor."
+    )
     confidence_high: float = Field(default=0.6, gt=0, le=1)
     confidence_medium: float = Field(default=0.45, gt=0, le=1)
+    feeder: str = Field(
+        default="backtesting",
+        description="Where bars come from: a prediction_provider.feeders plugin (backtesting = the embedded "
+        "sample bars, csv, parquet, database, yfinance, or your own).",
+    )
+    feeder_path: str | None = Field(
+        default=None,
+        description="csv/parquet: a file, or a template with {symbol} or {symbol_lower} (data/{symbol}.csv).",
+    )
+    feeder_symbol: str | None = Field(
+        default=None, description="csv/parquet: the symbol a single file holds (default: its name's stem)."
+    )
+    feeder_interval: str = Field(
+        default="1h", description="csv/parquet: the interval of the bars in the files."
+    )
+    feeder_columns: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict,
+        description="csv/parquet: the file column of each bar field, `time=DATE_TIME,open=OPEN,...`; "
+        "`time=Date+Time` joins two columns. Unnamed fields are found by their usual names.",
+    )
+    feeder_csv_names: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="csv: the columns, in order, of files without a header row."
+    )
+    feeder_csv_delimiter: str = Field(default=",", min_length=1, max_length=1)
+    feeder_datetime_format: str | None = Field(
+        default=None,
+        description="csv/parquet: a strftime format (`%d.%m.%Y %H:%M:%S.%f`), ISO8601, or unix/unix_ms; "
+        "default: ISO 8601 or the day-first `22.03.2017 08:00:00.000`, told apart by the first row.",
+    )
+    feeder_timezone: str = Field(
+        default="UTC", description="The zone of times in files that carry no offset."
+    )
+    feeder_max_gap: str | None = Field(
+        default=None,
+        description="Refuse bars with a gap longer than this (e.g. 72h for hourly FX, 5d for daily "
+        "equities); unset: no gap check.",
+    )
+    feeder_upstream: str | None = Field(
+        default=None, description="database: the feeder whose bars the time_series_data table caches."
+    )
+    feeder_refresh_seconds: float = Field(
+        default=60.0, ge=0, description="database cache: how often the upstream is asked for newer bars."
+    )
+    risk_budget: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Fraction of equity a full-confidence decision may put at risk at the target "
+        "volatility (POST /api/v1/predict sizing).",
+    )
+    target_volatility: float = Field(
+        default=0.1, gt=0, le=5, description="Annualised volatility a decision's position is sized for."
+    )
+    lot_step: Decimal = Field(
+        default=Decimal(1), gt=0, description="Decision quantities are rounded down to a multiple of this."
+    )
+    risk_max_position: Decimal = Field(
+        default=Decimal("0.25"), gt=0, description="Largest position in one symbol, as a fraction of equity."
+    )
+    risk_max_sector: Decimal = Field(
+        default=Decimal("0.5"), gt=0, description="Largest exposure to one sector, as a fraction of equity."
+    )
+    risk_max_leverage: Decimal = Field(
+        default=Decimal("1.5"), gt=0, description="Largest gross exposure, as a multiple of equity."
+    )
+    risk_max_daily_loss: Decimal = Field(
+        default=Decimal("0.02"),
+        gt=0,
+        le=1,
+        description="Day's loss, as a fraction of the day's starting "
+        "equity, after which only risk-reducing decisions are approved.",
+    )
+    paper_equity: Decimal = Field(
+        default=Decimal(100_000),
+        gt=0,
+        description="Equity of the flat account a decision without `account` is sized and checked against.",
+    )
+    symbol_sectors: dict[str, str] = Field(
+        default_factory=lambda: {"EURUSD": "fx", "GOOG": "technology"},
+        description="Sector of each symbol for the sector-exposure check (JSON object in the environment); "
+        "a position's stored sector takes precedence.",
+    )
+    regime_lookback_bars: int = Field(
+        default=250, ge=30, le=20_000, description="Bars the regime filter and volatility estimate read."
+    )
+    account_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="How long a trading account's positions and P&L are remembered for decisions. A change "
+        "through this process applies at once; other worker processes see it within this time. 0 reads "
+        "the database on every decision.",
+    )
 
-    @field_validator("warm_models", "trusted_model_roots", "cors_origins", mode="before")
+    @field_validator("warm_models", "trusted_model_roots", "cors_origins", "data_roots", mode="before")
     @classmethod
     def _lists_from_strings(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("feeder_csv_names", mode="before")
+    @classmethod
+    def _feeder_names_from_string(cls, value: object) -> object:
+        return _split_list(value)
+
+    @field_validator("feeder_columns", mode="before")
+    @classmethod
+    def _feeder_columns_from_string(cls, value: object) -> object:
+        """Accept ``time=DATE_TIME,open=OPEN`` in the environment as well as a JSON/TOML table."""
+        if isinstance(value, str):
+            stripped = value.strip()
+            if stripped.startswith("{"):
+                import json
+
+                return json.loads(stripped)
+            pairs = [item.split("=", 1) for item in stripped.split(",") if item.strip()]
+            if any(len(pair) != 2 for pair in pairs):
+                raise ValueError("use field=column pairs separated by commas, e.g. time=DATE_TIME,open=OPEN")
+            return {key.strip(): column.strip() for key, column in pairs}
+        return value
+
+    @model_validator(mode="after")
+    def _check_job_timeouts(self) -> Settings:
+        # A Redis broker redelivers any task still unacknowledged after the visibility timeout:
+        # shorter than the time limit, a long job would run twice at once.
+        if self.broker_visibility_timeout <= self.job_time_limit_seconds:
+            raise ValueError("broker_visibility_timeout must exceed job_time_limit_seconds")
+        return self
 
     @model_validator(mode="after")
     def _check_confidence_bands(self) -> Settings:
@@ -154,6 +343,20 @@ class Settings(BaseSettings):
     def downloads_dir(self) -> Path:
         """Copies of models fetched from remote artifact stores: never trusted by default."""
         return (self.data_dir / "downloads").resolve()
+
+    @property
+    def results_dir(self) -> Path:
+        return (self.data_dir / "results").resolve()
+
+    @property
+    def uploads_dir(self) -> Path:
+        return (self.data_dir / "uploads").resolve()
+
+    @property
+    def dataset_roots(self) -> tuple[Path, ...]:
+        roots = [(self.data_dir / "datasets").resolve(), self.uploads_dir]
+        roots.extend(Path(root).expanduser().resolve() for root in self.data_roots)
+        return tuple(dict.fromkeys(roots))
 
     @property
     def trusted_roots(self) -> tuple[Path, ...]:

@@ -98,3 +98,85 @@ class RateLimited(PredictionProviderError):
     def __init__(self, message: str, retry_after: int, details: object = None) -> None:
         super().__init__(message, details)
         self.retry_after = retry_after
+
+
+class JobNotFound(PredictionProviderError):
+    """Unknown job id, or one the caller may not see (the two are not told apart)."""
+
+    code = "job_not_found"
+
+
+class JobStateConflict(Conflict):
+    """The job is no longer in a state that allows the change (e.g. editing a started job)."""
+
+    code = "job_state_conflict"
+
+
+class BrokerUnavailable(PredictionProviderError):
+    """The task broker did not accept the job; nothing was stored."""
+
+    code = "broker_unavailable"
+
+
+class DatasetNotFound(PredictionProviderError):
+    code = "dataset_not_found"
+
+
+class PrecomputedNotFound(PredictionProviderError):
+    code = "precomputed_not_found"
+
+
+class UnknownSymbol(PredictionProviderError):
+    """No market data or decision models for a symbol."""
+
+    code = "unknown_symbol"
+
+
+class UnknownStrategy(PredictionProviderError):
+    """A ``strategy_override`` that names no strategy; ``details`` lists the known ones."""
+
+    code = "unknown_strategy"
+
+
+class TradingAccountNotFound(PredictionProviderError):
+    """No such trading account, or one the caller may not see (the two are not told apart)."""
+
+    code = "account_not_found"
+
+
+class InvalidDatetime(PredictionProviderError):
+    """A datetime in a format the route does not read; the message names the accepted formats (400)."""
+
+    code = "invalid_datetime"
+
+
+class UnknownDirection(PredictionProviderError):
+    """A trade direction other than buy or sell (400); ``details`` lists the accepted ones."""
+
+    code = "unknown_direction"
+
+
+class InvalidMarketData(PredictionProviderError):
+    """Bars a feeder cannot serve as they are: duplicate times, gaps over the allowed one, unparseable
+    times or prices. ``details`` names the offending rows or gaps."""
+
+    code = "invalid_market_data"
+
+
+class InsufficientHistory(InvalidInput):
+    """A point-in-time request before the first bar with enough history for every feature."""
+
+    code = "insufficient_history"
+
+
+class FeederUnavailable(PredictionProviderError):
+    """The configured bar feeder cannot serve: no such plugin, a missing optional package, or
+    incomplete settings."""
+
+    code = "feeder_unavailable"
+
+
+class DecisionNotFound(PredictionProviderError):
+    """No recorded trading decision with this id, or one the caller may not see (not told apart)."""
+
+    code = "decision_not_found"

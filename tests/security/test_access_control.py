@@ -183,6 +183,10 @@ DEACTIVATED_CALLS = [
     ("POST", "/api/v1/auth/regenerate-key", None),
     ("POST", "/predict", {"model": MODEL, "features": {}}),
     ("POST", "/api/v1/admin/users/{username}/activate", None),
+    ("POST", "/api/v1/predict/entry", {"datetime": "05.02.2018 10:00:00.000", "tp": 5, "sl": 5}),
+    ("POST", "/api/v1/predict/exit", {"datetime": "05.02.2018 10:00:00.000", "direction": "buy"}),
+    ("POST", "/api/v1/predict", {"symbol": "EURUSD"}),
+    ("POST", "/api/v1/accounts", {"name": "sec-deactivated-account", "equity": 1}),
 ]
 
 

@@ -63,6 +63,8 @@ ROUTES: list[tuple[str, str, bytes, str]] = [
     ("POST", "/api/v1/auth/login", b'{"username": "test-admin", "password": "admin-password-123"}', "native"),
     ("POST", V2_INFER, b'{"inputs": []}', "v2"),
     ("POST", "/invocations", b'{"inputs": [[0]]}', "mlflow"),
+    ("POST", "/api/v1/predict", b'{"symbol": "EURUSD"}', "native"),
+    ("POST", "/api/v1/accounts", b'{"name": "sec-oversized", "equity": 1}', "native"),
 ]
 ROUTE_IDS = [f"{method} {path}" for method, path, _, _ in ROUTES]
 
@@ -140,6 +142,8 @@ NESTED_ROUTES: list[tuple[str, str, bytes, str, str]] = [
     ("POST", "/api/v1/auth/login", b'{"username": {}, "password": "x"}', "native", "bad_request"),
     ("POST", V2_INFER, b'{"inputs": {}}', "v2", ""),
     ("POST", "/invocations", b'{"inputs": {}}', "mlflow", ""),
+    ("POST", "/api/v1/predict", b'{"symbol": {}}', "native", "malformed_json"),
+    ("POST", "/api/v1/accounts", b'{"name": {}, "equity": 1}', "native", "bad_request"),
 ]
 
 

@@ -49,3 +49,9 @@ def test_invalid_values_are_refused() -> None:
         Settings(max_models=0)
     with pytest.raises(ValidationError):
         Settings(confidence_high=0.4, confidence_medium=0.5)
+
+
+def test_a_redis_visibility_timeout_shorter_than_the_task_time_limit_is_refused() -> None:
+    with pytest.raises(ValidationError, match="broker_visibility_timeout"):
+        Settings(job_time_limit_seconds=600, broker_visibility_timeout=300)
+    assert Settings(job_time_limit_seconds=60, broker_visibility_timeout=300).broker_visibility_timeout == 300

@@ -24,6 +24,8 @@ class Permission(StrEnum):
     MANAGE_MODELS = "manage_models"  # load/unload, own models and pricing
     EVALUATE = "evaluate"  # claim and score prediction requests
     BILLING_OVERSIGHT = "billing_oversight"
+    READ_ALL_JOBS = "read_all_jobs"  # see every user's prediction jobs
+    MANAGE_ALL_JOBS = "manage_all_jobs"  # change or cancel anyone's jobs
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -32,7 +34,13 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.CLIENT: frozenset({Permission.READ_MODELS, Permission.PREDICT}),
     Role.EVALUATOR: frozenset({Permission.READ_MODELS, Permission.EVALUATE}),
     Role.OPERATOR: frozenset(
-        {Permission.READ_MODELS, Permission.READ_LOGS, Permission.READ_USAGE, Permission.READ_METRICS}
+        {
+            Permission.READ_MODELS,
+            Permission.READ_LOGS,
+            Permission.READ_USAGE,
+            Permission.READ_METRICS,
+            Permission.READ_ALL_JOBS,
+        }
     ),
     Role.GUEST: frozenset({Permission.READ_MODELS}),
 }

@@ -1,6 +1,8 @@
 """Who is calling, and may they: authentication and permission dependencies.
 
-Credentials: ``X-API-KEY`` or ``Authorization: Bearer <JWT>``. Anonymous calls
+Credentials: ``X-API-KEY`` or ``Authorization: Bearer <JWT>``; an API key is
+also accepted as a bearer token (``Bearer pp_...``), for clients such as
+Prometheus that can only send a static bearer credential. Anonymous calls
 are served as ``guest`` only when ``PP_REQUIRE_AUTH`` is false, and a key that
 is sent is validated all the same. Every authenticated call counts against the
 caller's rate limit.
@@ -15,6 +17,7 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
+from prediction_provider.accounts.credentials import API_KEY_PREFIX
 from prediction_provider.accounts.principal import Principal
 from prediction_provider.accounts.roles import Permission, allows
 from prediction_provider.api.deps import Services, services_of
@@ -47,19 +50,29 @@ async def principal_from_credentials(
     """The caller behind a key or bearer token (any transport), counted against its rate limit."""
     principal: Principal | None
     if api_key:
-        principal = services.accounts.cached_principal_for_key(api_key)
-        if principal is None:
-            principal = await run_in_threadpool(services.accounts.principal_for_key, api_key)
+        principal = await principal_for_key(services, api_key)
     elif authorization:
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             raise AuthenticationFailed("use Authorization: Bearer <token>")
-        principal = await run_in_threadpool(services.accounts.principal_for_token, token.strip())
+        token = token.strip()
+        if token.startswith(API_KEY_PREFIX):  # JWTs start with "eyJ", never with the key prefix
+            principal = await principal_for_key(services, token)
+        else:
+            principal = await run_in_threadpool(services.accounts.principal_for_token, token)
     elif not services.settings.require_auth:
         principal = Principal.guest()
     else:
         raise AuthenticationFailed("send an API key in X-API-KEY or a bearer token")
     services.throttle.request(caller_key(principal, address))
+    return principal
+
+
+async def principal_for_key(services: Services, api_key: str) -> Principal:
+    """From the cache without I/O when it can; otherwise the database, off the event loop."""
+    principal = services.accounts.cached_principal_for_key(api_key)
+    if principal is None:
+        principal = await run_in_threadpool(services.accounts.principal_for_key, api_key)
     return principal
 
 

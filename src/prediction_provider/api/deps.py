@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from fastapi import Depends, Request
 
@@ -15,6 +15,11 @@ from prediction_provider.observability.audit import AuditWriter
 from prediction_provider.serving.cache import ModelCache
 from prediction_provider.serving.inference import PredictionService
 from prediction_provider.serving.registry import ModelRegistry
+
+if TYPE_CHECKING:
+    from prediction_provider.jobs.runtime import JobRuntime
+    from prediction_provider.trading.accounts import TradingAccountService
+    from prediction_provider.trading.decisions import DecisionService
 
 
 @dataclass(slots=True)
@@ -32,6 +37,9 @@ class Services:
     audit: AuditWriter
     warm_errors: dict[str, str] = field(default_factory=dict)
     grpc_port: int | None = None
+    jobs: JobRuntime | None = None
+    decisions: DecisionService | None = None
+    trading_accounts: TradingAccountService | None = None
 
 
 def is_ready(services: Services) -> bool:

@@ -32,6 +32,18 @@ STATUS_BY_ERROR: dict[type[errors.PredictionProviderError], int] = {
     errors.Conflict: 409,
     errors.InvalidInput: 422,
     errors.RateLimited: 429,
+    errors.UnknownSymbol: 404,
+    errors.InvalidMarketData: 422,
+    errors.FeederUnavailable: 503,
+    errors.UnknownStrategy: 400,
+    errors.TradingAccountNotFound: 404,
+    errors.JobNotFound: 404,
+    errors.BrokerUnavailable: 503,
+    errors.DatasetNotFound: 404,
+    errors.PrecomputedNotFound: 404,
+    errors.InvalidDatetime: 400,
+    errors.UnknownDirection: 400,
+    errors.DecisionNotFound: 404,
 }
 
 

@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from prediction_provider.db.base import utcnow
 from prediction_provider.observability.audit import AuditWriter
+from prediction_provider.observability.metrics import HttpMetrics
 
 # Request ids: a random per-process prefix and a counter, unique without a syscall per request
 # (uuid4 read /dev/urandom every time, ~30 µs on this machine).
@@ -43,10 +44,11 @@ DOCS_CSP = (
 
 
 class RequestEnvelope:
-    """Outermost middleware: nothing inside can skip the audit entry or the headers."""
+    """Outermost middleware: nothing inside can skip the audit entry, the headers or the metrics."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics | None = None) -> None:
         self.app = app
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -77,6 +79,8 @@ class RequestEnvelope:
             audit = self._audit(scope)
             if audit is not None:
                 audit.record(self._entry(scope, state, request_id, status, started))
+            if self.metrics is not None:
+                self.metrics.observe(scope, status, time.perf_counter() - started)
 
     @staticmethod
     def _audit(scope: Scope) -> AuditWriter | None:

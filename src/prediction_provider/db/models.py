@@ -1,4 +1,4 @@
-"""Tables: users, the audit log, prediction jobs, cached bars, trading accounts and positions."""
+"""Tables: users, the audit log, prediction jobs, cached bars, trading accounts, positions and decisions."""
 
 from __future__ import annotations
 
@@ -75,7 +75,13 @@ class PredictionJob(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
     owner_username: Mapped[str | None] = mapped_column(String(64), default=None)
-    kind: Mapped[str] = mapped_column(String(16))  # "rows" (inline input) or "dataset" (a file)
+    # "rows" (inline input), "dataset" (a file, split into "chunk" children) or "chunk"
+    kind: Mapped[str] = mapped_column(String(16))
+    parent_id: Mapped[str | None] = mapped_column(
+        ForeignKey("prediction_jobs.id", ondelete="CASCADE"), default=None, index=True
+    )
+    chunk_index: Mapped[int | None] = mapped_column(Integer, default=None)
+    chunks_total: Mapped[int | None] = mapped_column(Integer, default=None)
     model_reference: Mapped[str] = mapped_column(String(512))
     model_name: Mapped[str | None] = mapped_column(String(256), default=None)
     model_version: Mapped[str | None] = mapped_column(String(64), default=None)
@@ -97,6 +103,7 @@ class PredictionJob(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
@@ -164,3 +171,36 @@ class Position(Base):
     average_price: Mapped[Decimal] = mapped_column(Numeric(28, 10))
     market_price: Mapped[Decimal] = mapped_column(Numeric(28, 10))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class TradingDecision(Base):
+    """One answered trading decision (approved or refused by the risk checks), with what it was made
+    from: the model, a SHA-256 of the features it saw and the last bar they read. Append-only."""
+
+    __tablename__ = "trading_decisions"
+    __table_args__ = (
+        Index("ix_trading_decisions_user_created", "user_id", "created_at"),
+        Index("ix_trading_decisions_symbol_created", "symbol", "created_at"),
+        Index("ix_trading_decisions_created", "created_at"),
+    )
+
+    decision_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    username: Mapped[str | None] = mapped_column(String(64), default=None)
+    symbol: Mapped[str] = mapped_column(String(20))
+    action: Mapped[str] = mapped_column(String(4))
+    confidence: Mapped[float] = mapped_column(Float)
+    recommended_quantity: Mapped[Decimal] = mapped_column(Numeric(24, 8))
+    account_name: Mapped[str | None] = mapped_column(String(64), default=None)
+    approved: Mapped[bool] = mapped_column(Boolean)
+    risk_warnings: Mapped[list[str]] = mapped_column(JSON)
+    risk_checks: Mapped[dict[str, Any]] = mapped_column(JSON)
+    regime_probabilities: Mapped[dict[str, float]] = mapped_column(JSON)
+    strategy_weights: Mapped[dict[str, float]] = mapped_column(JSON)
+    strategy: Mapped[str] = mapped_column(String(32))
+    model_name: Mapped[str] = mapped_column(String(256))
+    model_version: Mapped[str] = mapped_column(String(64))
+    feature_hash: Mapped[str] = mapped_column(String(64))
+    data_as_of: Mapped[datetime] = mapped_column(UTCDateTime)
+    latency_ms: Mapped[float] = mapped_column(Float)

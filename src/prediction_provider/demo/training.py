@@ -198,6 +198,11 @@ def train_demo_models(
     config = config or DemoConfig()
     report = progress or (lambda message: log.info("%s", message))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    _train_decision_models(settings, config, force, report)
+    from prediction_provider.signals.training import SignalTrainingConfig, train_signal_models
+
+    signal_config = SignalTrainingConfig(max_bars=config.max_bars, seed=config.seed)
+    train_signal_models(settings, signal_config, force=force, progress=report)
     if not force and already_trained(settings, config.symbols):
         report("demo models already registered; skipping training")
         return DemoSummary(skipped=True)
@@ -224,6 +229,18 @@ def train_demo_models(
         # MLflow's fluent API is process-global: leave it as the caller had it.
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
+
+
+def _train_decision_models(
+    settings: Settings, config: DemoConfig, force: bool, report: Callable[[str], None]
+) -> None:
+    """The regime model and specialists behind POST /api/v1/predict (files, not registry entries)."""
+    from prediction_provider.trading.training import DecisionTraining, train_decision_models
+
+    training = DecisionTraining(
+        config.max_bars, config.n_estimators, config.flat_band, config.test_fraction, config.seed
+    )
+    train_decision_models(settings.data_dir, config.symbols, training, force=force, progress=report)
 
 
 def _train_symbol(

@@ -1,77 +1,27 @@
 """The append-only audit trail, written in batches by a background thread.
 
 A request must not wait for a database commit, so entries are queued and
-inserted in batches; ``flush`` drains the queue (tests, shutdown) and
-``close`` writes whatever is left before the process ends.
+inserted in batches (``db.batch_writer``); ``flush`` drains the queue (tests,
+shutdown) and ``close`` writes whatever is left before the process ends.
 """
 
 from __future__ import annotations
 
-import logging
-import queue
-import threading
-from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, select
 
+from prediction_provider.db.batch_writer import BatchWriter
 from prediction_provider.db.models import AuditRecord
 from prediction_provider.db.session import Database
 
-log = logging.getLogger(__name__)
 
-MAX_QUEUED = 100_000
-BATCH = 500
+class AuditWriter(BatchWriter[dict[str, Any]]):
+    """Audit entries are ``audit_log`` rows as they are."""
 
-
-class AuditWriter:
     def __init__(self, db: Database, flush_interval_s: float = 0.2) -> None:
-        self.db = db
-        self._queue: queue.Queue[dict[str, Any] | None] = queue.Queue(MAX_QUEUED)
-        self._interval = flush_interval_s
-        self._thread = threading.Thread(target=self._run, name="audit-writer", daemon=True)
-        self._thread.start()
-
-    def record(self, entry: dict[str, Any]) -> None:
-        """Queue one entry; blocks only when the database has fallen far behind."""
-        self._queue.put(entry)
-
-    def pending(self) -> int:
-        return self._queue.qsize()
-
-    def flush(self) -> None:
-        """Return once every entry queued so far is in the database."""
-        self._queue.join()
-
-    def close(self) -> None:
-        self._queue.put(None)
-        self._thread.join(timeout=30)
-
-    def _run(self) -> None:
-        while True:
-            first = self._queue.get()
-            batch = [first]
-            while len(batch) < BATCH:
-                try:
-                    batch.append(self._queue.get(timeout=self._interval if first is not None else 0))
-                except queue.Empty:
-                    break
-            entries = [entry for entry in batch if entry is not None]
-            try:
-                if entries:
-                    self._write(entries)
-            except Exception:
-                log.exception("could not write %d audit entries", len(entries))
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-            if any(entry is None for entry in batch):
-                return
-
-    def _write(self, entries: Sequence[dict[str, Any]]) -> None:
-        with self.db.session() as session:
-            session.execute(insert(AuditRecord), list(entries))
+        super().__init__(db, AuditRecord, dict, name="audit-writer", flush_interval_s=flush_interval_s)
 
 
 AUDIT_FIELDS = (

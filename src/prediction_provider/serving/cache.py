@@ -101,6 +101,14 @@ class ModelCache:
             self.stats.hits += 1
             return cached
 
+    def resolve(self, reference: str) -> ResolvedModel:
+        """Pin ``reference`` to a version without loading it (remembered like ``get``'s resolutions)."""
+        with self._lock:
+            resolution = self._resolutions.get(reference)
+            if resolution is not None and resolution.expires_at >= self.clock():
+                return resolution.resolved
+        return self._resolve(reference)
+
     async def aget(self, reference: str) -> CachedModel:
         """``get`` for the event loop: a hit touches no thread; a miss loads in a worker thread."""
         cached = self.peek(reference)

@@ -20,8 +20,8 @@ from prediction_provider.api.schemas import (
     PredictRequest,
     PredictResponse,
 )
-from prediction_provider.serving.cache import CachedModel
 from prediction_provider.serving.inference import BatchResult
+from prediction_provider.serving.responses import batch_payload, single_payload
 
 router = APIRouter(tags=["predictions"])
 
@@ -36,11 +36,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (503, "Model failed to load or registry unavailable"),
     )
 }
-
-
-def model_identity(cached: CachedModel) -> dict[str, Any]:
-    resolved = cached.resolved
-    return {"name": resolved.name, "version": resolved.version, "uri": resolved.uri}
 
 
 def json_response(payload: dict[str, Any]) -> Response:
@@ -61,26 +56,7 @@ async def predict(request: Request) -> Response:
         body = await read_json_body(request, PredictRequest)
         cached = await services.cache.aget(body.model)
         result = await services.predictions.predict_record(cached, body.features, started)
-    return json_response(single_payload(result, body.return_proba, services))
-
-
-def single_payload(result: BatchResult, return_proba: bool, services: Services) -> dict[str, Any]:
-    prediction = result.predictions[0]
-    probability = probabilities = confidence = None
-    if result.probabilities is not None and result.classes:
-        row = result.probabilities[0]
-        probability = float(row.max())
-        confidence = services.predictions.bands.classify(probability)
-        if return_proba:
-            probabilities = dict(zip(result.classes, row.tolist(), strict=True))
-    return {
-        "prediction": prediction,
-        "probability": probability,
-        "probabilities": probabilities,
-        "confidence": confidence,
-        "model": model_identity(result.model),
-        "latency_ms": round(result.latency_ms, 3),
-    }
+    return json_response(single_payload(result, body.return_proba, services.predictions.bands))
 
 
 @router.post(
@@ -96,19 +72,7 @@ async def predict_batch(request: Request) -> Response:
     async with prediction_slot(request):
         body = await read_json_body(request, PredictBatchRequest)
         result = await _predict_rows(services, body, started)
-    probabilities = None
-    if body.return_proba and result.probabilities is not None and result.classes:
-        classes = result.classes
-        probabilities = [dict(zip(classes, row, strict=True)) for row in result.probabilities.tolist()]
-    return json_response(
-        {
-            "predictions": result.predictions,
-            "probabilities": probabilities,
-            "count": len(result.predictions),
-            "model": model_identity(result.model),
-            "latency_ms": round(result.latency_ms, 3),
-        }
-    )
+    return json_response(batch_payload(result, body.return_proba))
 
 
 async def _predict_rows(services: Services, body: PredictBatchRequest, started: float) -> BatchResult:

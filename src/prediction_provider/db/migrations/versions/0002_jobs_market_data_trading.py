@@ -41,6 +41,9 @@ def upgrade() -> None:
         sa.Column("owner_id", sa.Integer(), nullable=True),
         sa.Column("owner_username", sa.String(length=64), nullable=True),
         sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("parent_id", sa.String(length=36), nullable=True),
+        sa.Column("chunk_index", sa.Integer(), nullable=True),
+        sa.Column("chunks_total", sa.Integer(), nullable=True),
         sa.Column("model_reference", sa.String(length=512), nullable=False),
         sa.Column("model_name", sa.String(length=256), nullable=True),
         sa.Column("model_version", sa.String(length=64), nullable=True),
@@ -62,15 +65,23 @@ def upgrade() -> None:
         sa.Column("updated_at", UTCDateTime(), nullable=False),
         sa.Column("started_at", UTCDateTime(), nullable=True),
         sa.Column("heartbeat_at", UTCDateTime(), nullable=True),
+        sa.Column("dispatched_at", UTCDateTime(), nullable=True),
         sa.Column("finished_at", UTCDateTime(), nullable=True),
         sa.ForeignKeyConstraint(
             ["owner_id"], ["users.id"], name=op.f("fk_prediction_jobs_owner_id_users"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["parent_id"],
+            ["prediction_jobs.id"],
+            name=op.f("fk_prediction_jobs_parent_id_prediction_jobs"),
+            ondelete="CASCADE",
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_prediction_jobs")),
         sa.UniqueConstraint("owner_id", "idempotency_key", name=op.f("uq_prediction_jobs_owner_id")),
     )
     with op.batch_alter_table("prediction_jobs", schema=None) as batch_op:
         batch_op.create_index("ix_prediction_jobs_owner_created", ["owner_id", "created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_prediction_jobs_parent_id"), ["parent_id"], unique=False)
         batch_op.create_index("ix_prediction_jobs_status_created", ["status", "created_at"], unique=False)
 
     op.create_table(
@@ -140,6 +151,7 @@ def downgrade() -> None:
     with op.batch_alter_table("prediction_jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_prediction_jobs_status_created")
         batch_op.drop_index("ix_prediction_jobs_owner_created")
+        batch_op.drop_index(batch_op.f("ix_prediction_jobs_parent_id"))
 
     op.drop_table("prediction_jobs")
     op.drop_table("time_series_data")

@@ -1,0 +1,216 @@
+"""Asynchronous predictions: ``/api/v1/predictions`` (jobs, batch scoring, downloads), ``/predict/async``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.responses import FileResponse
+from pydantic import AwareDatetime
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
+
+from prediction_provider.api.auth import CurrentUser, Predictor
+from prediction_provider.api.body import read_json_body
+from prediction_provider.api.deps import ServicesDep
+from prediction_provider.api.job_schemas import (
+    TASK_STATES,
+    AsyncTaskAccepted,
+    DatasetJobCreate,
+    PredictionAccepted,
+    PredictionCreate,
+    PredictionPage,
+    PredictionPublic,
+    TaskStatus,
+)
+from prediction_provider.api.schemas import ErrorBody, PredictRequest
+from prediction_provider.errors import InvalidInput
+from prediction_provider.jobs import datasets
+from prediction_provider.jobs.runtime import JobRuntime
+from prediction_provider.jobs.service import JobService, RowsSubmission
+from prediction_provider.jobs.store import JobFilter, JobStatus
+
+router = APIRouter(tags=["prediction jobs"])
+
+DATASET_UPLOAD_PATH = "/api/v1/predictions/batch"
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=128,
+        description="Retrying a submit with the same key returns the first job instead of making another.",
+    ),
+]
+JobId = Annotated[str, Query(min_length=1, max_length=64)]
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (401, "Not signed in"),
+        (403, "Not allowed"),
+        (404, "Unknown job or model"),
+        (409, "The job's state does not allow this, or the Idempotency-Key was used for another request"),
+        (422, "Invalid request"),
+        (503, "The task broker is unreachable; nothing was stored"),
+    )
+}
+
+
+def runtime_of(services: ServicesDep) -> JobRuntime:
+    assert services.jobs is not None, "the job runtime starts with the app"
+    return services.jobs
+
+
+def jobs_of(services: ServicesDep) -> JobService:
+    return runtime_of(services).service
+
+
+def _accepted(job_id: str, status: str, created: bool) -> PredictionAccepted:
+    base = f"/api/v1/predictions/{job_id}"
+    return PredictionAccepted(id=job_id, status=status, created=created, links={"self": base})
+
+
+def _check_job_id(job_id: str) -> str:
+    if len(job_id) > 64:
+        raise InvalidInput("job id too long", [{"field": "id", "error": "at most 64 characters"}])
+    return job_id
+
+
+@router.post("/api/v1/predictions", status_code=202, response_model=PredictionAccepted, responses=ERRORS)
+async def submit_prediction(
+    body: PredictionCreate,
+    principal: Predictor,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
+) -> PredictionAccepted:
+    """Queue a prediction; poll ``GET /api/v1/predictions/{id}`` for its result."""
+    submission = body.submission(idempotency_key)
+    job, created = await run_in_threadpool(jobs_of(services).submit_rows, principal, submission)
+    return _accepted(job.id, job.status, created)
+
+
+@router.post(DATASET_UPLOAD_PATH, status_code=202, response_model=PredictionAccepted, responses=ERRORS)
+async def submit_batch_job(
+    request: Request, principal: Predictor, services: ServicesDep, idempotency_key: IdempotencyKey = None
+) -> PredictionAccepted:
+    """Score a dataset: a multipart upload (``file``, ``model``, optional ``chunk_rows``) or JSON
+    ``{model, dataset_path, chunk_rows?}`` naming a file under the data roots. The result is a
+    Parquet file listed in the job's ``files``."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        model, path, digest, chunk_rows = await _read_upload(request, services)
+    else:
+        body = await read_json_body(request, DatasetJobCreate)
+        model, chunk_rows = body.model, body.chunk_rows
+        roots = services.settings.dataset_roots
+        path = await run_in_threadpool(datasets.resolve_dataset, body.dataset_path, roots)
+        digest = await run_in_threadpool(datasets.path_digest, path)
+    job, created = await run_in_threadpool(
+        jobs_of(services).submit_dataset, principal, model, path, digest, chunk_rows, idempotency_key
+    )
+    return _accepted(job.id, job.status, created)
+
+
+async def _read_upload(request: Request, services: ServicesDep) -> tuple[str, Path, str, int | None]:
+    async with request.form(max_files=1, max_fields=8) as form:
+        upload, model, chunk_text = form.get("file"), form.get("model"), form.get("chunk_rows")
+        problems = []
+        if not isinstance(upload, UploadFile):
+            problems.append({"field": "file", "error": "attach the dataset as the form field 'file'"})
+        if not isinstance(model, str) or not model.strip():
+            problems.append({"field": "model", "error": "required"})
+        chunk_rows = None
+        if chunk_text is not None:
+            if not isinstance(chunk_text, str) or not chunk_text.isdigit() or int(chunk_text) < 1:
+                problems.append({"field": "chunk_rows", "error": "a positive integer"})
+            else:
+                chunk_rows = int(chunk_text)
+        if problems:
+            raise InvalidInput("invalid batch upload", problems)
+        assert isinstance(upload, UploadFile)
+        assert isinstance(model, str)
+        path, digest = await run_in_threadpool(
+            datasets.store_upload, services.settings.uploads_dir, upload.filename or "", upload.file
+        )
+    return model.strip(), path, digest, chunk_rows
+
+
+@router.get("/api/v1/predictions", response_model=PredictionPage, responses=ERRORS)
+async def list_predictions(
+    principal: CurrentUser,
+    services: ServicesDep,
+    status: JobStatus | None = None,
+    model: Annotated[str | None, Query(max_length=512)] = None,
+    created_after: AwareDatetime | None = None,
+    created_before: AwareDatetime | None = None,
+    owner_id: Annotated[
+        int | None, Query(ge=1, description="Only for callers who may see every job.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+) -> PredictionPage:
+    """Your jobs, newest first; admins and operators see everyone's."""
+    filters = JobFilter(owner_id, status, model, created_after, created_before)
+    rows, total = await run_in_threadpool(jobs_of(services).search, principal, filters, limit, offset)
+    return PredictionPage(
+        items=[PredictionPublic.of(job) for job in rows], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/api/v1/predictions/{job_id}", response_model=PredictionPublic, responses=ERRORS)
+async def get_prediction(job_id: str, principal: CurrentUser, services: ServicesDep) -> PredictionPublic:
+    job = await run_in_threadpool(jobs_of(services).visible, _check_job_id(job_id), principal)
+    return PredictionPublic.of(job)
+
+
+@router.put("/api/v1/predictions/{job_id}", response_model=PredictionPublic, responses=ERRORS)
+async def update_prediction(
+    job_id: str, body: PredictionCreate, principal: Predictor, services: ServicesDep
+) -> PredictionPublic:
+    """Replace the input of a job that has not started yet (409 once it has)."""
+    submission = body.submission(None)
+    job = await run_in_threadpool(jobs_of(services).update_rows, _check_job_id(job_id), principal, submission)
+    return PredictionPublic.of(job)
+
+
+@router.delete("/api/v1/predictions/{job_id}", response_model=PredictionPublic, responses=ERRORS)
+async def cancel_prediction(job_id: str, principal: CurrentUser, services: ServicesDep) -> PredictionPublic:
+    """Cancel a pending or running job (409 once it has finished); its result, if any arrives, is dropped."""
+    job = await run_in_threadpool(jobs_of(services).cancel, _check_job_id(job_id), principal)
+    return PredictionPublic.of(job)
+
+
+@router.get(
+    "/api/v1/predictions/{job_id}/download/{file_name}",
+    response_class=FileResponse,
+    responses={**ERRORS, 200: {"content": {"application/vnd.apache.parquet": {}}}},
+)
+async def download_result(
+    job_id: str, file_name: str, principal: CurrentUser, services: ServicesDep
+) -> FileResponse:
+    path = await run_in_threadpool(jobs_of(services).result_file, _check_job_id(job_id), principal, file_name)
+    return FileResponse(path, media_type="application/vnd.apache.parquet", filename=file_name)
+
+
+@router.post("/predict/async", status_code=202, response_model=AsyncTaskAccepted, responses=ERRORS)
+async def predict_async(
+    body: PredictRequest, principal: Predictor, services: ServicesDep, idempotency_key: IdempotencyKey = None
+) -> AsyncTaskAccepted:
+    """``/predict``'s request, answered later: poll ``/monitoring/task_status/{task_id}``."""
+    submission = RowsSubmission(
+        model=body.model,
+        payload={"features": body.features},
+        shape="single",
+        return_proba=body.return_proba,
+        idempotency_key=idempotency_key,
+    )
+    job, _ = await run_in_threadpool(jobs_of(services).submit_rows, principal, submission)
+    return AsyncTaskAccepted(task_id=job.id, status=TASK_STATES[job.status])
+
+
+@router.get("/monitoring/task_status/{task_id}", response_model=TaskStatus, responses=ERRORS)
+async def task_status(task_id: str, principal: CurrentUser, services: ServicesDep) -> TaskStatus:
+    job = await run_in_threadpool(jobs_of(services).visible, _check_job_id(task_id), principal)
+    return TaskStatus.of(job)

@@ -1,0 +1,1 @@
+"""Asynchronous prediction jobs: the stored lifecycle, its executors and batch scoring."""

@@ -1,0 +1,182 @@
+"""Celery on Redis or RabbitMQ: the scale-out executor.
+
+The message only carries a job id; the job's row stays the truth, so the API
+never reads a Celery result backend (there is none). Tasks are acknowledged
+late and rejected when their worker process dies, so a crash redelivers them;
+the store's claim/lease rules turn a redelivery into exactly one completion.
+Each worker process builds its model cache once, at start, and warms the
+configured models before taking work.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from celery import Celery, Task
+from celery.signals import worker_process_init
+from kombu.exceptions import OperationalError as KombuOperationalError
+
+from prediction_provider.config import Settings
+from prediction_provider.errors import BrokerUnavailable
+from prediction_provider.jobs.execution import JobContext, JobRunner, Outcome
+from prediction_provider.jobs.executor import process_worker_name
+from prediction_provider.jobs.store import JobStore
+
+log = logging.getLogger(__name__)
+
+TASK_NAME = "prediction_provider.run_job"
+BACKOFF_SECONDS = (1, 2, 5, 10, 30)
+BROKER_ERRORS = (KombuOperationalError, OSError, ConnectionError)
+
+
+def make_celery(settings: Settings) -> Celery:
+    if not settings.broker_url:
+        raise ValueError("PP_BROKER_URL must name a Redis or RabbitMQ broker when PP_JOB_BACKEND=celery")
+    app = Celery("prediction_provider", broker=settings.broker_url, set_as_current=False)
+    app.conf.update(
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        task_default_queue=settings.job_queue,
+        task_time_limit=settings.job_time_limit_seconds,
+        task_soft_time_limit=settings.job_time_limit_seconds * 0.95,
+        broker_connection_timeout=3,
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            # Redis only: how soon an unacknowledged task of a dead worker is delivered again.
+            "visibility_timeout": settings.broker_visibility_timeout,
+            "unacked_restore_interval": max(1, int(settings.broker_visibility_timeout / 4)),
+            "unacked_restore_throttle": 1,
+        },
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+    )
+    app.task(bind=True, name=TASK_NAME, max_retries=None, acks_late=True)(run_job_task)
+    return app
+
+
+class CeleryDispatcher:
+    """Hands job ids to the broker; a broker that does not answer is a 503, never a silent loss.
+
+    One connection is kept and shared under a lock; when a publish fails on it (the broker
+    restarted, or dropped an idle connection) it is replaced once before giving up, so the API
+    recovers by itself when the broker comes back.
+    """
+
+    def __init__(self, app: Celery, store: JobStore) -> None:
+        self.app = app
+        self.store = store
+        self._lock = threading.Lock()
+        self._connection: Any = None
+        self._producer: Any = None
+
+    def dispatch(self, job_ids: Sequence[str]) -> None:
+        with self._lock:
+            try:
+                self._publish(job_ids)
+            except BROKER_ERRORS:
+                self._reset()
+                try:
+                    self._publish(job_ids)
+                except BROKER_ERRORS as exc:
+                    self._reset()
+                    raise BrokerUnavailable(
+                        "the task broker is unreachable; the job was not accepted, try again shortly",
+                        {
+                            "broker": _redacted(self.app.conf.broker_url),
+                            "reason": f"{type(exc).__name__}: {exc}",
+                        },
+                    ) from exc
+        self.store.mark_dispatched(job_ids)
+
+    def _publish(self, job_ids: Sequence[str]) -> None:
+        if self._producer is None:
+            connection = self.app.connection_for_write()
+            connection.ensure_connection(max_retries=1, interval_start=0, interval_step=0, timeout=3)
+            self._connection, self._producer = connection, connection.Producer()
+        queue = self.app.conf.task_default_queue
+        for job_id in job_ids:
+            self.app.send_task(TASK_NAME, args=[job_id], queue=queue, producer=self._producer, retry=False)
+
+    def _reset(self) -> None:
+        connection, self._connection, self._producer = self._connection, None, None
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                connection.release()
+
+    def close(self) -> None:
+        with self._lock:
+            self._reset()
+
+
+def _redacted(url: str | None) -> str | None:
+    if not url or "@" not in url:
+        return url
+    scheme, rest = url.split("://", 1) if "://" in url else ("", url)
+    return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
+
+
+# -- the worker side ------------------------------------------------------------------------------
+
+_context_lock = threading.Lock()
+_runner: JobRunner | None = None
+
+
+def build_worker_runner(settings: Settings) -> JobRunner:
+    """Open the database and model cache for this worker process and warm the configured models."""
+    from datetime import timedelta
+
+    from prediction_provider.db.session import Database
+    from prediction_provider.serving.factory import build_model_serving
+
+    serving = build_model_serving(settings)
+    store = JobStore(
+        Database(settings.database),
+        timedelta(seconds=settings.job_lease_seconds),
+        settings.job_max_attempts,
+    )
+    for reference in settings.warm_models:
+        try:
+            serving.cache.warm(reference)
+        except Exception:
+            log.exception("worker could not warm %s", reference)
+    context = JobContext(settings, store, serving.cache, serving.predictions)
+    return JobRunner(context, process_worker_name("celery"))
+
+
+def worker_runner() -> JobRunner:
+    global _runner
+    with _context_lock:
+        if _runner is None:
+            _runner = build_worker_runner(Settings())
+        return _runner
+
+
+@worker_process_init.connect  # type: ignore[untyped-decorator]
+def _load_models_at_process_start(**_: Any) -> None:
+    """Prefork children start with the models loaded, not at their first task."""
+    global _runner
+    with _context_lock:
+        _runner = None  # never inherit a parent's database connections
+    worker_runner()
+
+
+def run_job_task(task: Task, job_id: str) -> str:
+    runner = worker_runner()
+    report = runner.run(job_id)
+    if report.outcome is Outcome.BUSY:
+        # Another worker holds a live claim (a redelivery raced its owner): look again after its lease.
+        raise task.retry(countdown=max(1.0, report.retry_after))
+    if report.outcome is Outcome.RETRY:
+        retries = int(task.request.retries or 0)
+        raise task.retry(countdown=BACKOFF_SECONDS[min(retries, len(BACKOFF_SECONDS) - 1)])
+    if report.outcome is Outcome.SPLIT:
+        CeleryDispatcher(task.app, runner.store).dispatch(report.spawned)
+    return report.outcome.value

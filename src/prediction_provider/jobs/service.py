@@ -1,0 +1,201 @@
+"""What the API asks of prediction jobs: submit, read, change, cancel, download, watch the queue.
+
+The same service fronts both executors; only the dispatcher differs. A submit
+stores the row first and then hands its id to the dispatcher; when that fails
+(the broker is down) the row is removed again and the caller gets a 503, so a
+client never holds an id of a job nobody will run.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from prediction_provider.accounts.principal import Principal
+from prediction_provider.accounts.roles import Permission, allows
+from prediction_provider.config import Settings
+from prediction_provider.db.models import PredictionJob
+from prediction_provider.errors import BrokerUnavailable, JobNotFound, JobStateConflict
+from prediction_provider.jobs import datasets
+from prediction_provider.jobs.store import JobFilter, JobStatus, JobStore, NewJob, input_digest
+from prediction_provider.serving.cache import ModelCache
+
+log = logging.getLogger(__name__)
+
+
+class Dispatcher(Protocol):
+    def dispatch(self, job_ids: Sequence[str]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RowsSubmission:
+    model: str
+    payload: dict[str, Any]  # {"features": {...}} or {"features_list": [...] | {...}}
+    shape: str  # "single" answers like /predict, "batch" like /predict/batch
+    return_proba: bool
+    data_as_of: datetime | None = None
+    idempotency_key: str | None = None
+
+
+class JobService:
+    def __init__(
+        self, settings: Settings, store: JobStore, cache: ModelCache, dispatcher: Dispatcher
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.cache = cache
+        self.dispatcher = dispatcher
+
+    # -- submitting -------------------------------------------------------------------------------
+
+    def submit_rows(self, owner: Principal, submission: RowsSubmission) -> tuple[PredictionJob, bool]:
+        resolved = self.cache.resolve(submission.model)
+        new = NewJob(
+            kind="rows",
+            model_reference=submission.model,
+            input=submission.payload,
+            input_hash=input_digest({"model": submission.model, **submission.payload}),
+            parameters={
+                "shape": submission.shape,
+                "return_proba": submission.return_proba,
+                "model_uri": resolved.uri,
+            },
+            data_as_of=submission.data_as_of,
+            idempotency_key=submission.idempotency_key,
+            model_name=resolved.name,
+            model_version=resolved.version,
+        )
+        return self._submit(owner, new)
+
+    def submit_dataset(
+        self,
+        owner: Principal,
+        model: str,
+        path: Path,
+        input_hash: str,
+        chunk_rows: int | None,
+        idempotency_key: str | None,
+    ) -> tuple[PredictionJob, bool]:
+        resolved = self.cache.resolve(model)
+        new = NewJob(
+            kind="dataset",
+            model_reference=resolved.uri,
+            input_path=str(path),
+            input_hash=input_hash,
+            parameters={
+                "chunk_rows": chunk_rows or self.settings.batch_chunk_rows,
+                "requested_model": model,
+                "dataset": path.name,
+            },
+            idempotency_key=idempotency_key,
+            model_name=resolved.name,
+            model_version=resolved.version,
+        )
+        return self._submit(owner, new)
+
+    def _submit(self, owner: Principal, new: NewJob) -> tuple[PredictionJob, bool]:
+        job, created = self.store.create(owner, new)
+        if not created:
+            return job, False
+        try:
+            self.dispatcher.dispatch([job.id])
+        except BrokerUnavailable:
+            self.store.discard(job.id)
+            raise
+        return job, True
+
+    # -- reading and changing ---------------------------------------------------------------------
+
+    def visible(self, job_id: str, principal: Principal) -> PredictionJob:
+        """The job, if the caller owns it or may see every job; otherwise it does not exist for them."""
+        job = self.store.get(job_id)
+        if job.parent_id is not None:
+            raise JobNotFound(f"no prediction job {job_id!r}", {"id": job_id})
+        if job.owner_id == principal.user_id and principal.user_id is not None:
+            return job
+        if allows(principal.role, Permission.READ_ALL_JOBS):
+            return job
+        raise JobNotFound(f"no prediction job {job_id!r}", {"id": job_id})
+
+    def changeable(self, job_id: str, principal: Principal) -> PredictionJob:
+        job = self.visible(job_id, principal)
+        if job.owner_id == principal.user_id or allows(principal.role, Permission.MANAGE_ALL_JOBS):
+            return job
+        raise JobNotFound(f"no prediction job {job_id!r}", {"id": job_id})
+
+    def search(
+        self, principal: Principal, filters: JobFilter, limit: int, offset: int
+    ) -> tuple[list[PredictionJob], int]:
+        """Callers who may see every job may filter by owner; everyone else sees only their own."""
+        if not allows(principal.role, Permission.READ_ALL_JOBS):
+            owner = principal.user_id if principal.user_id is not None else -1
+            filters = replace(filters, owner_id=owner)
+        return self.store.search(filters, limit, offset)
+
+    def update_rows(self, job_id: str, principal: Principal, submission: RowsSubmission) -> PredictionJob:
+        job = self.changeable(job_id, principal)
+        if job.kind != "rows":
+            raise JobStateConflict(
+                "only jobs with inline rows can be changed", {"id": job_id, "kind": job.kind}
+            )
+        resolved = self.cache.resolve(submission.model)
+        return self.store.update_pending(
+            job_id,
+            {
+                "model_reference": submission.model,
+                "model_name": resolved.name,
+                "model_version": resolved.version,
+                "input": submission.payload,
+                "input_hash": input_digest({"model": submission.model, **submission.payload}),
+                "parameters": {
+                    "shape": job.parameters.get("shape", "batch"),
+                    "return_proba": submission.return_proba,
+                    "model_uri": resolved.uri,
+                },
+                "data_as_of": submission.data_as_of,
+            },
+        )
+
+    def cancel(self, job_id: str, principal: Principal) -> PredictionJob:
+        self.changeable(job_id, principal)
+        return self.store.cancel(job_id)
+
+    def result_file(self, job_id: str, principal: Principal, name: str) -> Path:
+        job = self.visible(job_id, principal)
+        if job.status != JobStatus.COMPLETED or name not in (job.result_files or []):
+            raise JobNotFound(f"job {job_id} has no result file {name!r}", {"id": job_id, "file": name})
+        return datasets.result_file(self.settings.results_dir, job_id, name)
+
+
+class Redispatcher:
+    """Celery only: re-sends jobs whose message went missing (e.g. the broker lost it on a restart).
+
+    A claim is idempotent, so a job whose first message still arrives simply runs once.
+    """
+
+    def __init__(self, store: JobStore, dispatcher: Dispatcher, every: timedelta) -> None:
+        self.store, self.dispatcher, self.every = store, dispatcher, every
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="job-redispatcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.every.total_seconds() / 2):
+            try:
+                stale = self.store.undispatched(self.every)
+                if stale:
+                    self.dispatcher.dispatch(stale)
+                    log.info("re-dispatched %d job(s) whose messages were missing", len(stale))
+            except Exception:
+                log.exception("could not re-dispatch pending jobs")

@@ -1,0 +1,557 @@
+"""Prediction jobs in the database: the one authority on a job's state.
+
+Every transition is a conditional ``UPDATE`` (``WHERE status = ... AND
+claim_token = ...``), so two workers that both received a job's message (a
+redelivery after a crash, a re-dispatch) cannot both run it to completion:
+only the holder of the current claim may finish it, and a claim is only taken
+from a pending job or from one whose worker stopped reporting (its lease ran
+out). Each transition also appends a row to ``prediction_job_events``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import orjson
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from prediction_provider.accounts.principal import Principal
+from prediction_provider.db.base import utcnow
+from prediction_provider.db.models import PredictionJob, PredictionJobEvent
+from prediction_provider.db.session import Database
+from prediction_provider.errors import Conflict, JobNotFound, JobStateConflict
+
+
+class JobStatus(StrEnum):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+def input_digest(payload: Any) -> str:
+    """A stable hash of a job's input: keys sorted, so equal bodies hash equally."""
+    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    kind: str
+    model_reference: str
+    input_hash: str
+    input: Any = None
+    input_path: str | None = None
+    parameters: dict[str, Any] = field(default_factory=dict)
+    data_as_of: datetime | None = None
+    idempotency_key: str | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A worker's right to run and finish one job, until it finishes or its lease runs out."""
+
+    job: PredictionJob
+    token: str
+    worker: str
+
+
+class ClaimRefused(StrEnum):
+    MISSING = "missing"
+    FINISHED = "finished"  # terminal, or a dataset job already split into chunks
+    BUSY = "busy"  # another worker holds a live claim
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    owner_id: int | None = None  # None: everyone's (callers allowed to see all)
+    status: JobStatus | None = None
+    model: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class JobStore:
+    def __init__(self, db: Database, lease: timedelta, max_attempts: int) -> None:
+        self.db = db
+        self.lease = lease
+        self.max_attempts = max_attempts
+
+    # -- submitting and reading ------------------------------------------------------------------
+
+    def create(self, owner: Principal, new: NewJob) -> tuple[PredictionJob, bool]:
+        """The new job, or the one already made with the same idempotency key (``False``).
+
+        Reusing a key with a different body is refused: it is almost always a client bug.
+        """
+        if new.idempotency_key is not None:
+            existing = self._by_idempotency_key(owner.user_id, new.idempotency_key)
+            if existing is not None:
+                return self._same_request(existing, new), False
+        job = PredictionJob(
+            id=str(uuid.uuid4()),
+            owner_id=owner.user_id,
+            owner_username=owner.username,
+            kind=new.kind,
+            model_reference=new.model_reference,
+            model_name=new.model_name,
+            model_version=new.model_version,
+            input=new.input,
+            input_path=new.input_path,
+            input_hash=new.input_hash,
+            parameters=new.parameters,
+            status=JobStatus.PENDING,
+            result_files=[],
+            attempts=0,
+            progress=0.0,
+            idempotency_key=new.idempotency_key,
+            data_as_of=new.data_as_of,
+        )
+        try:
+            with self.db.session() as session:
+                session.add(job)
+                session.flush()
+                _record(session, job.id, JobStatus.PENDING, None, "submitted")
+        except IntegrityError:
+            # Two submits with one key raced; the other one won.
+            existing = self._by_idempotency_key(owner.user_id, new.idempotency_key or "")
+            if existing is None:
+                raise
+            return self._same_request(existing, new), False
+        return job, True
+
+    def _by_idempotency_key(self, owner_id: int | None, key: str) -> PredictionJob | None:
+        with self.db.session() as session:
+            return session.scalars(
+                select(PredictionJob).where(
+                    PredictionJob.owner_id.is_(None)
+                    if owner_id is None
+                    else PredictionJob.owner_id == owner_id,
+                    PredictionJob.idempotency_key == key,
+                )
+            ).first()
+
+    @staticmethod
+    def _same_request(existing: PredictionJob, new: NewJob) -> PredictionJob:
+        if existing.input_hash != new.input_hash or existing.model_reference != new.model_reference:
+            raise Conflict(
+                "this Idempotency-Key was already used for a different request",
+                {"job_id": existing.id, "idempotency_key": new.idempotency_key},
+            )
+        return existing
+
+    def discard(self, job_id: str) -> None:
+        """Remove a job that was never handed to a worker (the broker refused it)."""
+        with self.db.session() as session:
+            job = session.get(PredictionJob, job_id)
+            if job is not None and job.status == JobStatus.PENDING and job.attempts == 0:
+                session.delete(job)
+
+    def get(self, job_id: str) -> PredictionJob:
+        with self.db.session() as session:
+            job = session.get(PredictionJob, job_id)
+        if job is None:
+            raise JobNotFound(f"no prediction job {job_id!r}", {"id": job_id})
+        return job
+
+    def events(self, job_id: str) -> list[PredictionJobEvent]:
+        with self.db.session() as session:
+            return list(
+                session.scalars(
+                    select(PredictionJobEvent)
+                    .where(PredictionJobEvent.job_id == job_id)
+                    .order_by(PredictionJobEvent.id)
+                )
+            )
+
+    def search(self, filters: JobFilter, limit: int, offset: int) -> tuple[list[PredictionJob], int]:
+        """Top-level jobs (chunks are internal), newest first, and how many match in all."""
+        conditions: list[Any] = [PredictionJob.parent_id.is_(None)]
+        if filters.owner_id is not None:
+            conditions.append(PredictionJob.owner_id == filters.owner_id)
+        if filters.status is not None:
+            conditions.append(PredictionJob.status == filters.status)
+        if filters.model is not None:
+            conditions.append(
+                or_(PredictionJob.model_name == filters.model, PredictionJob.model_reference == filters.model)
+            )
+        if filters.created_after is not None:
+            conditions.append(PredictionJob.created_at >= filters.created_after)
+        if filters.created_before is not None:
+            conditions.append(PredictionJob.created_at < filters.created_before)
+        with self.db.session() as session:
+            total = session.scalar(select(func.count()).select_from(PredictionJob).where(*conditions)) or 0
+            rows = session.scalars(
+                select(PredictionJob)
+                .where(*conditions)
+                .order_by(PredictionJob.created_at.desc(), PredictionJob.id)
+                .limit(limit)
+                .offset(offset)
+            )
+            return list(rows), int(total)
+
+    def counts(self) -> dict[str, int]:
+        with self.db.session() as session:
+            rows = session.execute(
+                select(PredictionJob.status, func.count()).group_by(PredictionJob.status)
+            ).all()
+        counts = {status.value: 0 for status in JobStatus}
+        counts.update({str(status): int(count) for status, count in rows})
+        return counts
+
+    # -- changes by the owner --------------------------------------------------------------------
+
+    def update_pending(self, job_id: str, changes: dict[str, Any]) -> PredictionJob:
+        """Replace input, model or parameters of a job nobody has started."""
+        with self.db.session() as session:
+            updated = session.execute(
+                update(PredictionJob)
+                .where(PredictionJob.id == job_id, PredictionJob.status == JobStatus.PENDING)
+                .values(**changes, updated_at=utcnow())
+            )
+            if updated.rowcount == 0:  # type: ignore[attr-defined]
+                raise self._state_conflict(session, job_id, "only a pending job can be changed")
+            _record(session, job_id, JobStatus.PENDING, None, "updated")
+        return self.get(job_id)
+
+    def cancel(self, job_id: str) -> PredictionJob:
+        """Cancel a pending or running job; its chunks go with it. A running worker's result is then
+        refused (its claim no longer matches), so a cancelled job never turns completed."""
+        now = utcnow()
+        with self.db.session() as session:
+            updated = session.execute(
+                update(PredictionJob)
+                .where(
+                    PredictionJob.id == job_id,
+                    PredictionJob.status.in_([JobStatus.PENDING, JobStatus.PROCESSING]),
+                )
+                .values(status=JobStatus.CANCELLED, claim_token=None, finished_at=now, updated_at=now)
+            )
+            if updated.rowcount == 0:  # type: ignore[attr-defined]
+                raise self._state_conflict(session, job_id, "the job has already finished")
+            _record(session, job_id, JobStatus.CANCELLED, None, "cancelled by request")
+            session.execute(
+                update(PredictionJob)
+                .where(PredictionJob.parent_id == job_id, PredictionJob.status.not_in(TERMINAL))
+                .values(status=JobStatus.CANCELLED, claim_token=None, finished_at=now, updated_at=now)
+            )
+        return self.get(job_id)
+
+    @staticmethod
+    def _state_conflict(session: Session, job_id: str, message: str) -> Exception:
+        status = session.scalar(select(PredictionJob.status).where(PredictionJob.id == job_id))
+        if status is None:
+            return JobNotFound(f"no prediction job {job_id!r}", {"id": job_id})
+        return JobStateConflict(message, {"id": job_id, "status": status})
+
+    # -- workers ---------------------------------------------------------------------------------
+
+    def claim(self, job_id: str, worker: str) -> Claim | ClaimRefused:
+        """Take a pending job, or one whose worker's lease ran out, for ``worker``."""
+        now = utcnow()
+        token = secrets.token_hex(16)
+        with self.db.session() as session:
+            updated = session.execute(
+                update(PredictionJob)
+                .where(PredictionJob.id == job_id, self._claimable(now))
+                .values(
+                    status=JobStatus.PROCESSING,
+                    claim_token=token,
+                    worker=worker,
+                    attempts=PredictionJob.attempts + 1,
+                    started_at=func.coalesce(PredictionJob.started_at, now),
+                    heartbeat_at=now,
+                    updated_at=now,
+                )
+            )
+            if updated.rowcount == 1:  # type: ignore[attr-defined]
+                _record(session, job_id, JobStatus.PROCESSING, worker, None)
+                job = session.get(PredictionJob, job_id)
+                assert job is not None
+                return Claim(job, token, worker)
+            job = session.get(PredictionJob, job_id)
+        if job is None:
+            return ClaimRefused.MISSING
+        if job.status in TERMINAL or job.chunks_total is not None:
+            return ClaimRefused.FINISHED
+        return ClaimRefused.BUSY
+
+    def _claimable(self, now: datetime) -> Any:
+        stale = now - self.lease
+        return and_(
+            PredictionJob.chunks_total.is_(None),
+            or_(
+                PredictionJob.status == JobStatus.PENDING,
+                and_(PredictionJob.status == JobStatus.PROCESSING, PredictionJob.heartbeat_at < stale),
+            ),
+        )
+
+    def claimable_ids(self, limit: int) -> list[str]:
+        """Oldest jobs a worker could claim now: for executors that poll the table."""
+        with self.db.session() as session:
+            return list(
+                session.scalars(
+                    select(PredictionJob.id)
+                    .where(self._claimable(utcnow()))
+                    .order_by(PredictionJob.created_at)
+                    .limit(limit)
+                )
+            )
+
+    def lease_remaining(self, job_id: str) -> float:
+        """Seconds until a busy job's claim may be taken over (0 when it already may)."""
+        job = self.get(job_id)
+        if job.heartbeat_at is None:
+            return 0.0
+        return max(0.0, (job.heartbeat_at + self.lease - utcnow()).total_seconds())
+
+    def heartbeat(self, claim: Claim, progress: float | None = None) -> bool:
+        """Report the worker alive; ``False`` when the claim is lost (cancelled, or taken over)."""
+        values: dict[str, Any] = {"heartbeat_at": utcnow()}
+        if progress is not None:
+            values["progress"] = progress
+        with self.db.session() as session:
+            updated = session.execute(update(PredictionJob).where(*_holding(claim)).values(**values))
+            return bool(updated.rowcount == 1)  # type: ignore[attr-defined]
+
+    def complete(
+        self,
+        claim: Claim,
+        result: Any,
+        *,
+        model_name: str | None,
+        model_version: str | None,
+        result_files: Sequence[str] = (),
+    ) -> bool:
+        """Store the result; ``False`` (and nothing stored) when the claim was lost meanwhile."""
+        return self._finish(
+            claim,
+            JobStatus.COMPLETED,
+            {
+                "result": result,
+                "result_files": list(result_files),
+                "model_name": model_name,
+                "model_version": model_version,
+                "progress": 100.0,
+            },
+            None,
+        )
+
+    def fail(self, claim: Claim, error: dict[str, Any]) -> bool:
+        return self._finish(claim, JobStatus.FAILED, {"error": error}, error.get("message"))
+
+    def release(self, claim: Claim, reason: str) -> bool:
+        """Give a job back after a transient error, to be retried; fails it once attempts run out."""
+        if claim.job.attempts >= self.max_attempts:
+            return self.fail(
+                claim,
+                {
+                    "code": "attempts_exhausted",
+                    "message": f"gave up after {claim.job.attempts} attempts: {reason}",
+                },
+            )
+        now = utcnow()
+        with self.db.session() as session:
+            updated = session.execute(
+                update(PredictionJob)
+                .where(*_holding(claim))
+                .values(status=JobStatus.PENDING, claim_token=None, heartbeat_at=None, updated_at=now)
+            )
+            if updated.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            _record(session, claim.job.id, JobStatus.PENDING, claim.worker, f"released: {reason}")
+        return True
+
+    def _finish(self, claim: Claim, status: JobStatus, values: dict[str, Any], detail: str | None) -> bool:
+        now = utcnow()
+        with self.db.session() as session:
+            updated = session.execute(
+                update(PredictionJob)
+                .where(*_holding(claim))
+                .values(status=status, claim_token=None, finished_at=now, updated_at=now, **values)
+            )
+            if updated.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            _record(session, claim.job.id, status, claim.worker, detail)
+        return True
+
+    def recover_orphans(self, worker_prefix: str, is_alive: Callable[[str], bool]) -> list[str]:
+        """Put back to pending the jobs that a dead process of this host left ``processing``,
+        without waiting for their lease: run at executor start-up after a crash or restart."""
+        with self.db.session() as session:
+            rows = session.execute(
+                select(PredictionJob.id, PredictionJob.worker, PredictionJob.claim_token).where(
+                    PredictionJob.status == JobStatus.PROCESSING,
+                    PredictionJob.chunks_total.is_(None),
+                    PredictionJob.worker.startswith(worker_prefix, autoescape=True),
+                )
+            ).all()
+        recovered = []
+        for job_id, worker, token in rows:
+            if worker is None or is_alive(worker):
+                continue
+            with self.db.session() as session:
+                updated = session.execute(
+                    update(PredictionJob)
+                    .where(
+                        PredictionJob.id == job_id,
+                        PredictionJob.status == JobStatus.PROCESSING,
+                        PredictionJob.claim_token == token,
+                    )
+                    .values(
+                        status=JobStatus.PENDING, claim_token=None, heartbeat_at=None, updated_at=utcnow()
+                    )
+                )
+                if updated.rowcount == 1:  # type: ignore[attr-defined]
+                    _record(session, job_id, JobStatus.PENDING, worker, "recovered: its process is gone")
+                    recovered.append(job_id)
+        return recovered
+
+    # -- dataset jobs: a parent split into chunk children ----------------------------------------
+
+    def split(self, claim: Claim, chunks: Iterable[dict[str, Any]]) -> list[str] | None:
+        """Turn a claimed dataset job into chunk jobs, atomically; ``None`` if the claim was lost.
+
+        The parent stays ``processing`` without a worker (``chunks_total`` set), so no lease
+        expiry takes it back; whoever finishes its last chunk finishes it.
+        """
+        parent = claim.job
+        children = [
+            PredictionJob(
+                id=str(uuid.uuid4()),
+                owner_id=parent.owner_id,
+                owner_username=parent.owner_username,
+                kind="chunk",
+                parent_id=parent.id,
+                chunk_index=index,
+                model_reference=parent.model_reference,
+                input_path=parent.input_path,
+                input_hash=parent.input_hash,
+                parameters={**parent.parameters, **chunk},
+                status=JobStatus.PENDING,
+                result_files=[],
+                attempts=0,
+                progress=0.0,
+                data_as_of=parent.data_as_of,
+            )
+            for index, chunk in enumerate(chunks)
+        ]
+        now = utcnow()
+        with self.db.session() as session:
+            updated = session.execute(
+                update(PredictionJob)
+                .where(*_holding(claim))
+                .values(chunks_total=len(children), claim_token=None, heartbeat_at=now, updated_at=now)
+            )
+            if updated.rowcount != 1:  # type: ignore[attr-defined]
+                return None
+            session.add_all(children)
+            _record(
+                session, parent.id, JobStatus.PROCESSING, claim.worker, f"split into {len(children)} chunks"
+            )
+        return [child.id for child in children]
+
+    def chunks(self, parent_id: str) -> list[PredictionJob]:
+        with self.db.session() as session:
+            return list(
+                session.scalars(
+                    select(PredictionJob)
+                    .where(PredictionJob.parent_id == parent_id)
+                    .order_by(PredictionJob.chunk_index)
+                )
+            )
+
+    def update_parent_progress(self, parent_id: str) -> tuple[int, int]:
+        """Completed and total chunks of a split job; its progress is set from them."""
+        with self.db.session() as session:
+            total = session.scalar(select(PredictionJob.chunks_total).where(PredictionJob.id == parent_id))
+            done = session.scalar(
+                select(func.count())
+                .select_from(PredictionJob)
+                .where(PredictionJob.parent_id == parent_id, PredictionJob.status == JobStatus.COMPLETED)
+            )
+            total, done = int(total or 0), int(done or 0)
+            if total:
+                session.execute(
+                    update(PredictionJob)
+                    .where(PredictionJob.id == parent_id, PredictionJob.status == JobStatus.PROCESSING)
+                    .values(progress=round(100.0 * done / total, 2), updated_at=utcnow())
+                )
+        return done, total
+
+    def finish_parent(
+        self, parent_id: str, status: JobStatus, values: dict[str, Any], worker: str, detail: str | None
+    ) -> bool:
+        """Finish a split job once; the conditional update makes racing finishers harmless."""
+        now = utcnow()
+        with self.db.session() as session:
+            updated = session.execute(
+                update(PredictionJob)
+                .where(PredictionJob.id == parent_id, PredictionJob.status == JobStatus.PROCESSING)
+                .values(status=status, finished_at=now, updated_at=now, **values)
+            )
+            if updated.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            _record(session, parent_id, status, worker, detail)
+            if status != JobStatus.COMPLETED:
+                session.execute(
+                    update(PredictionJob)
+                    .where(PredictionJob.parent_id == parent_id, PredictionJob.status.not_in(TERMINAL))
+                    .values(status=JobStatus.CANCELLED, claim_token=None, finished_at=now, updated_at=now)
+                )
+        return True
+
+    # -- dispatch bookkeeping (Celery) -----------------------------------------------------------
+
+    def mark_dispatched(self, job_ids: Sequence[str]) -> None:
+        with self.db.session() as session:
+            session.execute(
+                update(PredictionJob).where(PredictionJob.id.in_(job_ids)).values(dispatched_at=utcnow())
+            )
+
+    def undispatched(self, older_than: timedelta, limit: int = 500) -> list[str]:
+        """Claimable jobs whose last dispatch is older than ``older_than``: their message was lost."""
+        cutoff = utcnow() - older_than
+        with self.db.session() as session:
+            return list(
+                session.scalars(
+                    select(PredictionJob.id)
+                    .where(
+                        self._claimable(utcnow()),
+                        or_(PredictionJob.dispatched_at.is_(None), PredictionJob.dispatched_at < cutoff),
+                        PredictionJob.created_at < cutoff,
+                    )
+                    .order_by(PredictionJob.created_at)
+                    .limit(limit)
+                )
+            )
+
+
+def _owned_by(owner_id: int | None) -> Any:
+    return PredictionJob.owner_id.is_(None) if owner_id is None else PredictionJob.owner_id == owner_id
+
+
+def _holding(claim: Claim) -> tuple[Any, ...]:
+    return (
+        PredictionJob.id == claim.job.id,
+        PredictionJob.status == JobStatus.PROCESSING,
+        PredictionJob.claim_token == claim.token,
+    )
+
+
+def _record(session: Session, job_id: str, status: str, worker: str | None, detail: str | None) -> None:
+    session.add(PredictionJobEvent(job_id=job_id, status=status, worker=worker, detail=detail))
