@@ -127,6 +127,7 @@ def measure_in_process(data_dir: Path, symbol: str, database_url: str) -> dict[s
         }
 
     samples = asyncio.run(run_all())
+    services.decisions.close()  # the decisions' records, written before the database goes away
     services.db.dispose()
     return {key: figures(values) for key, values in samples.items()}
 

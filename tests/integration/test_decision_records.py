@@ -230,6 +230,9 @@ async def test_closing_writes_what_is_still_queued(
         slow.record_decision(decision, people["alice"], None)
     slow.close()
     assert stored(database) == before + 3
+    slow.record_decision(decisions[0], people["alice"], None)  # nothing is left to write it
+    slow.flush()
+    assert slow.lost == 1
 
 
 def wait_for(condition: Callable[[], bool], seconds: float = 30) -> None:

@@ -222,3 +222,13 @@ def test_a_job_never_dispatched_is_discarded_without_a_trace(store: JobStore) ->
     with pytest.raises(JobNotFound):
         store.get(job.id)
     assert store.events(job.id) == []
+
+
+def test_only_jobs_pending_since_long_before_are_sent_again(store: JobStore) -> None:
+    job, _ = store.create(OWNER, new_job())
+    assert store.undispatched(timedelta(hours=1)) == []  # just created: its message is on its way
+    assert store.undispatched(timedelta(0)) == [job.id]
+    store.mark_dispatched([job.id])
+    assert store.undispatched(timedelta(hours=1)) == []
+    claimed(store, job.id)
+    assert store.undispatched(timedelta(0)) == []  # running: nothing to send

@@ -256,3 +256,19 @@ def test_demoted_admin_loses_admin_rights_at_once(
         with users_unchanged(db):
             response = http.put(f"/api/v1/admin/users/{victim.user_id}", json={"role": "evaluator"})
     error_of(response, 403, "forbidden")
+
+
+@pytest.mark.parametrize("role", ["client", "provider"])
+def test_another_users_trading_decision_cannot_be_read(
+    live_server: LiveServer, admin: httpx.Client, accounts: dict[str, Account], role: str
+) -> None:
+    """The IDOR on a recorded decision: not found, exactly like one that does not exist."""
+    victim = new_account(admin, "sec-decider")
+    with httpx.Client(base_url=live_server.url, headers=victim.headers, timeout=60) as own:
+        decision_id = own.post("/api/v1/predict", json={"symbol": "EURUSD"}).json()["decision_id"]
+    live_server.services.decisions.recorder.flush()
+    assert admin.get(f"/api/v1/decisions/{decision_id}").status_code == 200
+    with httpx.Client(base_url=live_server.url, headers=accounts[role].headers, timeout=60) as http:
+        error_of(http.get(f"/api/v1/decisions/{decision_id}"), 404, "decision_not_found")
+        listed = http.get("/api/v1/decisions", params={"username": victim.username, "limit": 500}).json()
+    assert listed["items"] == []

@@ -111,12 +111,12 @@ async def test_unknown_methods_are_counted_as_other(http: httpx.AsyncClient, met
     assert not [labels for _, labels in found if dict(labels).get("method") in ("BREW", "PROPFIND")]
 
 
-async def test_a_body_refused_before_routing_still_counts_for_its_route(
+async def test_a_body_refused_before_routing_counts_as_unmatched_with_its_status(
     http: httpx.AsyncClient, metrics: AppMetrics
 ) -> None:
     response = await http.post("/api/v1/items/x", content=b"x" * 1000)
     assert response.status_code == 413
-    assert requests_of(samples(metrics.exposition()), ITEM, "POST", 413) == 1
+    assert requests_of(samples(metrics.exposition()), UNMATCHED, "POST", 413) == 1
 
 
 async def test_a_handler_that_raises_counts_as_a_500(http: httpx.AsyncClient, metrics: AppMetrics) -> None:

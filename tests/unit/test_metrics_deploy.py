@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from fastapi.routing import APIRoute
 
 from prediction_provider.config import Settings
 
@@ -33,8 +32,8 @@ def test_the_scrape_path_is_the_apps_metrics_route() -> None:
     from prediction_provider.app import create_app
 
     app = create_app(Settings(jwt_secret="deploy-test-" + "x" * 40, grpc_enabled=False))
-    served = {route.path for route in app.routes if isinstance(route, APIRoute) and "GET" in route.methods}
-    assert scrape_job()["metrics_path"] in served
+    paths = app.openapi()["paths"]
+    assert "get" in paths[scrape_job()["metrics_path"]]
 
 
 def test_prometheus_signs_in_with_a_bearer_credential_from_a_file() -> None:
@@ -42,6 +41,8 @@ def test_prometheus_signs_in_with_a_bearer_credential_from_a_file() -> None:
     assert authorization["type"] == "Bearer"
     assert authorization["credentials_file"] == "/etc/prometheus/pp_api_key"
     assert "credentials" not in authorization  # never the key itself in the config
+    mounts = load("docker-compose.yml")["services"]["prometheus"]["volumes"]
+    assert any(mount.endswith(f":{authorization['credentials_file']}:ro") for mount in mounts)
 
 
 def test_the_target_is_the_compose_api_service_on_the_servers_port() -> None:

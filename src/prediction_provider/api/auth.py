@@ -103,6 +103,7 @@ ModelManager = Annotated[Principal, Depends(holding(Permission.MANAGE_MODELS))]
 UserManager = Annotated[Principal, Depends(holding(Permission.MANAGE_USERS))]
 LogReader = Annotated[Principal, Depends(holding(Permission.READ_LOGS))]
 UsageReader = Annotated[Principal, Depends(holding(Permission.READ_USAGE))]
+MetricsReader = Annotated[Principal, Depends(holding(Permission.READ_METRICS))]
 
 
 async def signed_in(request: Request) -> Principal:

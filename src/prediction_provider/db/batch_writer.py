@@ -1,10 +1,12 @@
 """Rows inserted in batches by a background thread, so that a request never waits for a commit.
 
-Callers ``record`` items; one thread per writer turns them into rows (off the
-request path), inserts up to ``BATCH`` of them per statement and commits. What
-a caller may rely on:
+Callers ``record`` items; one thread per writer wakes every ``flush_interval_s``,
+turns what was recorded into rows (off the request path), inserts them and
+commits. ``record`` only appends to a deque: it wakes no thread, so a request
+pays neither a lock nor a context switch for it. What a caller may rely on:
 
-- ``flush`` returns once everything recorded before it is stored or given up;
+- an item is written within about ``flush_interval_s`` of being recorded;
+  ``flush`` returns once everything recorded before it is stored or given up;
   ``close`` writes what is left and stops the thread (call it before disposing
   of the database);
 - ``record`` blocks only when ``MAX_QUEUED`` items wait, that is when the
@@ -23,8 +25,8 @@ whose key comes from the item (not the database) refuse the second copy.
 from __future__ import annotations
 
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -38,6 +40,9 @@ log = logging.getLogger(__name__)
 
 MAX_QUEUED = 100_000
 BATCH = 500
+# Rows per INSERT within a batch's transaction. Turning rows into parameters is pure Python that holds
+# the GIL; between statements the driver lets it go, so the event loop never waits long behind a batch.
+CHUNK = 50
 # Seconds between attempts while the database is unreachable: about a minute in all.
 RETRY_DELAYS_S = (0.2, 0.5, 1.0, 2.0, 5.0, 5.0, 5.0, 10.0, 10.0, 10.0)
 
@@ -45,8 +50,17 @@ Item = TypeVar("Item")
 Row = Mapping[str, Any]
 
 
+class _Marker:
+    """Queued behind the items of a ``flush`` (or ``close``): set once they are written."""
+
+    def __init__(self, stop: bool = False) -> None:
+        self.stop = stop
+        self.done = threading.Event()
+
+
 class BatchWriter(Generic[Item]):
-    """Inserts ``to_row(item)`` for every recorded item into ``table``."""
+    """Inserts ``to_row(item)`` for every recorded item into ``table``; every row must have the same
+    keys (one statement inserts many)."""
 
     def __init__(
         self,
@@ -63,51 +77,91 @@ class BatchWriter(Generic[Item]):
         self.name = name
         self.failed_attempts = 0  # database errors met so far, retried or not
         self.lost = 0  # items given up on
+        self._insert_rows = insert(table.metadata.tables[table.__tablename__])
         self._to_row = to_row
-        self._queue: queue.Queue[Item | None] = queue.Queue(MAX_QUEUED)
+        # deque.append and popleft are atomic: callers and the writer share it without a lock.
+        self._items: deque[Item | _Marker] = deque()
         self._interval = flush_interval_s
         self._retry_delays = tuple(retry_delays_s)
+        self._wake = threading.Event()
+        self._room = threading.Condition()
         self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def record(self, item: Item) -> None:
-        """Queue one item; blocks only when the database has fallen far behind."""
-        self._queue.put(item)
+        """Queue one item; blocks only when the database has fallen far behind. After ``close`` the
+        item is counted as lost and logged: no thread is left to write it."""
+        if self._closing.is_set():
+            self.lost += 1
+            log.error("%s: closed; an item recorded after closing is lost", self.name)
+            return
+        if len(self._items) >= MAX_QUEUED:
+            self._wait_for_room()
+        self._items.append(item)
 
     def pending(self) -> int:
-        return self._queue.qsize()
+        return len(self._items)
 
     def flush(self) -> None:
-        """Return once every item queued so far is in the database (or given up and logged)."""
-        self._queue.join()
+        """Return once every item recorded so far is in the database (or given up and logged)."""
+        if self._thread.is_alive():
+            self._await(_Marker())
 
     def close(self) -> None:
         """Write what is queued, then stop; retries of an unreachable database are cut short."""
+        if self._closing.is_set():
+            return
         self._closing.set()
-        self._queue.put(None)
-        self._thread.join(timeout=30)
+        self._await(_Marker(stop=True), timeout=30)
+        self._thread.join(timeout=5)
+
+    def _await(self, marker: _Marker, timeout: float | None = None) -> None:
+        self._items.append(marker)
+        self._wake.set()
+        marker.done.wait(timeout)
+
+    def _wait_for_room(self) -> None:
+        with self._room:
+            while len(self._items) >= MAX_QUEUED and self._thread.is_alive():
+                self._wake.set()
+                self._room.wait(timeout=1.0)
 
     def _run(self) -> None:
         while True:
-            batch = [self._queue.get()]
-            # Gather more for up to the interval; the stop marker (None) ends the batch at once.
-            while len(batch) < BATCH and batch[-1] is not None:
-                try:
-                    batch.append(self._queue.get(timeout=self._interval))
-                except queue.Empty:
-                    break
-            items = [item for item in batch if item is not None]
-            try:
-                if items:
-                    self._store(items)
-            except Exception:  # a bug here must not end the thread: later items still need writing
-                log.exception("%s: could not write %d rows", self.name, len(items))
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
-            if any(item is None for item in batch):
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if not self._drain():
                 return
+
+    def _drain(self) -> bool:
+        """Write everything queued, in batches; False once the stop marker is reached."""
+        batch: list[Item] = []
+        while self._items:
+            entry = self._items.popleft()
+            if isinstance(entry, _Marker):
+                self._write(batch)
+                batch = []
+                entry.done.set()
+                if entry.stop:
+                    return False
+                continue
+            batch.append(entry)
+            if len(batch) >= BATCH:
+                self._write(batch)
+                batch = []
+        self._write(batch)
+        return True
+
+    def _write(self, items: Sequence[Item]) -> None:
+        if items:
+            try:
+                self._store(items)
+            except Exception:  # a bug here must not end the thread: later items still need writing
+                self.lost += len(items)
+                log.exception("%s: could not write %d rows", self.name, len(items))
+        with self._room:
+            self._room.notify_all()
 
     def _store(self, items: Sequence[Item]) -> None:
         rows = self._rows(items)
@@ -149,5 +203,7 @@ class BatchWriter(Generic[Item]):
         return rows
 
     def _insert(self, rows: Sequence[Row]) -> None:
+        # Core, not the ORM's bulk insert: half the Python per row, and nothing here needs the ORM.
         with self.db.session() as session:
-            session.execute(insert(self.table), list(rows))
+            for start in range(0, len(rows), CHUNK):
+                session.execute(self._insert_rows, list(rows[start : start + CHUNK]))

@@ -94,7 +94,6 @@ class CeleryDispatcher:
                             "reason": f"{type(exc).__name__}: {exc}",
                         },
                     ) from exc
-        self.store.mark_dispatched(job_ids)
 
     def _publish(self, job_ids: Sequence[str]) -> None:
         if self._producer is None:

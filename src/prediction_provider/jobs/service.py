@@ -196,6 +196,7 @@ class Redispatcher:
                 stale = self.store.undispatched(self.every)
                 if stale:
                     self.dispatcher.dispatch(stale)
+                    self.store.mark_dispatched(stale)
                     log.info("re-dispatched %d job(s) whose messages were missing", len(stale))
             except Exception:
                 log.exception("could not re-dispatch pending jobs")

@@ -524,7 +524,8 @@ class JobStore:
             )
 
     def undispatched(self, older_than: timedelta, limit: int = 500) -> list[str]:
-        """Claimable jobs whose last dispatch is older than ``older_than``: their message was lost."""
+        """Claimable jobs whose last dispatch (their creation, or the last re-dispatch) is older than
+        ``older_than``: their message was lost."""
         cutoff = utcnow() - older_than
         with self.db.session() as session:
             return list(

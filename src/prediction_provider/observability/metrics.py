@@ -30,7 +30,6 @@ from prometheus_client import (
     values,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
-from starlette.routing import Match
 from starlette.types import Scope
 
 from prediction_provider.observability.service_metrics import ObservedServices, ServiceCollector
@@ -54,26 +53,14 @@ def multiprocess_enabled() -> bool:
     return values.ValueClass is not values.MutexValue
 
 
-def route_label(scope: Scope, status: int) -> str:
+def route_label(scope: Scope) -> str:
     """The template of the route that handled the request (``/api/v1/predictions/{job_id}``), never
-    the raw path: one series per route, however many ids clients send."""
+    the raw path: one series per route, however many ids clients send. The router leaves the route
+    in the scope; a request it never saw (no route matched, or refused before routing because its
+    declared body was over the limit) is ``<unmatched>``."""
     route = scope.get("route")
-    if route is None and status != 404:
-        # Refused before routing (a body over the limit, a bad Content-Length): still the route's.
-        route = _matching_route(scope)
-    if route is None:
-        return UNMATCHED
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
     return template if isinstance(template, str) else UNMATCHED
-
-
-def _matching_route(scope: Scope) -> Any:
-    router = getattr(scope.get("app"), "router", None)
-    for route in getattr(router, "routes", ()):
-        match, _ = route.matches(scope)
-        if match is not Match.NONE:
-            return route
-    return None
 
 
 class HttpMetrics:
@@ -102,7 +89,7 @@ class HttpMetrics:
         method: str = scope["method"]
         if method not in KNOWN_METHODS:
             method = "OTHER"
-        key = (method, route_label(scope, status), status)
+        key = (method, route_label(scope), status)
         children = self._children.get(key)
         if children is None:
             children = self._children[key] = (

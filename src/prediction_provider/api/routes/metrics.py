@@ -6,20 +6,16 @@ that (``Authorization: Bearer pp_...``, see ``api.auth``).
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Depends, FastAPI, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from prediction_provider.accounts.principal import Principal
-from prediction_provider.accounts.roles import Permission
-from prediction_provider.api.auth import holding
+from prediction_provider.api.auth import MetricsReader
 from prediction_provider.api.schemas import ErrorBody
 from prediction_provider.observability.metrics import CONTENT_TYPE_LATEST, AppMetrics, HttpMetrics
 
 router = APIRouter(tags=["monitoring"])
-
-MetricsReader = Annotated[Principal, Depends(holding(Permission.READ_METRICS))]
 
 RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "Every metric, Prometheus text format", "content": {CONTENT_TYPE_LATEST: {}}},

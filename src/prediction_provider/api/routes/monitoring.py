@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter
 from starlette.concurrency import run_in_threadpool
 
-from prediction_provider.accounts.principal import Principal
-from prediction_provider.accounts.roles import Permission
-from prediction_provider.api.auth import holding
+from prediction_provider.api.auth import MetricsReader
 from prediction_provider.api.deps import ServicesDep
 from prediction_provider.api.job_schemas import QueueStats, WorkerInfo, WorkersInfo
 from prediction_provider.api.routes.jobs import ERRORS, runtime_of
 
 router = APIRouter(prefix="/monitoring", tags=["monitoring"])
-
-MetricsReader = Annotated[Principal, Depends(holding(Permission.READ_METRICS))]
 
 
 @router.get("/queue", response_model=QueueStats, responses=ERRORS)
