@@ -14,6 +14,9 @@ The steps, in order:
    with that class's probability as confidence;
 5. the quantity (``sizing``) from the account's equity, and the risk checks
    (``risk``) against its stored positions and P&L.
+6. the decision, approved or not, is queued to the recorder (``records``),
+   with a SHA-256 of the feature vector the model saw; a background thread
+   stores it, so no request waits for the database.
 
 Only work that takes a millisecond or more leaves the event loop: features and
 regime of a given time, the first request on a new latest bar, an account not
