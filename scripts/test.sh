@@ -4,7 +4,7 @@
 # database-touching test (integration, e2e, security) on the real PostgreSQL.
 # Extra arguments go to both pytest runs.
 source "$(dirname "$0")/_venv.sh"
-install_project "test,torch"
+install_project "test,torch,yfinance"
 cd "$ROOT"
 bash scripts/services.sh
 echo "==> ruff"
