@@ -178,7 +178,10 @@ def test_jobs_of_a_dead_process_are_recovered_at_once_and_live_ones_are_left(sto
     assert recovered == [dead.id]
     assert store.get(dead.id).status == JobStatus.PENDING
     assert store.get(live.id).status == JobStatus.PROCESSING
-    assert store.claimable_ids(10) == [dead.id]
+    next_claim = store.claim_next("inprocess@host:333")
+    assert next_claim is not None
+    assert next_claim.job.id == dead.id
+    assert store.claim_next("inprocess@host:333") is None
 
 
 def test_a_split_job_finishes_when_its_last_chunk_does(store: JobStore) -> None:
@@ -189,8 +192,11 @@ def test_a_split_job_finishes_when_its_last_chunk_does(store: JobStore) -> None:
     assert chunk_ids is not None
     assert len(chunk_ids) == 2
     assert store.claim(parent.id, "w") is ClaimRefused.FINISHED  # nobody runs the parent itself now
-    assert set(store.claimable_ids(10)) == set(chunk_ids)
-    store.complete(claimed(store, chunk_ids[0]), {"rows": 5}, model_name=None, model_version=None)
+    first = store.claim_next("w")
+    assert first is not None
+    assert first.job.id in chunk_ids
+    [other] = set(chunk_ids) - {first.job.id}
+    store.complete(first, {"rows": 5}, model_name=None, model_version=None)
     assert store.update_parent_progress(parent.id) == (1, 2)
     assert store.get(parent.id).progress == 50.0
     listed, total = store.search(JobFilter(), 10, 0)
@@ -198,7 +204,7 @@ def test_a_split_job_finishes_when_its_last_chunk_does(store: JobStore) -> None:
     assert [job.id for job in listed] == [parent.id]
     assert store.finish_parent(parent.id, JobStatus.FAILED, {"error": {"code": "x"}}, "w", None)
     assert not store.finish_parent(parent.id, JobStatus.COMPLETED, {}, "w", None)
-    assert store.get(chunk_ids[1]).status == JobStatus.CANCELLED
+    assert store.get(other).status == JobStatus.CANCELLED
 
 
 def test_counts_and_search_filters(store: JobStore) -> None:
@@ -232,3 +238,18 @@ def test_only_jobs_pending_since_long_before_are_sent_again(store: JobStore) -> 
     assert store.undispatched(timedelta(hours=1)) == []
     claimed(store, job.id)
     assert store.undispatched(timedelta(0)) == []  # running: nothing to send
+
+
+def test_workers_claiming_the_next_job_at_once_each_get_a_different_one(store: JobStore) -> None:
+    ids = {store.create(OWNER, new_job({"x": float(i)}))[0].id for i in range(24)}
+
+    def drain(worker: int) -> list[str]:
+        taken = []
+        while (claim := store.claim_next(f"w{worker}")) is not None:
+            taken.append(claim.job.id)
+        return taken
+
+    with ThreadPoolExecutor(4) as pool:
+        taken = [job_id for batch in pool.map(drain, range(4)) for job_id in batch]
+    assert sorted(taken) == sorted(ids)  # every job once, none twice
+    assert store.claim_next("late") is None

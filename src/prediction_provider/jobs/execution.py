@@ -107,11 +107,16 @@ class JobRunner:
         return self.context.store
 
     def run(self, job_id: str) -> RunReport:
+        """Claim ``job_id`` (a delivered message names it) and run it."""
         claimed = self.store.claim(job_id, self.worker)
         if claimed is ClaimRefused.BUSY:
             return RunReport(Outcome.BUSY, job_id, retry_after=self.store.lease_remaining(job_id))
         if isinstance(claimed, ClaimRefused):
             return RunReport(Outcome.SKIPPED, job_id, reason=claimed.value)
+        return self.run_claimed(claimed)
+
+    def run_claimed(self, claimed: Claim) -> RunReport:
+        job_id = claimed.job.id
         interval = max(0.05, self.context.settings.job_lease_seconds / 3)
         with Heartbeat(self.store, claimed, interval) as heartbeat:
             try:

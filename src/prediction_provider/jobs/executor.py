@@ -97,17 +97,18 @@ class InProcessExecutor:
                 self._pending_wakeups = max(0, self._pending_wakeups - 1)
 
     def _run_available(self) -> bool:
-        """Claim and run what is claimable now; ``True`` if anything ran."""
+        """Claim and run jobs until none is claimable; ``True`` if anything ran."""
         ran = False
-        for job_id in self.store.claimable_ids(limit=max(4, self.threads * 2)):
-            if self._stopping.is_set():
-                break
-            self.active.add(job_id)
+        while not self._stopping.is_set():
+            claimed = self.store.claim_next(self.worker_name)
+            if claimed is None:
+                return ran
+            self.active.add(claimed.job.id)
             try:
-                report = self.runner.run(job_id)
+                report = self.runner.run_claimed(claimed)
             finally:
-                self.active.discard(job_id)
+                self.active.discard(claimed.job.id)
             if report.outcome is Outcome.SPLIT:
                 self.dispatch(report.spawned)
-            ran = ran or report.outcome not in (Outcome.BUSY, Outcome.SKIPPED)
+            ran = True
         return ran

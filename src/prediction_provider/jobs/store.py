@@ -262,33 +262,57 @@ class JobStore:
 
     def claim(self, job_id: str, worker: str) -> Claim | ClaimRefused:
         """Take a pending job, or one whose worker's lease ran out, for ``worker``."""
-        now = utcnow()
-        token = secrets.token_hex(16)
         with self.db.session() as session:
-            updated = session.execute(
-                update(PredictionJob)
-                .where(PredictionJob.id == job_id, self._claimable(now))
-                .values(
-                    status=JobStatus.PROCESSING,
-                    claim_token=token,
-                    worker=worker,
-                    attempts=PredictionJob.attempts + 1,
-                    started_at=func.coalesce(PredictionJob.started_at, now),
-                    heartbeat_at=now,
-                    updated_at=now,
-                )
-            )
-            if updated.rowcount == 1:  # type: ignore[attr-defined]
-                _record(session, job_id, JobStatus.PROCESSING, worker, None)
-                job = session.get(PredictionJob, job_id)
-                assert job is not None
-                return Claim(job, token, worker)
+            claim = self._take(session, job_id, worker)
+            if claim is not None:
+                return claim
             job = session.get(PredictionJob, job_id)
         if job is None:
             return ClaimRefused.MISSING
         if job.status in TERMINAL or job.chunks_total is not None:
             return ClaimRefused.FINISHED
         return ClaimRefused.BUSY
+
+    def claim_next(self, worker: str) -> Claim | None:
+        """The oldest claimable job, taken for ``worker``; ``None`` when there is none.
+
+        On PostgreSQL the candidate row is locked with ``SKIP LOCKED``, so workers polling at the
+        same time each get a different job instead of racing for the first one.
+        """
+        candidate = (
+            select(PredictionJob.id)
+            .where(self._claimable(utcnow()))
+            .order_by(PredictionJob.created_at)
+            .limit(1)
+        )
+        if self.db.engine.dialect.name == "postgresql":
+            candidate = candidate.with_for_update(skip_locked=True)
+        with self.db.session() as session:
+            job_id = session.scalar(candidate)
+            return None if job_id is None else self._take(session, job_id, worker)
+
+    def _take(self, session: Session, job_id: str, worker: str) -> Claim | None:
+        now = utcnow()
+        token = secrets.token_hex(16)
+        updated = session.execute(
+            update(PredictionJob)
+            .where(PredictionJob.id == job_id, self._claimable(now))
+            .values(
+                status=JobStatus.PROCESSING,
+                claim_token=token,
+                worker=worker,
+                attempts=PredictionJob.attempts + 1,
+                started_at=func.coalesce(PredictionJob.started_at, now),
+                heartbeat_at=now,
+                updated_at=now,
+            )
+        )
+        if updated.rowcount != 1:  # type: ignore[attr-defined]
+            return None
+        _record(session, job_id, JobStatus.PROCESSING, worker, None)
+        job = session.get(PredictionJob, job_id)
+        assert job is not None
+        return Claim(job, token, worker)
 
     def _claimable(self, now: datetime) -> Any:
         stale = now - self.lease
@@ -299,18 +323,6 @@ class JobStore:
                 and_(PredictionJob.status == JobStatus.PROCESSING, PredictionJob.heartbeat_at < stale),
             ),
         )
-
-    def claimable_ids(self, limit: int) -> list[str]:
-        """Oldest jobs a worker could claim now: for executors that poll the table."""
-        with self.db.session() as session:
-            return list(
-                session.scalars(
-                    select(PredictionJob.id)
-                    .where(self._claimable(utcnow()))
-                    .order_by(PredictionJob.created_at)
-                    .limit(limit)
-                )
-            )
 
     def lease_remaining(self, job_id: str) -> float:
         """Seconds until a busy job's claim may be taken over (0 when it already may)."""
