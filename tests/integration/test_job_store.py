@@ -253,3 +253,15 @@ def test_workers_claiming_the_next_job_at_once_each_get_a_different_one(store: J
         taken = [job_id for batch in pool.map(drain, range(4)) for job_id in batch]
     assert sorted(taken) == sorted(ids)  # every job once, none twice
     assert store.claim_next("late") is None
+
+
+def test_a_split_job_whose_finisher_died_after_the_last_chunk_is_found(store: JobStore) -> None:
+    parent, _ = store.create(
+        OWNER, NewJob(kind="dataset", model_reference="m", input_hash="h", input_path="/d.csv")
+    )
+    [chunk_id] = store.split(claimed(store, parent.id), [{"start": 0, "stop": 5}]) or []
+    assert store.stalled_parents() == []  # its chunk has not run yet
+    store.complete(claimed(store, chunk_id), {"rows": 5}, model_name="m", model_version="1")
+    assert store.stalled_parents() == [(parent.id, 1)]  # completed chunk, parent never finished
+    assert store.finish_parent(parent.id, JobStatus.COMPLETED, {"result": {"rows": 5}}, "w", None)
+    assert store.stalled_parents() == []

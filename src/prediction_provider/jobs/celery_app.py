@@ -147,7 +147,12 @@ def build_worker_runner(settings: Settings) -> JobRunner:
         except Exception:
             log.exception("worker could not warm %s", reference)
     context = JobContext(settings, store, serving.cache, serving.predictions)
-    return JobRunner(context, process_worker_name("celery"))
+    runner = JobRunner(context, process_worker_name("celery"))
+    try:
+        runner.finish_stalled()  # a worker that died between a last chunk and its merge
+    except Exception:
+        log.exception("could not finish stalled batch jobs")
+    return runner
 
 
 def worker_runner() -> JobRunner:

@@ -233,10 +233,21 @@ class JobRunner:
             return RunReport(Outcome.LOST, job.id, reason="claim lost before the chunk was recorded")
         done, total = self.store.update_parent_progress(parent_id)
         if done == total:
-            self._finish_dataset(parent_id, total, cached)
+            self._finish_dataset(parent_id, total, cached.resolved.name, cached.resolved.version)
         return RunReport(Outcome.COMPLETED, job.id)
 
-    def _finish_dataset(self, parent_id: str, total: int, cached: CachedModel) -> None:
+    def finish_stalled(self) -> int:
+        """Finish split jobs whose last chunk completed but whose finisher died before merging."""
+        finished = 0
+        for parent_id, total in self.store.stalled_parents():
+            chunk = self.store.chunks(parent_id)[0]
+            self._finish_dataset(parent_id, total, chunk.model_name, chunk.model_version)
+            finished += 1
+        return finished
+
+    def _finish_dataset(
+        self, parent_id: str, total: int, model_name: str | None, model_version: str | None
+    ) -> None:
         """Whoever completes the last chunk merges the parts; a racing second finisher changes nothing."""
         directory = self._results_dir(parent_id)
         parts = [directory / f"part-{index:06d}.parquet" for index in range(total)]
@@ -247,8 +258,8 @@ class JobRunner:
             {
                 "result": {"rows": rows, "chunks": total, "files": [datasets.RESULT_FILE]},
                 "result_files": [datasets.RESULT_FILE],
-                "model_name": cached.resolved.name,
-                "model_version": cached.resolved.version,
+                "model_name": model_name,
+                "model_version": model_version,
                 "progress": 100.0,
             },
             self.worker,

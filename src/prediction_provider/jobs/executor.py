@@ -63,6 +63,7 @@ class InProcessExecutor:
         recovered = self.store.recover_orphans(prefix, pid_alive)
         if recovered:
             log.info("recovered %d job(s) left processing by a stopped process", len(recovered))
+        self._finish_stalled()
         for index in range(self.threads):
             thread = threading.Thread(target=self._work, name=f"job-executor-{index}", daemon=True)
             thread.start()
@@ -91,10 +92,18 @@ class InProcessExecutor:
                 ran = False
             if ran:
                 continue
+            self._finish_stalled()
             with self._wake:
                 if self._pending_wakeups == 0 and not self._stopping.is_set():
                     self._wake.wait(self.poll_seconds)
                 self._pending_wakeups = max(0, self._pending_wakeups - 1)
+
+    def _finish_stalled(self) -> None:
+        try:
+            if finished := self.runner.finish_stalled():
+                log.info("finished %d batch job(s) whose last chunk had completed", finished)
+        except Exception:
+            log.exception("could not finish stalled batch jobs")
 
     def _run_available(self) -> bool:
         """Claim and run jobs until none is claimable; ``True`` if anything ran."""

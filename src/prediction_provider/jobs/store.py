@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, aliased
 
 from prediction_provider.accounts.principal import Principal
 from prediction_provider.db.base import utcnow
@@ -504,6 +504,26 @@ class JobStore:
                     .values(progress=round(100.0 * done / total, 2), updated_at=utcnow())
                 )
         return done, total
+
+    def stalled_parents(self) -> list[tuple[str, int]]:
+        """Split jobs whose chunks all completed but which were never finished (their finisher
+        crashed between the last chunk and the merge), with their chunk counts."""
+        chunk = aliased(PredictionJob)
+        done = (
+            select(func.count())
+            .where(chunk.parent_id == PredictionJob.id, chunk.status == JobStatus.COMPLETED)
+            .correlate(PredictionJob)
+            .scalar_subquery()
+        )
+        with self.db.session() as session:
+            rows = session.execute(
+                select(PredictionJob.id, PredictionJob.chunks_total).where(
+                    PredictionJob.status == JobStatus.PROCESSING,
+                    PredictionJob.chunks_total.is_not(None),
+                    PredictionJob.chunks_total == done,
+                )
+            ).all()
+        return [(job_id, int(total or 0)) for job_id, total in rows]
 
     def finish_parent(
         self, parent_id: str, status: JobStatus, values: dict[str, Any], worker: str, detail: str | None
