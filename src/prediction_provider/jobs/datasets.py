@@ -15,7 +15,7 @@ import re
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -175,7 +175,3 @@ def result_file(results_dir: Path, job_id: str, name: str) -> Path:
     if not path.is_relative_to(results_dir.resolve()) or not path.is_file():
         raise DatasetNotFound(f"no result file {name!r}", {"file": name})
     return path
-
-
-def describe(frame: pd.DataFrame) -> dict[str, Any]:
-    return {"rows": len(frame), "columns": list(map(str, frame.columns))}

@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -268,6 +267,3 @@ class JobRunner:
         if finished:
             for part in parts:
                 part.unlink(missing_ok=True)
-
-
-RunnerFactory = Callable[[], JobRunner]
