@@ -97,6 +97,11 @@ class Settings(BaseSettings):
     )
     log_level: str = "info"
     access_log: bool = False
+    opentelemetry: bool = Field(
+        default=False,
+        description="FastAPI's native OpenTelemetry spans, metrics and logs through the global providers "
+        "(off by default: Prometheus serves the metrics, and the check cost every request ~10 µs).",
+    )
 
     max_models: int = Field(default=8, ge=1, description="LRU capacity of loaded models.")
     warm_models: Annotated[list[str], NoDecode] = Field(default_factory=list)

@@ -79,3 +79,44 @@ def test_two_processes_share_limits_through_redis(redis_url: str) -> None:
         (first if i % 2 else second).request(caller)
     with pytest.raises(RateLimited):
         first.request(caller)
+
+
+class Clock:
+    """Stands in for the ``time`` module where the limits read the clock."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+def test_memory_limits_start_no_thread_per_request_and_still_expire(monkeypatch: pytest.MonkeyPatch) -> None:
+    import limits.storage.memory
+
+    import prediction_provider.accounts.throttle as throttle_module
+
+    clock = Clock()
+    limits_ = throttle(None, requests="3/second")
+    started: list[object] = []
+    real_timer = limits.storage.memory.threading.Timer
+    monkeypatch.setattr(limits.storage.memory, "time", clock)
+    monkeypatch.setattr(throttle_module, "time", clock)
+    monkeypatch.setattr(
+        limits.storage.memory.threading, "Timer", lambda *a, **k: started.append(a) or real_timer(*a, **k)
+    )
+    for _second in range(50):
+        clock.now += 2.0  # a sliding window: the previous second still weighs in after one
+        for _ in range(3):
+            limits_.request("user:1")
+        with pytest.raises(RateLimited):
+            limits_.request("user:1")
+    assert started == []  # the parent storage started a timer thread whenever the last had ended
+    storage = limits_._storage
+    assert isinstance(storage, throttle_module.SweepingMemoryStorage)
+    clock.now += 10.0
+    limits_.request("user:2")  # the sweep runs inline and drops the expired windows of user:1
+    assert not [key for key in storage.storage if "user:1" in key]

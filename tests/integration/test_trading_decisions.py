@@ -16,7 +16,7 @@ from prediction_provider.db import migrate
 from prediction_provider.db.session import Database
 from prediction_provider.errors import ModelNotFound, UnknownStrategy, UnknownSymbol
 from prediction_provider.trading.accounts import TradingAccountService
-from prediction_provider.trading.decisions import DecisionRequest, DecisionService
+from prediction_provider.trading.decisions import DecisionRequest, DecisionService, new_decision_id
 from prediction_provider.trading.factory import feature_source
 from prediction_provider.trading.specialists import MANIFEST, DecisionModels, symbol_dir
 from prediction_provider.trading.training import (
@@ -121,3 +121,11 @@ def test_a_tampered_regime_file_is_refused(trained: Path, tmp_path: Path) -> Non
     regime["variances"][0][0] = -1.0
     (directory / "regime.json").write_text(json.dumps(regime))
     assert DecisionModels.load(tmp_path / "data").symbols() == []
+
+
+def test_decision_ids_are_random_128_bit_hex_and_never_repeat() -> None:
+    ids = [new_decision_id() for _ in range(2000)]  # several reads of the OS's random source
+    assert len(set(ids)) == len(ids)
+    assert all(len(value) == 32 and int(value, 16) >= 0 for value in ids)
+    # Random, not a random prefix and a counter: the leading 32 bits differ too.
+    assert len({value[:8] for value in ids}) >= len(ids) - 5

@@ -11,18 +11,43 @@ from contextlib import contextmanager
 from typing import Any
 
 from limits import RateLimitItem, parse, storage
+from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter, RateLimiter, SlidingWindowCounterRateLimiter
 
 from prediction_provider.errors import RateLimited
 
 IN_FLIGHT_TTL_SECONDS = 300
+SWEEP_INTERVAL_SECONDS = 1.0
+
+
+class SweepingMemoryStorage(MemoryStorage):
+    """``limits``' memory storage, sweeping expired keys inline once a second.
+
+    The parent starts a new ``threading.Timer`` thread whenever the last one has
+    finished, which under load is every 10 ms: starting a thread took about 7 % of
+    the event loop's time at 1,700 requests/s. Expiry stays exact without the sweep
+    (counters are checked against their expiry when read, and moving windows
+    compare timestamps); the sweep only frees memory, so once a second is enough.
+    """
+
+    STORAGE_SCHEME = ["memory"]
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: str) -> None:
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        self._next_sweep = time.monotonic() + SWEEP_INTERVAL_SECONDS
+
+    def _MemoryStorage__schedule_expiry(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_sweep:
+            self._next_sweep = now + SWEEP_INTERVAL_SECONDS
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
 
 
 class Throttle:
     def __init__(
         self, redis_url: str | None, request_limit: str, login_limit: str, max_in_flight: int
     ) -> None:
-        self._storage = storage.storage_from_string(redis_url or "memory://")
+        self._storage = storage.storage_from_string(redis_url) if redis_url else SweepingMemoryStorage()
         # Logins: an exact moving window (few events). Requests: a sliding-window counter, O(1) per
         # hit; the moving window keeps one timestamp per request and cost ~50 µs a call under load.
         self._login_limiter = MovingWindowRateLimiter(self._storage)

@@ -27,10 +27,10 @@ would roughly double.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
-import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -249,7 +249,7 @@ class DecisionService:
         if request.explain:
             explanation = await anyio.to_thread.run_sync(model.explain, row, best)
         decision = Decision(
-            decision_id=uuid.uuid4().hex,
+            decision_id=new_decision_id(),
             symbol=request.symbol,
             action=action,
             confidence=confidence,
@@ -295,6 +295,23 @@ class DecisionService:
         if remembered is not None:
             return remembered
         return await anyio.to_thread.run_sync(self.accounts.state, request.account, principal)
+
+
+_ID_BYTES = 16
+_IDS_PER_READ = 256
+_spare_ids: deque[str] = deque()
+
+
+def new_decision_id() -> str:
+    """128 random bits in hex, as ``uuid4().hex`` but read from the OS 256 ids at a time: one
+    ``getrandom`` call per decision took ~4 % of a decision's time. ``deque`` pops are atomic."""
+    try:
+        return _spare_ids.popleft()
+    except IndexError:
+        block = os.urandom(_ID_BYTES * _IDS_PER_READ).hex()
+        width = _ID_BYTES * 2
+        _spare_ids.extend(block[start : start + width] for start in range(width, len(block), width))
+        return block[:width]
 
 
 def view_key(symbol: str, snapshot: Snapshot) -> ViewKey:
