@@ -21,7 +21,7 @@ from prediction_provider.accounts.throttle import Throttle
 from prediction_provider.api.body_limit import BodySizeLimit
 from prediction_provider.api.deps import Services
 from prediction_provider.api.errors import install_error_handlers
-from prediction_provider.api.hot_routes import HotRoutes, request_only_routes
+from prediction_provider.api.hot_routes import HotRoutes, direct_routes
 from prediction_provider.api.middleware import RequestEnvelope
 from prediction_provider.api.routes import (
     admin,
@@ -52,13 +52,16 @@ from prediction_provider.trading.factory import build_trading
 log = logging.getLogger(__name__)
 
 MIN_JWT_SECRET = 32
-# Served by ``HotRoutes`` without FastAPI's routing: the prediction endpoints.
+# Served by ``HotRoutes`` without FastAPI's routing: the prediction endpoints of every protocol.
 HOT_PATHS = (
     ("POST", "/api/v1/predict"),
     ("POST", "/api/v1/predict/entry"),
     ("POST", "/api/v1/predict/exit"),
     ("POST", "/predict"),
     ("POST", "/predict/batch"),
+    ("POST", "/v2/models/{name}/infer"),
+    ("POST", "/v2/models/{name}/versions/{version}/infer"),
+    ("POST", "/invocations"),
 )
 
 
@@ -203,10 +206,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         else {"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     install_error_handlers(app)
-    hot_routers = (decisions.router, signals.router, predict.router)
+    hot_routers = (decisions.router, signals.router, predict.router, v2.router, invocations.router)
     app.add_middleware(
         HotRoutes,
-        routes=request_only_routes((route for router in hot_routers for route in router.routes), HOT_PATHS),
+        routes=direct_routes((route for router in hot_routers for route in router.routes), HOT_PATHS),
         exception_handlers=app.exception_handlers,
     )
     app.add_middleware(

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.routing import APIRoute
 from starlette.responses import JSONResponse, Response
 
-from prediction_provider.api.hot_routes import HotRoutes, request_only_routes
+from prediction_provider.api.hot_routes import HotRoutes, direct_routes
 
 
 class Refused(Exception):
@@ -37,6 +37,11 @@ def build_app() -> tuple[FastAPI, list[dict[str, Any]]]:
             raise Broken("boom")
         return JSONResponse({"served": "hot"})
 
+    @router.post("/things/{name}/versions/{version}")
+    async def thing(name: str, request: Request, version: str | None = None) -> Response:
+        seen.append({"route": request.scope.get("route"), "params": dict(request.path_params)})
+        return JSONResponse({"name": name, "version": version})
+
     @router.get("/hot")
     async def hot_get() -> dict[str, str]:
         return {"served": "fastapi"}
@@ -50,7 +55,9 @@ def build_app() -> tuple[FastAPI, list[dict[str, Any]]]:
     app.include_router(router)
     app.add_middleware(
         HotRoutes,
-        routes=request_only_routes(router.routes, [("POST", "/hot")]),
+        routes=direct_routes(
+            router.routes, [("POST", "/hot"), ("POST", "/things/{name}/versions/{version}")]
+        ),
         exception_handlers=app.exception_handlers,
     )
     return app, seen
@@ -116,7 +123,7 @@ def test_only_routes_that_take_the_request_alone_can_be_dispatched_directly() ->
         return Response()
 
     @router.post("/items/{item}")
-    async def with_path(request: Request, item: str) -> Response:
+    async def with_path(request: Request, item: int) -> Response:
         return Response()
 
     class OwnShape(APIRoute):
@@ -128,11 +135,19 @@ def test_only_routes_that_take_the_request_alone_can_be_dispatched_directly() ->
     async def own_shape(request: Request) -> Response:
         return Response()
 
-    with pytest.raises(TypeError, match="only the Request"):
-        request_only_routes(router.routes, [("POST", "/with-dependency")])
-    with pytest.raises(TypeError, match="only the Request"):
-        request_only_routes(router.routes, [("POST", "/items/{item}")])
+    with pytest.raises(TypeError, match="only the Request and path parameters"):
+        direct_routes(router.routes, [("POST", "/with-dependency")])
+    with pytest.raises(TypeError, match="str path parameters"):
+        direct_routes(router.routes, [("POST", "/items/{item}")])
     with pytest.raises(TypeError, match="route class"):
-        request_only_routes(special.routes, [("POST", "/special")])
+        direct_routes(special.routes, [("POST", "/special")])
     with pytest.raises(LookupError):
-        request_only_routes(router.routes, [("POST", "/nowhere")])
+        direct_routes(router.routes, [("POST", "/nowhere")])
+
+
+def test_path_parameters_are_passed_to_the_endpoint() -> None:
+    app, seen = build_app()
+    response = call(app, lambda client: client.post("/things/a%20b/versions/7"))
+    assert response.json() == {"name": "a b", "version": "7"}
+    assert seen[0]["params"] == {"name": "a b", "version": "7"}
+    assert seen[0]["route"].path == "/things/{name}/versions/{version}"

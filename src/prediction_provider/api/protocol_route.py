@@ -22,23 +22,35 @@ RenderError = Callable[[int, str, str], Response]
 def protocol_route_class(
     render: RenderError, status_overrides: Mapping[type[errors.PredictionProviderError], int]
 ) -> type[APIRoute]:
+    def translate_error(exc: Exception) -> Response | None:
+        """The protocol's answer to ``exc``; None for errors it leaves to the app's handlers."""
+        if isinstance(exc, errors.PredictionProviderError):
+            status = status_overrides.get(type(exc)) or status_for(exc)
+            response = render(status, exc.code, _with_fields(exc))
+            response.headers.update(headers_for(exc) or {})
+            return response
+        if isinstance(exc, RequestValidationError | ValidationError):
+            message = "; ".join(str(e.get("msg")) for e in exc.errors())
+            return render(400, "bad_request", message)
+        if isinstance(exc, HTTPException):
+            return render(exc.status_code, "http_error", str(exc.detail))
+        return None
+
     class ProtocolRoute(APIRoute):
+        # Also read by ``HotRoutes``, which calls the endpoint without this class's handler.
+        error_translator: Callable[[Exception], Response | None] = staticmethod(translate_error)
+
         def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
             handler = super().get_route_handler()
 
             async def handle(request: Request) -> Response:
                 try:
                     return await handler(request)
-                except errors.PredictionProviderError as exc:
-                    status = status_overrides.get(type(exc)) or status_for(exc)
-                    response = render(status, exc.code, _with_fields(exc))
-                    response.headers.update(headers_for(exc) or {})
+                except Exception as exc:
+                    response = translate_error(exc)
+                    if response is None:
+                        raise
                     return response
-                except (RequestValidationError, ValidationError) as exc:
-                    message = "; ".join(str(e.get("msg")) for e in exc.errors())
-                    return render(400, "bad_request", message)
-                except HTTPException as exc:
-                    return render(exc.status_code, "http_error", str(exc.detail))
 
             return handle
 

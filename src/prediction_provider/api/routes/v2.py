@@ -99,8 +99,16 @@ async def model_ready(
 
 
 @router.post("/models/{name}/infer", summary="Inference")
+async def infer(name: str, request: Request) -> Response:
+    return await _infer(request, name, None)
+
+
 @router.post("/models/{name}/versions/{version}/infer", summary="Inference on a version")
-async def infer(name: str, request: Request, version: str | None = None) -> Response:
+async def infer_version(name: str, version: str, request: Request) -> Response:
+    return await _infer(request, name, version)
+
+
+async def _infer(request: Request, name: str, version: str | None) -> Response:
     services = services_of(request)
     async with prediction_slot(request):
         header, binary = await _split_body(request)
