@@ -189,6 +189,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if grpc_server is not None:
             await grpc_server.stop(grace=5)
         job_runtime.stop()
+        services.predictions.close()
         services.audit.close()
         if services.decisions is not None:
             services.decisions.close()  # writes the decisions still queued

@@ -121,6 +121,14 @@ class Settings(BaseSettings):
         ge=0,
         description="Threads a model may use for one call (0 = the library default).",
     )
+    predict_parallelism: int = Field(
+        default=2,
+        ge=1,
+        description="Threads the rows of one large call are split across (1 = never split).",
+    )
+    parallel_min_rows: int = Field(
+        default=512, ge=2, description="Rows from which a call is split across predict_parallelism threads."
+    )
     batching: Literal["auto", "on", "off"] = Field(
         default="auto", description="Adaptive batching of single-row calls; auto = on for tree models."
     )

@@ -35,4 +35,10 @@ def build_model_serving(settings: Settings) -> ModelServing:
         ),
     )
     bands = ConfidenceBands(high=settings.confidence_high, medium=settings.confidence_medium)
-    return ModelServing(registry, cache, PredictionService(cache, settings.max_batch_rows, bands))
+    return ModelServing(
+        registry,
+        cache,
+        PredictionService(
+            cache, settings.max_batch_rows, bands, settings.predict_parallelism, settings.parallel_min_rows
+        ),
+    )

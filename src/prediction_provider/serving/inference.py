@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -55,10 +56,25 @@ class PredictionService:
     model is shared and stateless at predict time, so nothing is evicted.
     """
 
-    def __init__(self, cache: ModelCache, max_batch_rows: int, bands: ConfidenceBands) -> None:
+    def __init__(
+        self,
+        cache: ModelCache,
+        max_batch_rows: int,
+        bands: ConfidenceBands,
+        parallelism: int = 1,
+        parallel_min_rows: int = 512,
+    ) -> None:
         self.cache = cache
         self.max_batch_rows = max_batch_rows
         self.bands = bands
+        self.parallelism = parallelism
+        self.parallel_min_rows = max(2, parallel_min_rows)
+        # The calling thread predicts the first part itself; these threads take the others.
+        self._split_pool = (
+            ThreadPoolExecutor(parallelism - 1, thread_name_prefix="predict-split")
+            if parallelism > 1
+            else None
+        )
 
     def predict_records(
         self,
@@ -90,9 +106,13 @@ class PredictionService:
         return BatchResult(cached, output.predictions, output.probabilities, started)
 
     def run_matrix(self, cached: CachedModel, matrix: FloatMatrix) -> ModelOutput:
-        """Run the model on a validated matrix; blocking."""
+        """Run the model on a validated matrix; blocking. Large matrices are split by rows across
+        ``parallelism`` threads: the frameworks let the GIL go while they predict, and one call on
+        one thread would leave the other cores idle while a large request waits."""
         try:
-            return cached.model.predict(matrix)
+            if self._split_pool is None or len(matrix) < self.parallel_min_rows:
+                return cached.model.predict(matrix)
+            return self._predict_split(cached, matrix)
         except Exception as exc:
             raise PredictionFailed(
                 f"{cached.loader} model failed to predict: {type(exc).__name__}: {exc}",
@@ -110,3 +130,18 @@ class PredictionService:
                 f"{cached.loader} model failed to predict: {type(exc).__name__}: {exc}",
                 {"model": cached.resolved.uri},
             ) from exc
+
+    def _predict_split(self, cached: CachedModel, matrix: FloatMatrix) -> ModelOutput:
+        assert self._split_pool is not None
+        parts = np.array_split(matrix, self.parallelism)  # row blocks of a C-ordered matrix: no copies
+        others = [self._split_pool.submit(cached.model.predict, part) for part in parts[1:]]
+        outputs = [cached.model.predict(parts[0]), *(future.result() for future in others)]
+        probabilities = [output.probabilities for output in outputs]
+        return ModelOutput(
+            [prediction for output in outputs for prediction in output.predictions],
+            None if any(p is None for p in probabilities) else np.concatenate(probabilities),  # type: ignore[arg-type]
+        )
+
+    def close(self) -> None:
+        if self._split_pool is not None:
+            self._split_pool.shutdown(wait=True)
