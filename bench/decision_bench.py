@@ -23,13 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +35,7 @@ from rich.console import Console
 from rich.table import Table
 
 from loadgen import LoadResult, build_request, percentile, run_load
-from serving_bench import HOST, running_server
+from serving_bench import HOST, report, run_meta, running_server
 
 TARGET_P95_MS = 5.0
 CONCURRENCIES = (1, 8)
@@ -251,15 +248,7 @@ def main(argv: list[str] | None = None) -> int:
     problems = [f"{key}: non-200 statuses {row['errors']}" for key, row in server.items() if row["errors"]]
     problems += [f"{key}: no request completed" for key, row in server.items() if row["requests"] == 0]
     results = {
-        "meta": {
-            "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-            "symbol": args.symbol,
-            "duration_s": args.duration,
-            "warmup_s": args.warmup,
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "meta": run_meta(symbol=args.symbol, duration_s=args.duration, warmup_s=args.warmup),
         "in_process": floor,
         "server": server,
         "target_p95_ms": TARGET_P95_MS,
@@ -268,13 +257,7 @@ def main(argv: list[str] | None = None) -> int:
         },
         "problems": problems,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    console.print(render(floor, server))
-    console.print(f"[dim]{os.cpu_count()} CPUs; client and server share them. JSON: {args.output}")
-    for problem in problems:
-        console.print(f"[bold red]FAILED:[/bold red] {problem}")
-    return 1 if problems else 0
+    return report(args.output, results, render(floor, server), problems)
 
 
 if __name__ == "__main__":

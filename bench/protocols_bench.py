@@ -28,7 +28,6 @@ import http.client
 import json
 import math
 import os
-import platform
 import secrets
 import shutil
 import signal
@@ -41,7 +40,6 @@ import venv
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +51,7 @@ from rich.table import Table
 
 from grpc_loadgen import model_infer_method, model_infer_request, run_grpc_load
 from loadgen import LoadResult, build_request, percentile, run_load
-from serving_bench import fmt, log_tail, real_features, time_calls, verdict
+from serving_bench import fmt, log_tail, real_features, run_meta, time_calls, verdict
 
 if TYPE_CHECKING:
     from prediction_provider.config import Settings
@@ -1079,23 +1077,19 @@ def clean_json(value: Any) -> Any:
 
 def write_results(path: Path, args: argparse.Namespace, floor: Floor, report: Report, **extra: Any) -> None:
     results = {
-        "meta": {
-            "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-            "model": MODEL_REF,
-            "duration_s": args.duration,
-            "warmup_s": args.warmup,
-            "batch_rows": BATCH_ROWS,
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "grpc_client": "one channel (HTTP/2 connection) per concurrent worker; raw bytes in and out",
-            "pp_auth": args.auth,
-            "pp_limits": {"rate_limit": BENCH_RATE_LIMIT, "max_concurrent_predictions": BENCH_MAX_IN_FLIGHT},
-            "mlserver_batching_on": {
+        "meta": run_meta(
+            model=MODEL_REF,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            batch_rows=BATCH_ROWS,
+            grpc_client="one channel (HTTP/2 connection) per concurrent worker; raw bytes in and out",
+            pp_auth=args.auth,
+            pp_limits={"rate_limit": BENCH_RATE_LIMIT, "max_concurrent_predictions": BENCH_MAX_IN_FLIGHT},
+            mlserver_batching_on={
                 "max_batch_size": MLSERVER_MAX_BATCH_SIZE,
                 "max_batch_time": MLSERVER_MAX_BATCH_TIME_S,
             },
-        },
+        ),
         "floor": asdict(floor),
         "measurements": [asdict(m) for m in report.measurements],
         "servers": report.servers,

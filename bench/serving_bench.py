@@ -65,6 +65,28 @@ RESULTS_PATH = Path(__file__).resolve().parent / "results" / "serving.json"
 console = Console(width=None if sys.stdout.isatty() else 132)
 
 
+def run_meta(**fields: Any) -> dict[str, Any]:
+    """When and on what a benchmark ran, around its own ``fields``: the ``meta`` of every results file."""
+    return {
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
+        **fields,
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def report(output: Path, results: dict[str, Any], table: Table, problems: list[str]) -> int:
+    """Write the results, print the table and every problem; the exit status (1 if any problem)."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2) + "\n")
+    console.print(table)
+    console.print(f"[dim]{os.cpu_count()} CPUs; client and server share them. JSON: {output}")
+    for problem in problems:
+        console.print(f"[bold red]FAILED:[/bold red] {problem}")
+    return 1 if problems else 0
+
+
 @dataclass(frozen=True, slots=True)
 class Floor:
     """In-process timings of the loaded model: what the server cannot beat."""
@@ -498,30 +520,19 @@ def main(argv: list[str] | None = None) -> int:
     goals = targets(floor, server)
     problems = check_responses(loads, expected_batch)
     results = {
-        "meta": {
-            "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-            "model": args.model,
-            "duration_s": args.duration,
-            "warmup_s": args.warmup,
-            "batch_rows": BATCH_ROWS,
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "server_ready_s": round(ready_s, 2),
-        },
+        "meta": run_meta(
+            model=args.model,
+            duration_s=args.duration,
+            warmup_s=args.warmup,
+            batch_rows=BATCH_ROWS,
+            server_ready_s=round(ready_s, 2),
+        ),
         "floor": asdict(floor),
         "server": server,
         "targets": goals,
         "problems": problems,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-
-    console.print(render(args.model, floor, server, goals))
-    console.print(f"[dim]{os.cpu_count()} CPUs; client and server share them. JSON: {args.output}")
-    for problem in problems:
-        console.print(f"[bold red]FAILED:[/bold red] {problem}")
-    return 1 if problems else 0
+    return report(args.output, results, render(args.model, floor, server, goals), problems)
 
 
 if __name__ == "__main__":

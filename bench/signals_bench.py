@@ -22,12 +22,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 from loadgen import LoadResult, build_request, percentile, run_load
-from serving_bench import HOST, running_server
+from serving_bench import HOST, report, run_meta, running_server
 
 PREDICTORS = ("binary_ideal_oracle", "lightgbm", "mc_dropout")
 CONCURRENCY = (1, 8)
@@ -233,27 +231,13 @@ def main(argv: list[str] | None = None) -> int:
         server[name], found = measure_server(name, args)
         problems.extend(found)
     results = {
-        "meta": {
-            "timestamp": datetime.now(UTC).isoformat(timespec="seconds"),
-            "request_time": WHEN,
-            "duration_s": args.duration,
-            "warmup_s": args.warmup,
-            "cpu_count": os.cpu_count(),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-        },
+        "meta": run_meta(request_time=WHEN, duration_s=args.duration, warmup_s=args.warmup),
         "in_process": floor,
         "server": server,
         "p95_target_ms": P95_TARGET_MS,
         "problems": problems,
     }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
-    console.print(render(server, floor))
-    console.print(f"[dim]{os.cpu_count()} CPUs; client and server share them. JSON: {args.output}")
-    for problem in problems:
-        console.print(f"[bold red]FAILED:[/bold red] {problem}")
-    return 1 if problems else 0
+    return report(args.output, results, render(server, floor), problems)
 
 
 if __name__ == "__main__":

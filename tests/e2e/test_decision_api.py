@@ -17,6 +17,7 @@ from prediction_provider.features.pipeline import FEATURE_NAMES, WARMUP_BARS
 from prediction_provider.trading.decisions import DecisionService
 from prediction_provider.trading.specialists import STRATEGIES
 from tests.conftest import Account, LiveServer
+from tests.e2e.conftest import TradeRequest
 from tests.security.support import error_of
 
 PATH = "/api/v1/predict"
@@ -28,27 +29,8 @@ CHECKS = {"position_limit", "concentration", "leverage", "daily_loss_limit"}
 
 
 @pytest.fixture(scope="module")
-def decisions(live_server: LiveServer) -> DecisionService:
-    service: DecisionService = live_server.services.decisions
-    return service
-
-
-@pytest.fixture(scope="module")
 def eurusd() -> pd.DataFrame:
     return load_sample_bars("EURUSD")
-
-
-@pytest.fixture(scope="module")
-def trade_request(live_server: LiveServer, accounts: dict[str, Account]) -> dict[str, Any]:
-    """A request whose decision is BUY or SELL (not HOLD), for the risk checks to bite on."""
-    with httpx.Client(base_url=live_server.url, headers=accounts["client"].headers, timeout=60) as http:
-        for timestamp in (None, "2018-01-10T12:00:00Z", "2017-11-01T09:00:00Z", "2017-06-15T15:00:00Z"):
-            for strategy in STRATEGIES:
-                body = {"symbol": "EURUSD", "strategy_override": strategy, "timestamp": timestamp}
-                answer = http.post(PATH, json=body).json()
-                if answer["action"] != "HOLD" and answer["recommended_quantity"] > 0:
-                    return {**body, "action": answer["action"]}
-    pytest.fail("no EURUSD decision other than HOLD at any of the tried times and strategies")
 
 
 @pytest.fixture
@@ -60,7 +42,7 @@ def trading_account(client: httpx.Client) -> str:
 
 
 def decide(client: httpx.Client, body: dict[str, Any]) -> httpx.Response:
-    return client.post(PATH, json={key: value for key, value in body.items() if key != "action"})
+    return client.post(PATH, json=body)
 
 
 def test_decision_has_exactly_the_documented_shape(client: httpx.Client) -> None:
@@ -238,10 +220,10 @@ def test_regime_views_are_cached_per_bar(client: httpx.Client, decisions: Decisi
 
 
 def test_without_an_account_the_paper_account_sizes_and_checks(
-    client: httpx.Client, trade_request: dict[str, Any], decisions: DecisionService
+    client: httpx.Client, trade_request: TradeRequest, decisions: DecisionService
 ) -> None:
-    body = decide(client, trade_request).json()
-    assert body["action"] == trade_request["action"]
+    body = decide(client, trade_request.body).json()
+    assert body["action"] == trade_request.action
     assert body["risk_validation"]["approved"] is True
     position = body["risk_validation"]["checks"]["position_limit"]
     price = float(
@@ -253,37 +235,37 @@ def test_without_an_account_the_paper_account_sizes_and_checks(
     assert body["recommended_quantity"] == math.floor(body["recommended_quantity"])  # lot step 1
 
 
-def test_risk_check_false_skips_the_checks(client: httpx.Client, trade_request: dict[str, Any]) -> None:
-    body = decide(client, {**trade_request, "risk_check": False}).json()
+def test_risk_check_false_skips_the_checks(client: httpx.Client, trade_request: TradeRequest) -> None:
+    body = decide(client, {**trade_request.body, "risk_check": False}).json()
     assert body["risk_validation"]["approved"] is True
     assert body["risk_validation"]["checks"] == {}
     assert any("risk checks skipped" in w for w in body["risk_validation"]["warnings"])
 
 
 def test_decision_against_an_account_reads_its_positions(
-    client: httpx.Client, trade_request: dict[str, Any], trading_account: str
+    client: httpx.Client, trade_request: TradeRequest, trading_account: str
 ) -> None:
-    held = "5000" if trade_request["action"] == "BUY" else "-5000"
+    held = "5000" if trade_request.action == "BUY" else "-5000"
     client.put(
         f"/api/v1/accounts/{trading_account}/positions/EURUSD",
         json={"quantity": held, "average_price": "1.1", "market_price": "1.1", "sector": "fx"},
     ).raise_for_status()
-    flat = decide(client, trade_request).json()
-    body = decide(client, {**trade_request, "account": trading_account}).json()
+    flat = decide(client, trade_request.body).json()
+    body = decide(client, {**trade_request.body, "account": trading_account}).json()
     assert body["risk_validation"]["approved"] is True
     with_position = body["risk_validation"]["checks"]["position_limit"]["value"]
     assert with_position > flat["risk_validation"]["checks"]["position_limit"]["value"]
 
 
 def test_a_trade_over_the_position_limit_answers_403_with_the_reasons(
-    client: httpx.Client, trade_request: dict[str, Any], trading_account: str
+    client: httpx.Client, trade_request: TradeRequest, trading_account: str
 ) -> None:
-    held = "30000" if trade_request["action"] == "BUY" else "-30000"
+    held = "30000" if trade_request.action == "BUY" else "-30000"
     client.put(
         f"/api/v1/accounts/{trading_account}/positions/EURUSD",
         json={"quantity": held, "average_price": "1.2", "market_price": "1.2", "sector": "fx"},
     ).raise_for_status()
-    response = decide(client, {**trade_request, "account": trading_account})
+    response = decide(client, {**trade_request.body, "account": trading_account})
     error = error_of(response, 403, "risk_rejected")
     codes = {reason["code"] for reason in error["details"]["reasons"]}
     assert "position_limit_exceeded" in codes
@@ -297,10 +279,10 @@ def test_a_trade_over_the_position_limit_answers_403_with_the_reasons(
 
 
 def test_a_trade_after_the_days_loss_limit_answers_403(
-    client: httpx.Client, trade_request: dict[str, Any], trading_account: str
+    client: httpx.Client, trade_request: TradeRequest, trading_account: str
 ) -> None:
     client.put(f"/api/v1/accounts/{trading_account}", json={"equity": "97500"}).raise_for_status()
-    response = decide(client, {**trade_request, "account": trading_account})
+    response = decide(client, {**trade_request.body, "account": trading_account})
     error = error_of(response, 403, "risk_rejected")
     assert [reason["code"] for reason in error["details"]["reasons"]] == ["daily_loss_limit_reached"]
     assert "daily_loss_limit_reached" in response.headers["X-Risk-Warnings"]

@@ -20,37 +20,18 @@ from prediction_provider.db.models import TradingDecision
 from prediction_provider.db.session import Database
 from prediction_provider.features.pipeline import FEATURE_NAMES
 from prediction_provider.trading.decisions import DecisionService
-from prediction_provider.trading.specialists import STRATEGIES
 from tests.conftest import Account, LiveServer
+from tests.e2e.conftest import TradeRequest
 from tests.security.support import error_of
 
 DECIDE = "/api/v1/predict"
 DECISIONS = "/api/v1/decisions"
 
 
-@pytest.fixture(scope="module")
-def decisions(live_server: LiveServer) -> DecisionService:
-    service: DecisionService = live_server.services.decisions
-    return service
-
-
 def written(decisions: DecisionService) -> None:
     """Wait until every decision answered so far is in the database."""
     assert decisions.recorder is not None
     decisions.recorder.flush()
-
-
-@pytest.fixture(scope="module")
-def trade_request(live_server: LiveServer, accounts: dict[str, Account]) -> dict[str, Any]:
-    """A request whose decision is BUY or SELL with a size, for the risk checks to bite on."""
-    with httpx.Client(base_url=live_server.url, headers=accounts["client"].headers, timeout=60) as http:
-        for timestamp in (None, "2018-01-10T12:00:00Z", "2017-11-01T09:00:00Z", "2017-06-15T15:00:00Z"):
-            for strategy in STRATEGIES:
-                body = {"symbol": "EURUSD", "strategy_override": strategy, "timestamp": timestamp}
-                answer = http.post(DECIDE, json=body).json()
-                if answer["action"] != "HOLD" and answer["recommended_quantity"] > 0:
-                    return body
-    pytest.fail("no EURUSD decision other than HOLD at any of the tried times and strategies")
 
 
 @pytest.fixture
@@ -103,12 +84,12 @@ def test_the_feature_hash_is_that_of_the_point_in_time_features(
 
 
 def test_a_decision_refused_by_the_risk_checks_is_recorded(
-    client: httpx.Client, decisions: DecisionService, trade_request: dict[str, Any]
+    client: httpx.Client, decisions: DecisionService, trade_request: TradeRequest
 ) -> None:
     name = f"acct-{uuid.uuid4().hex[:12]}"
     client.post("/api/v1/accounts", json={"name": name, "equity": "100000"}).raise_for_status()
     client.put(f"/api/v1/accounts/{name}", json={"equity": "97500"}).raise_for_status()
-    refused = client.post(DECIDE, json={**trade_request, "account": name})
+    refused = client.post(DECIDE, json={**trade_request.body, "account": name})
     answer = error_of(refused, 403, "risk_rejected")["details"]["decision"]
     written(decisions)
     record = client.get(f"{DECISIONS}/{answer['decision_id']}").json()
