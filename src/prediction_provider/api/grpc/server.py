@@ -23,7 +23,6 @@ from prediction_provider.accounts.roles import Permission
 from prediction_provider.api.auth import caller_key, principal_from_credentials, require_permission
 from prediction_provider.api.deps import Services, is_ready
 from prediction_provider.api.grpc import open_inference_pb2 as pb
-from prediction_provider.api.grpc import open_inference_pb2_grpc as pb_grpc
 from prediction_provider.api.middleware import new_request_id
 from prediction_provider.db.base import utcnow
 from prediction_provider.serving import open_inference as oip
@@ -119,7 +118,30 @@ async def _answer(
         })  # fmt: skip
 
 
-class InferenceServicer(pb_grpc.GRPCInferenceServiceServicer):
+SERVICE = pb.DESCRIPTOR.services_by_name["GRPCInferenceService"]
+
+
+def add_servicer(servicer: InferenceServicer, server: grpc.aio.Server) -> None:
+    """Route every method of the proto's service to ``servicer``'s method of the same name.
+
+    Built from the service descriptor instead of protoc's ``_pb2_grpc`` module: that module
+    is mostly a client stub and a base servicer whose every method is a placeholder.
+    """
+    handlers = {}
+    for method in SERVICE.methods:
+        if method.client_streaming or method.server_streaming:
+            raise TypeError(f"{method.full_name} streams; only unary methods are served")
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, method.name),
+            request_deserializer=getattr(pb, method.input_type.name).FromString,
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    # Registered methods are looked up once, not matched by name on every call.
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)
+
+
+class InferenceServicer:
     def __init__(self, services: Services) -> None:
         self.services = services
 
@@ -267,7 +289,7 @@ async def start_grpc_server(services: Services, host: str, port: int) -> tuple[g
             ("grpc.so_reuseport", 1),
         ]
     )
-    pb_grpc.add_GRPCInferenceServiceServicer_to_server(InferenceServicer(services), server)
+    add_servicer(InferenceServicer(services), server)
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"could not bind the gRPC server to {host}:{port}")
