@@ -6,15 +6,18 @@ Measures, in one run:
    1 real EURUSD row (p50) and 1024 rows (rows/s);
 2. Prediction Provider (``prediction-provider serve`` in a subprocess) over its
    native REST API (``/predict``, ``/predict/batch``), Open Inference Protocol
-   v2 REST and v2 gRPC;
+   v2 REST and v2 gRPC, in its configurations: 1 and 2 worker processes;
 3. MLServer 1.7.1 (its own virtual environment under ``bench/results``, made on
-   the first run) serving the same ``model.lgb`` over v2 REST, in six
-   configurations: parallel workers 0, 1, 2, each with adaptive batching off and on.
+   the first run) serving the same ``model.lgb`` over v2 REST and v2 gRPC, in six
+   configurations: parallel workers 0, 1, 2, each with adaptive batching off and on;
+4. a bare grpcio server (``bare_grpc_server.py``) that answers every call with
+   one fixed reply: the most any Python grpcio server can do on this machine.
 
 Every server gets the same closed loads: 1 row at concurrency 1, 8 and 64, and
-1024 rows at concurrency 1. The run prints one table of every figure, then
-Prediction Provider against MLServer's best configuration per load, and the
-targets. Results also go to ``bench/results/protocols.json``.
+1024 rows at concurrency 1 (the bare server: single rows only). The run prints
+one table of every figure, then each server in its best configuration per load
+(Prediction Provider against MLServer over v2 REST, which the targets use, and
+gRPC against MLServer's gRPC), and the targets. Results also go to ``bench/results/protocols.json``.
 
 Run: ``.venv/bin/python bench/protocols_bench.py [--duration S] [--skip-mlserver]``.
 The client runs on the same machine as the servers and takes CPU from them, so
@@ -67,11 +70,15 @@ SINGLE_ROW_CONCURRENCIES = (1, 8, 64)
 
 PP = "Prediction Provider"
 MLSERVER = "MLServer"
+BARE_GRPC = "bare grpcio"
 NATIVE_REST, V2_REST, V2_GRPC = "native REST", "v2 REST", "v2 gRPC"
 PP_PROTOCOLS = (NATIVE_REST, V2_REST, V2_GRPC)
 
 MLSERVER_REQUIREMENTS = ("mlserver==1.7.1", "mlserver-lightgbm==1.7.1", "uvloop==0.21.0")
 MLSERVER_WORKERS = (0, 1, 2)
+# Prediction Provider is measured in its configurations too (worker processes), as MLServer is in
+# its own: each server's best configuration per load is what the targets compare.
+PP_WORKERS = (1, 2)
 # Adaptive batching "on" uses Prediction Provider's own defaults: 64 requests, 2 ms.
 MLSERVER_MAX_BATCH_SIZE = 64
 MLSERVER_MAX_BATCH_TIME_S = 0.002
@@ -100,7 +107,7 @@ MLSERVER_VENV = RESULTS_DIR / "mlserver-venv"
 LOGS_DIRNAME = "protocols-logs"  # next to the JSON: server logs and MLServer's model repositories
 
 # Rich falls back to 80 columns when piped, too narrow for the tables.
-console = Console(width=None if sys.stdout.isatty() else 150)
+console = Console(width=None if sys.stdout.isatty() else 200)
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,7 +225,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--skip-mlserver", action="store_true", help="measure Prediction Provider only")
     parser.add_argument(
-        "--pp-workers", type=int, default=1, help="Prediction Provider worker processes (serve --workers)"
+        "--pp-workers",
+        type=int,
+        nargs="+",
+        default=list(PP_WORKERS),
+        help="Prediction Provider's configurations: worker processes (serve --workers), one run each "
+        f"(default {' '.join(map(str, PP_WORKERS))})",
     )
     parser.add_argument(
         "--auth", choices=AUTH_MODES, default=AUTH_MODES[0], help="how the client reaches Prediction Provider"
@@ -228,6 +240,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0:
         parser.error("--duration must be positive and --warmup not negative")
+    if min(args.pp_workers) < 1:
+        parser.error("--pp-workers must be positive")
     return args
 
 
@@ -351,21 +365,32 @@ def v2_rest_target(
     return Target(server, V2_REST, config, port, requests)
 
 
-def pp_targets(http_port: int, grpc_port: int, inputs: Inputs, api_key: str | None) -> list[Target]:
+def v2_grpc_target(
+    server: str, config: str, port: int, inputs: Inputs, metadata: dict[str, str] | None = None
+) -> Target:
+    requests = {
+        len(matrix): model_infer_request(MODEL_NAME, MODEL_VERSION, matrix, INPUT_NAME)
+        for matrix in (inputs.single, inputs.matrix)
+    }
+    return Target(server, V2_GRPC, config, port, requests, model_infer_method(), metadata or {})
+
+
+def pp_config(workers: int) -> str:
+    return f"workers={workers}"
+
+
+def pp_targets(
+    config: str, http_port: int, grpc_port: int, inputs: Inputs, api_key: str | None
+) -> list[Target]:
     headers = credentials(api_key)
     native = {
         rows: build_request("POST", path, HOST, http_port, body, headers=headers)
         for rows, (path, body) in native_bodies(inputs.features).items()
     }
-    grpc_requests = {
-        len(matrix): model_infer_request(MODEL_NAME, MODEL_VERSION, matrix, INPUT_NAME)
-        for matrix in (inputs.single, inputs.matrix)
-    }
-    grpc = Target(PP, V2_GRPC, "", grpc_port, grpc_requests, model_infer_method(), headers)
     return [
-        Target(PP, NATIVE_REST, "", http_port, native),
-        v2_rest_target(PP, "", http_port, inputs, headers),
-        grpc,
+        Target(PP, NATIVE_REST, config, http_port, native),
+        v2_rest_target(PP, config, http_port, inputs, headers),
+        v2_grpc_target(PP, config, grpc_port, inputs, headers),
     ]
 
 
@@ -393,17 +418,40 @@ def v2_probabilities(body: bytes) -> npt.NDArray[np.float64]:
     return probability_matrix(tensor["data"], tensor["shape"])
 
 
+GRPC_FLOAT_TYPES = {"FP64": ("<f8", "fp64_contents"), "FP32": ("<f4", "fp32_contents")}
+
+
 def grpc_probabilities(body: bytes) -> npt.NDArray[np.float64]:
-    """Class probabilities per row from a serialized ``ModelInferResponse`` (raw little-endian outputs)."""
+    """Class probabilities per row from a serialized ``ModelInferResponse``.
+
+    Prediction Provider answers ``probabilities`` as raw little-endian bytes, as
+    Triton does; MLServer answers ``predict`` in the typed ``contents`` fields.
+    """
     from prediction_provider.api.grpc import open_inference_pb2 as pb
 
     reply = pb.ModelInferResponse.FromString(body)
-    for index, output in enumerate(reply.outputs):
-        if output.name == "probabilities":
-            return probability_matrix(
-                np.frombuffer(reply.raw_output_contents[index], dtype="<f8"), output.shape
-            )
-    raise ValueError(f"no probabilities among {[o.name for o in reply.outputs]}")
+    names = [output.name for output in reply.outputs]
+    name = "probabilities" if "probabilities" in names else "predict"
+    if name not in names:
+        raise ValueError(f"no probabilities among {names}")
+    index = names.index(name)
+    output = reply.outputs[index]
+    dtype, contents = GRPC_FLOAT_TYPES[output.datatype]
+    if reply.raw_output_contents:
+        values: Any = np.frombuffer(reply.raw_output_contents[index], dtype=dtype)
+    else:
+        values = list(getattr(output.contents, contents))
+    return probability_matrix(values, output.shape)
+
+
+def fixed_grpc_reply(probabilities: npt.NDArray[np.float64]) -> bytes:
+    """The bare server's one answer: the probabilities of one row, shaped as Prediction Provider's."""
+    from prediction_provider.api.grpc import open_inference_pb2 as pb
+
+    reply = pb.ModelInferResponse(model_name=MODEL_NAME, model_version=MODEL_VERSION)
+    reply.outputs.add(name="probabilities", datatype="FP64", shape=list(probabilities.shape))
+    reply.raw_output_contents.append(np.ascontiguousarray(probabilities).astype("<f8").tobytes())
+    return reply.SerializeToString()
 
 
 def same_probabilities(got: npt.NDArray[np.float64], expected: npt.NDArray[np.float64]) -> bool:
@@ -592,10 +640,12 @@ def to_measurement(target: Target, load: Load, result: LoadResult) -> Measuremen
     )
 
 
-def measure_target(target: Target, inputs: Inputs, args: argparse.Namespace, report: Report) -> None:
+def measure_target(
+    target: Target, inputs: Inputs, args: argparse.Namespace, report: Report, loads: Sequence[Load] = LOADS
+) -> None:
     """Every load on one target, in order; statuses other than 200 (or gRPC OK) are problems."""
     results: dict[Load, LoadResult] = {}
-    for load in LOADS:
+    for load in loads:
         console.print(f"  {describe(target)}, {load.label}: {args.warmup:g} s warm-up + {args.duration:g} s")
         try:
             result = run_one(target, load, args.duration, args.warmup)
@@ -636,7 +686,8 @@ def pp_command(data_dir: Path, port: int, grpc_port: int, workers: int = 1) -> l
     ]
 
 
-def bench_prediction_provider(
+def bench_pp_config(
+    workers: int,
     inputs: Inputs,
     server_settings: dict[str, Any],
     api_key: str | None,
@@ -644,29 +695,31 @@ def bench_prediction_provider(
     workdir: Path,
     report: Report,
 ) -> npt.NDArray[np.float64] | None:
-    """Start the server, check its v2 answer, measure its three protocols; returns that answer."""
+    """Start the server with ``workers`` processes, check its v2 answer, measure its three
+    protocols, stop it; returns that answer."""
+    config = pp_config(workers)
     http_port, grpc_port = free_ports(2)
-    log_path = workdir / "prediction-provider.log"
+    log_path = workdir / f"prediction-provider-w{workers}.log"
     env = {**os.environ, **settings_env(server_settings), "PP_LOG_LEVEL": "warning"}
-    console.print(f"[bold]{PP}[/bold]: REST on {http_port}, gRPC on {grpc_port}")
-    command = pp_command(args.data_dir, http_port, grpc_port, args.pp_workers)
+    console.print(f"[bold]{PP}[/bold] ({config}): REST on {http_port}, gRPC on {grpc_port}")
+    command = pp_command(args.data_dir, http_port, grpc_port, workers)
+    entry: dict[str, Any] = {"config": config, "command": command, "log": str(log_path)}
+    report.servers.setdefault(PP, {}).setdefault("configs", []).append(entry)
     with server_process(command, env=env, cwd=Path.cwd(), log_path=log_path, report=report) as process:
         try:
-            ready_s = wait_ready(process, http_port, ["/health/ready"], log_path)
+            entry["ready_s"] = round(wait_ready(process, http_port, ["/health/ready"], log_path), 2)
         except (RuntimeError, TimeoutError) as exc:
-            report.problems.append(f"{PP} did not start: {exc}")
+            report.problems.append(f"{PP} ({config}) did not start: {exc}")
             return None
-        report.servers[PP] = {"ready_s": round(ready_s, 2), "command": command}
-        console.print(f"  ready in {ready_s:.1f} s")
-        expected = inputs.expected[-1:]
+        console.print(f"  ready in {entry['ready_s']:.1f} s")
         reference, mismatch = first_answer(
-            http_port, PP, inputs.v2_single_body, expected, credentials(api_key)
+            http_port, f"{PP} ({config})", inputs.v2_single_body, inputs.expected[-1:], credentials(api_key)
         )
         if mismatch:
             report.problems.append(mismatch)
         if reference is None:
             return None
-        for target in pp_targets(http_port, grpc_port, inputs, api_key):
+        for target in pp_targets(config, http_port, grpc_port, inputs, api_key):
             measure_target(target, inputs, args, report)
     return reference
 
@@ -827,6 +880,8 @@ def bench_mlserver_config(
         if mismatch:
             report.warnings.append(mismatch)
         measure_target(v2_rest_target(MLSERVER, config.label, ports[0], inputs), inputs, args, report)
+        # Its gRPC server starts with the REST one; a Triton gRPC client would talk to this one.
+        measure_target(v2_grpc_target(MLSERVER, config.label, ports[1], inputs), inputs, args, report)
 
 
 def bench_mlserver(
@@ -855,42 +910,92 @@ def bench_mlserver(
         bench_mlserver_config(mlserver, config, model_file, inputs, reference, args, workdir, report)
 
 
+# --- the transport alone ---------------------------------------------------------------------------------
+
+
+def wait_listening(process: subprocess.Popen[bytes], port: int, log_path: Path) -> float:
+    """Wait until ``port`` accepts a connection; fails fast if the server exits."""
+    started = time.perf_counter()
+    while time.perf_counter() - started < READY_TIMEOUT_S:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log_tail(log_path)}")
+        with suppress(OSError), socket.create_connection((HOST, port), timeout=1):
+            return time.perf_counter() - started
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port} after {READY_TIMEOUT_S:.0f} s:\n{log_tail(log_path)}")
+
+
+def bench_bare_grpc(inputs: Inputs, args: argparse.Namespace, workdir: Path, report: Report) -> None:
+    """The bare grpcio server on the single-row loads: what the transport alone allows here."""
+    port = free_ports(1)[0]
+    reply_file = workdir / "bare-grpc-reply.bin"
+    reply_file.write_bytes(fixed_grpc_reply(inputs.expected[-1:]))
+    log_path = workdir / "bare-grpc.log"
+    bench_dir = Path(__file__).resolve().parent
+    command = [sys.executable, str(bench_dir / "bare_grpc_server.py"), str(port), str(reply_file)]
+    console.print(f"[bold]{BARE_GRPC}[/bold]: gRPC on {port}, one fixed reply")
+    env = dict(os.environ)
+    with server_process(command, env=env, cwd=bench_dir, log_path=log_path, report=report) as process:
+        try:
+            wait_listening(process, port, log_path)
+        except (RuntimeError, TimeoutError) as exc:
+            report.warnings.append(f"{BARE_GRPC} did not start: {exc}")
+            return
+        target = v2_grpc_target(BARE_GRPC, "fixed reply", port, inputs)
+        measure_target(target, inputs, args, report, loads=[load for load in LOADS if load.rows == 1])
+
+
 # --- comparison -------------------------------------------------------------------------------------------
 
 
-def find(measurements: Sequence[Measurement], server: str, protocol: str, load: Load) -> Measurement | None:
-    return next(
-        (m for m in measurements if m.server == server and m.protocol == protocol and m.load == load.key),
-        None,
-    )
+def clean_runs(
+    measurements: Sequence[Measurement], server: str, protocol: str, load: Load
+) -> list[Measurement]:
+    return [
+        m
+        for m in measurements
+        if m.server == server and m.protocol == protocol and m.load == load.key and m.clean
+    ]
 
 
-def best_mlserver(measurements: Sequence[Measurement], load: Load) -> Measurement | None:
-    """MLServer's configuration with the most requests/s on this load, among those without errors."""
-    candidates = [m for m in measurements if m.server == MLSERVER and m.load == load.key and m.clean]
-    return max(candidates, key=lambda m: m.requests_per_s, default=None)
+def best(
+    measurements: Sequence[Measurement], server: str, load: Load, protocol: str = V2_REST
+) -> Measurement | None:
+    """The server's configuration with the most requests/s on this load and protocol, among those
+    without errors. MLServer's targets are its v2 REST figures, as the issue that set them measured it."""
+    return max(clean_runs(measurements, server, protocol, load), key=lambda m: m.requests_per_s, default=None)
+
+
+def lowest_p50(
+    measurements: Sequence[Measurement], server: str, load: Load, protocol: str
+) -> Measurement | None:
+    """The server's configuration with the lowest p50 on this load and protocol (the c=1 target)."""
+    return min(clean_runs(measurements, server, protocol, load), key=lambda m: m.p50_ms, default=None)
 
 
 def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator > 0 and not math.isnan(denominator) else math.nan
 
 
-def comparison(pp: Measurement, best: Measurement | None, floor: Floor) -> dict[str, Any]:
-    """One Prediction Provider figure against MLServer's best for the same load (NaN without one)."""
+def comparison(pp: Measurement, reference: Measurement | None, floor: Floor) -> dict[str, Any]:
+    """One Prediction Provider figure against MLServer's for the same load (NaN without one)."""
     nan = math.nan
+    ref = reference
     return {
         "load": pp.load,
         "protocol": pp.protocol,
+        "pp_config": pp.config,
         "pp_requests_per_s": pp.requests_per_s,
         "pp_p50_ms": pp.p50_ms,
         "pp_p99_ms": pp.p99_ms,
-        "mlserver_best_config": best.config if best else None,
-        "mlserver_requests_per_s": best.requests_per_s if best else nan,
-        "mlserver_p50_ms": best.p50_ms if best else nan,
-        "mlserver_p99_ms": best.p99_ms if best else nan,
-        "requests_per_s_ratio": ratio(pp.requests_per_s, best.requests_per_s) if best else nan,
-        "p99_ratio": ratio(pp.p99_ms, best.p99_ms) if best else nan,
-        "p50_diff_ms": pp.p50_ms - best.p50_ms if best else nan,
+        "mlserver_protocol": ref.protocol if ref else None,
+        "mlserver_best_config": ref.config if ref else None,
+        "mlserver_requests_per_s": ref.requests_per_s if ref else nan,
+        "mlserver_p50_ms": ref.p50_ms if ref else nan,
+        "mlserver_p99_ms": ref.p99_ms if ref else nan,
+        "requests_per_s_ratio": ratio(pp.requests_per_s, ref.requests_per_s) if ref else nan,
+        "p99_ratio": ratio(pp.p99_ms, ref.p99_ms) if ref else nan,
+        "p50_diff_ms": pp.p50_ms - ref.p50_ms if ref else nan,
         "floor_rows_per_s_ratio": ratio(pp.rows_per_s, floor.predict_batch_rows_per_s)
         if pp.rows > 1
         else nan,
@@ -898,14 +1003,23 @@ def comparison(pp: Measurement, best: Measurement | None, floor: Floor) -> dict[
 
 
 def comparisons(measurements: Sequence[Measurement], floor: Floor) -> list[dict[str, Any]]:
-    """Each Prediction Provider figure against MLServer's best configuration for the same load."""
+    """Prediction Provider's best configuration per load and protocol against MLServer's best over
+    v2 REST; its gRPC figure also against MLServer's best over gRPC, protocol for protocol.
+    At c=1 each side's configuration is the one with the lowest p50."""
     rows = []
     for load in LOADS:
-        best = best_mlserver(measurements, load)
+        choose = lowest_p50 if load == SINGLE_C1 else best
+        reference = choose(measurements, MLSERVER, load, V2_REST)
         for protocol in PP_PROTOCOLS:
-            pp = find(measurements, PP, protocol, load)
+            pp = choose(measurements, PP, load, protocol)
             if pp is not None:
-                rows.append(comparison(pp, best, floor))
+                rows.append(comparison(pp, reference, floor))
+        pp_grpc, mls_grpc = (
+            choose(measurements, PP, load, V2_GRPC),
+            choose(measurements, MLSERVER, load, V2_GRPC),
+        )
+        if pp_grpc is not None and mls_grpc is not None:
+            rows.append(comparison(pp_grpc, mls_grpc, floor))
     return rows
 
 
@@ -924,32 +1038,37 @@ def goal(name: str, protocol: str, value: float, threshold: float, at_least: boo
 def evaluate_targets(measurements: Sequence[Measurement], floor: Floor) -> list[dict[str, Any]]:
     """The four targets for each of Prediction Provider's protocols; ``met`` None without MLServer figures.
 
-    At c=1 the reference is MLServer's lowest p50 over its configurations, at
-    c=64 its configuration with the most requests/s.
+    Each server is taken in its best configuration for the load: at c=64 the one
+    with the most requests/s (and that configuration's p99), at c=1 the one with
+    the lowest p50, for 1024 rows Prediction Provider's with the most rows/s.
+    MLServer's figures are its v2 REST ones.
     """
-    best_high = best_mlserver(measurements, SINGLE_HIGH)
-    c1_p50s = [m.p50_ms for m in measurements if m.server == MLSERVER and m.load == SINGLE_C1.key and m.clean]
-    best_c1_p50 = min(c1_p50s, default=math.nan)
+    mls_high = best(measurements, MLSERVER, SINGLE_HIGH)
+    mls_c1 = lowest_p50(measurements, MLSERVER, SINGLE_C1, V2_REST)
     goals = []
     for protocol in PP_PROTOCOLS:
-        high, c1, batch = (find(measurements, PP, protocol, load) for load in (SINGLE_HIGH, SINGLE_C1, BATCH))
+        high = best(measurements, PP, SINGLE_HIGH, protocol)
+        c1 = lowest_p50(measurements, PP, SINGLE_C1, protocol)
+        batch = best(measurements, PP, BATCH, protocol)
         if high is None or c1 is None or batch is None:
             continue
-        rps = ratio(high.requests_per_s, best_high.requests_per_s) if best_high else math.nan
-        p99 = ratio(high.p99_ms, best_high.p99_ms) if best_high else math.nan
+        rps = ratio(high.requests_per_s, mls_high.requests_per_s) if mls_high else math.nan
+        p99 = ratio(high.p99_ms, mls_high.p99_ms) if mls_high else math.nan
+        c1_diff = c1.p50_ms - mls_c1.p50_ms if mls_c1 else math.nan
         goals += [
-            goal(
-                f"c={HIGH_CONCURRENCY} req/s, x MLServer best", protocol, rps, THROUGHPUT_RATIO_TARGET, True
-            ),
-            goal(f"c={HIGH_CONCURRENCY} p99, x that config's", protocol, p99, P99_RATIO_TARGET, False),
-            goal("c=1 p50 - MLServer best p50, ms", protocol, c1.p50_ms - best_c1_p50, 0.0, False),
+            goal(f"c={HIGH_CONCURRENCY} req/s, x MLServer best", protocol, rps, THROUGHPUT_RATIO_TARGET, True)
+            | {"pp_config": high.config},
+            goal(f"c={HIGH_CONCURRENCY} p99, x that config's", protocol, p99, P99_RATIO_TARGET, False)
+            | {"pp_config": high.config},
+            goal("c=1 p50 - MLServer best p50, ms", protocol, c1_diff, 0.0, False) | {"pp_config": c1.config},
             goal(
                 f"{BATCH_ROWS} rows rows/s, x in-process floor",
                 protocol,
                 ratio(batch.rows_per_s, floor.predict_batch_rows_per_s),
                 FLOOR_RATIO_TARGET,
                 True,
-            ),
+            )
+            | {"pp_config": batch.config},
         ]
     return goals
 
@@ -1018,7 +1137,8 @@ def figures_table(floor: Floor, measurements: Sequence[Measurement]) -> Table:
 
 
 COMPARISON_COLUMNS = (
-    *("load", "PP protocol", "PP req/s", "MLServer best", "MLS req/s", "req/s ratio"),
+    *("load", "PP protocol", "PP config", "PP req/s", "MLS protocol", "MLServer best", "MLS req/s"),
+    "req/s ratio",
     *("PP p99", "MLS p99", "p99 ratio", "c=1 p50 diff ms", "rows/s vs floor"),
 )
 
@@ -1026,9 +1146,10 @@ COMPARISON_COLUMNS = (
 def comparison_table(rows: Sequence[dict[str, Any]]) -> Table:
     """Ratios are Prediction Provider over MLServer; the p50 difference, PP minus MLServer."""
     table = new_table(
-        "Prediction Provider vs MLServer's best configuration per load (most req/s)",
+        "Prediction Provider vs MLServer, each in its best configuration per load "
+        "(most req/s; c=1: lowest p50)",
         COMPARISON_COLUMNS,
-        left={"load", "PP protocol", "MLServer best"},
+        left={"load", "PP protocol", "PP config", "MLS protocol", "MLServer best"},
     )
     previous = None
     for row in rows:
@@ -1038,7 +1159,9 @@ def comparison_table(rows: Sequence[dict[str, Any]]) -> Table:
         table.add_row(
             row["load"],
             row["protocol"],
+            row["pp_config"],
             fmt(row["pp_requests_per_s"], 1),
+            row["mlserver_protocol"] or "-",
             row["mlserver_best_config"] or "-",
             fmt(row["mlserver_requests_per_s"], 1),
             times(row["requests_per_s_ratio"]),
@@ -1054,13 +1177,14 @@ def comparison_table(rows: Sequence[dict[str, Any]]) -> Table:
 def targets_table(goals: Sequence[dict[str, Any]]) -> Table:
     table = new_table(
         "Targets",
-        ("target", "PP protocol", "value", "threshold", "met"),
-        left={"target", "PP protocol", "threshold", "met"},
+        ("target", "PP protocol", "PP config", "value", "threshold", "met"),
+        left={"target", "PP protocol", "PP config", "threshold", "met"},
     )
     for row in goals:
         met = "n/a (no MLServer figure)" if row["met"] is None else verdict(row["met"])
         digits = 3 if row["target"].endswith("ms") else 2
-        table.add_row(row["target"], row["protocol"], fmt(row["value"], digits), row["threshold"], met)
+        value = fmt(row["value"], digits)
+        table.add_row(row["target"], row["protocol"], row["pp_config"], value, row["threshold"], met)
     return table
 
 
@@ -1125,7 +1249,11 @@ def main(argv: list[str] | None = None) -> int:
     inputs, floor, model_file, api_key = prepare(
         Settings(**server_settings), args.auth, budget_s=max(args.duration, 2.0)
     )
-    reference = bench_prediction_provider(inputs, server_settings, api_key, args, workdir, report)
+    answers = [
+        bench_pp_config(workers, inputs, server_settings, api_key, args, workdir, report)
+        for workers in args.pp_workers
+    ]
+    reference = next((answer for answer in answers if answer is not None), None)  # the first config's
     if reference is None:
         report.warnings.append(f"no v2 answer from {PP}: MLServer's is checked against the in-process model")
         reference = inputs.expected[-1:]
@@ -1133,6 +1261,7 @@ def main(argv: list[str] | None = None) -> int:
         report.servers[MLSERVER] = {"status": "skipped (--skip-mlserver)"}
     else:
         bench_mlserver(model_file, inputs, reference, args, workdir, report)
+    bench_bare_grpc(inputs, args, workdir, report)
     rows = comparisons(report.measurements, floor)
     goals = evaluate_targets(report.measurements, floor)
     elapsed = time.perf_counter() - started
@@ -1152,10 +1281,11 @@ def main(argv: list[str] | None = None) -> int:
     console.print(comparison_table(rows))
     console.print(targets_table(goals))
     console.print(
-        f"[dim]{PP} auth: {args.auth}, workers: {args.pp_workers}. "
+        f"[dim]{PP} auth: {args.auth}, configurations: workers {', '.join(map(str, args.pp_workers))}. "
         f"{os.cpu_count()} CPUs shared by client and servers; "
-        "best = most req/s without errors; "
-        f"c=1 p50 target against MLServer's lowest c=1 p50. Run took {elapsed:.0f} s. JSON: {args.output}"
+        "best = each server's configuration with the most req/s without errors; "
+        "at c=1, each server's configuration with the lowest p50. "
+        f"Run took {elapsed:.0f} s. JSON: {args.output}"
     )
     for warning in report.warnings:
         console.print(f"[bold yellow]WARNING:[/bold yellow] {warning}")
