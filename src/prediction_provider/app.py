@@ -172,22 +172,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.grpc_enabled:
             from prediction_provider.api.grpc.server import start_grpc_server
 
-            grpc_server, services.grpc_port = await start_grpc_server(
-                services, settings.host, settings.grpc_port
-            )
+            grpc_server = await start_grpc_server(services, settings.host, settings.grpc_port)
+            services.grpc_port = grpc_server.port
         # Start-up leaves ~350k long-lived objects (MLflow, frameworks, models); a full
         # collection scanning them took ~190 ms and stalled every in-flight request.
         # Freezing them keeps later collections down to what requests allocate.
         gc.collect()
         gc.freeze()
-        import os
-        import sys
-
-        sys.setswitchinterval(float(os.environ.get("PP_EXP_SWITCH", "0.005")))
         yield
         gc.unfreeze()
         if grpc_server is not None:
-            await grpc_server.stop(grace=5)
+            await grpc_server.stop(grace_s=5)
         job_runtime.stop()
         services.predictions.close()
         services.audit.close()

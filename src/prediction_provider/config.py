@@ -95,6 +95,10 @@ class Settings(BaseSettings):
     grpc_port: int = Field(
         default=8001, ge=0, le=65535, description="Open Inference Protocol over gRPC (0 = any free port)."
     )
+    grpc_reflection: bool = Field(
+        default=True,
+        description="gRPC server reflection (grpcurl and other tools list the services without the .proto).",
+    )
     log_level: str = "info"
     access_log: bool = False
     opentelemetry: bool = Field(

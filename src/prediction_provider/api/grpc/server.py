@@ -11,6 +11,7 @@ import contextvars
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -23,6 +24,7 @@ from prediction_provider.accounts.roles import Permission
 from prediction_provider.api.auth import caller_key, principal_from_credentials, require_permission
 from prediction_provider.api.deps import Services, is_ready
 from prediction_provider.api.grpc import open_inference_pb2 as pb
+from prediction_provider.api.grpc.health import ReadinessHealth, add_health_and_reflection
 from prediction_provider.api.middleware import new_request_id
 from prediction_provider.db.base import utcnow
 from prediction_provider.serving import open_inference as oip
@@ -281,8 +283,21 @@ def _decode_inputs(request: Any) -> list[Tensor]:
     return tensors
 
 
-async def start_grpc_server(services: Services, host: str, port: int) -> tuple[grpc.aio.Server, int]:
-    """Start serving on ``host:port`` (0 picks a free port); return the server and its port."""
+@dataclass(frozen=True, slots=True)
+class RunningGrpcServer:
+    server: grpc.aio.Server
+    port: int
+    health: ReadinessHealth
+
+    async def stop(self, grace_s: float) -> None:
+        """Health goes NOT_SERVING first, then calls in flight get ``grace_s`` to finish."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace=grace_s)
+
+
+async def start_grpc_server(services: Services, host: str, port: int) -> RunningGrpcServer:
+    """Start serving on ``host:port`` (0 picks a free port): the inference service, the
+    standard health service and, unless turned off, reflection."""
     server = grpc.aio.server(
         options=[
             ("grpc.max_receive_message_length", services.settings.max_body_bytes),
@@ -290,9 +305,13 @@ async def start_grpc_server(services: Services, host: str, port: int) -> tuple[g
         ]
     )
     add_servicer(InferenceServicer(services), server)
+    health = add_health_and_reflection(
+        server, services, (SERVICE.full_name,), reflect=services.settings.grpc_reflection
+    )
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise OSError(f"could not bind the gRPC server to {host}:{port}")
     await server.start()
+    await health.refresh()
     log.info("gRPC Open Inference Protocol on %s:%d", host, bound)
-    return server, bound
+    return RunningGrpcServer(server, bound, health)
