@@ -12,6 +12,7 @@ import httpx
 import pandas as pd
 import pytest
 
+from prediction_provider.app import account_service
 from prediction_provider.config import Settings
 from tests.conftest import MODEL, Account, LiveServer
 
@@ -168,11 +169,24 @@ def test_listing_filters_and_pages(client: httpx.Client, feature_rows: list[dict
 
 
 @pytest.fixture
-def paused_server(settings: Settings, accounts: dict[str, Account]) -> Iterator[httpx.Client]:
-    """A server whose executor runs no jobs, so they stay pending."""
+def paused_server(settings: Settings, tmp_path: Path) -> Iterator[httpx.Client]:
+    """A server whose executor runs no jobs, so they stay pending.
+
+    On a database of its own (SQLite, whatever the suite runs on): the suite's shared
+    server polls the shared database every second and would run a job left pending there.
+    """
+    own = settings.model_copy(
+        update={"job_workers": 0, "database_url": f"sqlite:///{tmp_path / 'paused.db'}"}
+    )
+    service = account_service(own)
+    user = service.create_user(
+        "paused-client", "paused@example.com", "paused-password-123", "client", active=True
+    )
+    key = service.regenerate_api_key(user["id"])["api_key"]
+    service.db.dispose()
     with (
-        LiveServer(settings.model_copy(update={"job_workers": 0})) as server,
-        httpx.Client(base_url=server.url, headers=accounts["client"].headers, timeout=60) as http,
+        LiveServer(own) as server,
+        httpx.Client(base_url=server.url, headers={"X-API-KEY": key}, timeout=60) as http,
     ):
         yield http
 
@@ -180,9 +194,9 @@ def paused_server(settings: Settings, accounts: dict[str, Account]) -> Iterator[
 def test_pending_jobs_can_be_changed_and_cancelled(
     paused_server: httpx.Client, feature_rows: list[dict[str, float]]
 ) -> None:
-    job_id = paused_server.post(
-        "/api/v1/predictions", json={"model": MODEL, "features": feature_rows[0]}
-    ).json()["id"]
+    submitted = paused_server.post("/api/v1/predictions", json={"model": MODEL, "features": feature_rows[0]})
+    assert submitted.status_code == 202, submitted.text
+    job_id = submitted.json()["id"]
     changed = paused_server.put(
         f"/api/v1/predictions/{job_id}",
         json={"model": MODEL, "features": feature_rows[1], "return_proba": True},
