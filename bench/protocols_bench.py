@@ -958,29 +958,22 @@ def clean_runs(
     ]
 
 
-def best(
-    measurements: Sequence[Measurement], server: str, load: Load, protocol: str = V2_REST
-) -> Measurement | None:
-    """The server's configuration with the most requests/s on this load and protocol, among those
-    without errors. MLServer's targets are its v2 REST figures, as the issue that set them measured it."""
-    return max(clean_runs(measurements, server, protocol, load), key=lambda m: m.requests_per_s, default=None)
-
-
-def lowest_p50(
-    measurements: Sequence[Measurement], server: str, load: Load, protocol: str
-) -> Measurement | None:
-    """The server's configuration with the lowest p50 on this load and protocol (the c=1 target)."""
-    return min(clean_runs(measurements, server, protocol, load), key=lambda m: m.p50_ms, default=None)
+def best(measurements: Sequence[Measurement], server: str, load: Load, protocol: str) -> Measurement | None:
+    """The server's best configuration on this load and protocol, among those without errors: the
+    lowest p50 at c=1 (the c=1 target is about latency), otherwise the most requests/s."""
+    runs = clean_runs(measurements, server, protocol, load)
+    if load == SINGLE_C1:
+        return min(runs, key=lambda m: m.p50_ms, default=None)
+    return max(runs, key=lambda m: m.requests_per_s, default=None)
 
 
 def ratio(numerator: float, denominator: float) -> float:
     return numerator / denominator if denominator > 0 and not math.isnan(denominator) else math.nan
 
 
-def comparison(pp: Measurement, reference: Measurement | None, floor: Floor) -> dict[str, Any]:
+def comparison(pp: Measurement, ref: Measurement | None, floor: Floor) -> dict[str, Any]:
     """One Prediction Provider figure against MLServer's for the same load (NaN without one)."""
     nan = math.nan
-    ref = reference
     return {
         "load": pp.load,
         "protocol": pp.protocol,
@@ -1008,16 +1001,12 @@ def comparisons(measurements: Sequence[Measurement], floor: Floor) -> list[dict[
     At c=1 each side's configuration is the one with the lowest p50."""
     rows = []
     for load in LOADS:
-        choose = lowest_p50 if load == SINGLE_C1 else best
-        reference = choose(measurements, MLSERVER, load, V2_REST)
+        reference = best(measurements, MLSERVER, load, V2_REST)
         for protocol in PP_PROTOCOLS:
-            pp = choose(measurements, PP, load, protocol)
+            pp = best(measurements, PP, load, protocol)
             if pp is not None:
                 rows.append(comparison(pp, reference, floor))
-        pp_grpc, mls_grpc = (
-            choose(measurements, PP, load, V2_GRPC),
-            choose(measurements, MLSERVER, load, V2_GRPC),
-        )
+        pp_grpc, mls_grpc = best(measurements, PP, load, V2_GRPC), best(measurements, MLSERVER, load, V2_GRPC)
         if pp_grpc is not None and mls_grpc is not None:
             rows.append(comparison(pp_grpc, mls_grpc, floor))
     return rows
@@ -1043,13 +1032,10 @@ def evaluate_targets(measurements: Sequence[Measurement], floor: Floor) -> list[
     the lowest p50, for 1024 rows Prediction Provider's with the most rows/s.
     MLServer's figures are its v2 REST ones.
     """
-    mls_high = best(measurements, MLSERVER, SINGLE_HIGH)
-    mls_c1 = lowest_p50(measurements, MLSERVER, SINGLE_C1, V2_REST)
+    mls_high, mls_c1 = (best(measurements, MLSERVER, load, V2_REST) for load in (SINGLE_HIGH, SINGLE_C1))
     goals = []
     for protocol in PP_PROTOCOLS:
-        high = best(measurements, PP, SINGLE_HIGH, protocol)
-        c1 = lowest_p50(measurements, PP, SINGLE_C1, protocol)
-        batch = best(measurements, PP, BATCH, protocol)
+        high, c1, batch = (best(measurements, PP, load, protocol) for load in (SINGLE_HIGH, SINGLE_C1, BATCH))
         if high is None or c1 is None or batch is None:
             continue
         rps = ratio(high.requests_per_s, mls_high.requests_per_s) if mls_high else math.nan

@@ -3,7 +3,7 @@ and choosing a plugin by settings."""
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from prediction_provider.features.feeders import (
     load_feeder,
     resample_bars,
 )
+from prediction_provider.features.feeders import registry as feeder_registry
 from prediction_provider.features.feeders.csv_files import CsvFeeder
 from prediction_provider.features.feeders.frames import normalise_bars, parse_duration
 from prediction_provider.features.feeders.samples import SampleFeeder
@@ -293,6 +294,17 @@ def test_column_maps_come_from_the_environment_as_pairs(
     settings = Settings(data_dir=tmp_path)
     assert settings.feeder_columns == {"time": "Date+Time", "open": "O"}
     assert settings.feeder_csv_names == ["Date", "Time", "O", "H", "L", "C"]
+
+
+def test_a_plugin_without_from_settings_is_unavailable_not_a_crash(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    code_only = EntryPoint(
+        name="memory", value="prediction_provider.features.feeders.base:MemoryFeeder", group=FEEDER_GROUP
+    )
+    monkeypatch.setattr(feeder_registry, "feeder_plugins", lambda: {"memory": code_only})
+    with pytest.raises(FeederUnavailable, match="MemoryFeeder has no from_settings"):
+        load_feeder("memory", Settings(data_dir=tmp_path))
 
 
 def test_unknown_or_incomplete_feeder_settings_say_what_is_missing(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, ClassVar, Self, TypeAlias
 
 import pandas as pd
 
-from prediction_provider.errors import InvalidInput, UnknownSymbol
+from prediction_provider.errors import FeederUnavailable, InvalidInput, UnknownSymbol
 from prediction_provider.features.feeders.frames import (
     check_gaps,
     normalise_bars,
@@ -48,8 +48,11 @@ class BarFeeder(ABC):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Self:
-        """The feeder ``PP_FEEDER=<entry point name>`` builds; plugins override it."""
-        raise NotImplementedError(f"the {cls.name} feeder cannot be configured from settings")
+        """The feeder ``PP_FEEDER=<entry point name>`` builds. A feeder that only code builds
+        (``MemoryFeeder``) keeps this one; a plugin chosen by ``PP_FEEDER`` overrides it."""
+        raise FeederUnavailable(
+            f"the {cls.name} feeder cannot be chosen by PP_FEEDER: {cls.__name__} has no from_settings"
+        )
 
     def bars(
         self, symbol: str, interval: str, start: TimeBound = None, end: TimeBound = None
