@@ -84,8 +84,7 @@ def recorder(database: Database) -> Iterator[DecisionRecorder]:
     writer.close()
 
 
-@pytest.fixture
-def service(trained: Path, database: Database, recorder: DecisionRecorder) -> DecisionService:
+def decision_service(trained: Path, database: Database, recorder: DecisionRecorder | None) -> DecisionService:
     settings = Settings(data_dir=trained)
     return DecisionService(
         DecisionModels.load(trained),
@@ -94,6 +93,11 @@ def service(trained: Path, database: Database, recorder: DecisionRecorder) -> De
         settings,
         recorder=recorder,
     )
+
+
+@pytest.fixture
+def service(trained: Path, database: Database, recorder: DecisionRecorder) -> DecisionService:
+    return decision_service(trained, database, recorder)
 
 
 async def a_trade(service: DecisionService, principal: Principal) -> DecisionRequest:
@@ -222,11 +226,13 @@ async def test_a_row_the_database_refuses_costs_only_itself(
 
 
 async def test_closing_writes_what_is_still_queued(
-    service: DecisionService, people: dict[str, Principal], database: Database
+    trained: Path, people: dict[str, Principal], database: Database
 ) -> None:
-    # An hour between batches: only closing can have written these.
+    # An hour between batches: only closing can have written these. The decisions come from a
+    # service that records nothing itself, or its own recorder could write them first.
     slow = DecisionRecorder(database, flush_interval_s=3600)
-    decisions = [await service.decide(DecisionRequest("EURUSD", AS_OF), people["alice"]) for _ in range(3)]
+    unrecorded = decision_service(trained, database, None)
+    decisions = [await unrecorded.decide(DecisionRequest("EURUSD", AS_OF), people["alice"]) for _ in range(3)]
     before = stored(database)
     for decision in decisions:
         slow.record_decision(decision, people["alice"], None)
