@@ -24,8 +24,10 @@ class SoftmaxModel(LoadedModel):
         self.weights = np.array([[1.0, -1.0], [-0.5, 0.5]])
         self.call_sizes: list[int] = []
         self.gate = gate
+        self.entered = threading.Event()
 
     def predict_scores(self, matrix: FloatMatrix) -> np.ndarray:
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait()
         self.call_sizes.append(len(matrix))
@@ -78,6 +80,24 @@ async def test_a_lone_request_does_not_wait_for_a_fuller_batch() -> None:
     output = await asyncio.wait_for(batcher.submit(rows(1)[0]), timeout=60)
     assert output.predictions in (["down"], ["up"])
     assert model.call_sizes == [1]
+    batcher.close()
+
+
+async def test_under_load_a_batch_waits_only_for_as_many_rows_as_the_last_one() -> None:
+    # Four clients, each sending its next row once answered: waiting for a 64-row batch would
+    # hold every request for the whole max latency (here ten minutes, so the wait_for fails).
+    gate = threading.Event()
+    model = SoftmaxModel(gate)
+    batcher = AdaptiveBatcher(model.predict, BatchPolicy(max_batch_size=64, max_latency_s=600.0), "m")
+    first = batcher.submit(rows(1)[0])  # runs alone, held at the gate
+    assert await asyncio.to_thread(model.entered.wait, 60)
+    queued = [batcher.submit(row) for row in rows(4)]
+    gate.set()
+    await asyncio.wait_for(asyncio.gather(first, *queued), timeout=60)
+    assert model.call_sizes == [1, 4]
+    for _ in range(2):  # the clients come back together, twice
+        await asyncio.wait_for(asyncio.gather(*(batcher.submit(row) for row in rows(4))), timeout=60)
+    assert model.call_sizes == [1, 4, 4, 4]
     batcher.close()
 
 

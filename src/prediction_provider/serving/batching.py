@@ -4,7 +4,10 @@ Each batched model gets one inference thread. Requests hand their row to it
 without blocking the event loop; while the model computes, new rows queue up
 and form the next batch, so batches grow with load by themselves. Under load
 (the last batch held more than one row) the thread also waits up to
-``max_latency_s`` for a fuller batch; a lone request at low load never waits.
+``max_latency_s`` until as many rows as the last batch held are queued: with
+N clients each waiting for its answer, the next batch is N rows, and waiting
+for more than that would only add ``max_latency_s`` to every request. A lone
+request at low load never waits.
 Results go back to each request's event loop in request order. If a merged
 call fails, every row is retried alone, so a row the model rejects fails only
 its own request.
@@ -14,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -81,6 +85,10 @@ class AdaptiveBatcher:
         self._thread: threading.Thread | None = None
         self._closed = False
         self._last_size = 0
+        # Queued rows at which the thread wants waking: 1 while it idles, the batch it is
+        # filling while it waits, never while the model runs (it looks at the queue next).
+        # A wake-up per row would cost a GIL hand-off per request.
+        self._wake_at = 1
 
     def submit(self, row: FloatMatrix) -> asyncio.Future[ModelOutput]:
         """Queue one row (shape ``(1, features)``); await the returned future for its output."""
@@ -93,7 +101,8 @@ class AdaptiveBatcher:
             if self._thread is None:
                 self._thread = threading.Thread(target=self._work, name=f"batcher:{self.name}", daemon=True)
                 self._thread.start()
-            self._ready.notify()
+            if len(self._pending) >= self._wake_at:
+                self._ready.notify()
         return future
 
     def close(self) -> None:
@@ -111,6 +120,7 @@ class AdaptiveBatcher:
 
     def _next_batch(self) -> list[_Pending] | None:
         with self._ready:
+            self._wake_at = 1
             while not self._pending:
                 if self._closed:
                     self._thread = None
@@ -120,13 +130,16 @@ class AdaptiveBatcher:
                     self._thread = None
                     return None
             limit = self.policy.max_batch_size
-            if self._last_size > 1 and len(self._pending) < limit and self.policy.max_latency_s > 0:
+            wanted = min(limit, self._last_size)
+            if wanted > 1 and len(self._pending) < wanted and self.policy.max_latency_s > 0:
+                self._wake_at = wanted
                 deadline = time.monotonic() + self.policy.max_latency_s
-                while len(self._pending) < limit and not self._closed:
+                while len(self._pending) < wanted and not self._closed:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._ready.wait(remaining)
+            self._wake_at = sys.maxsize
             batch = [self._pending.popleft() for _ in range(min(limit, len(self._pending)))]
         self._last_size = len(batch)
         self.stats.batches += 1
