@@ -19,6 +19,10 @@ one table of every figure, then each server in its best configuration per load
 (Prediction Provider against MLServer over v2 REST, which the targets use, and
 gRPC against MLServer's gRPC), and the targets. Results also go to ``bench/results/protocols.json``.
 
+Every load comes from the same generator: h2load (``h2load_loadgen.py``) when it
+is installed, else (or with ``--client python``) the Python clients, ``loadgen.py``
+for REST and ``grpc_loadgen.py`` for gRPC.
+
 Run: ``.venv/bin/python bench/protocols_bench.py [--duration S] [--skip-mlserver]``.
 The client runs on the same machine as the servers and takes CPU from them, so
 on a small machine the high-concurrency figures measure client and server together.
@@ -40,6 +44,7 @@ import subprocess
 import sys
 import time
 import venv
+from collections import Counter
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import asdict, dataclass, field
@@ -52,7 +57,16 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from grpc_loadgen import model_infer_method, model_infer_request, run_grpc_load
+from grpc_loadgen import (
+    CHANNEL_OPTIONS,
+    model_infer_method,
+    model_infer_request,
+    run_grpc_load,
+)
+from grpc_loadgen import (
+    OK as GRPC_OK,
+)
+from h2load_loadgen import H2LOAD, H2Request, grpc_frame, h2load_version, run_h2load
 from loadgen import LoadResult, build_request, percentile, run_load
 from serving_bench import fmt, log_tail, real_features, run_meta, time_calls, verdict
 
@@ -93,6 +107,8 @@ BUSY_LOAD_AVERAGE = 0.7  # 1-min load average at start above which the run warns
 # Prediction Provider authenticates every prediction. "api-key": the benchmark's own user sends
 # X-API-KEY (gRPC metadata x-api-key), as a client would; "anonymous": PP_REQUIRE_AUTH=false.
 AUTH_MODES = ("api-key", "anonymous")
+PYTHON_CLIENTS = "python"
+CLIENTS = (H2LOAD, PYTHON_CLIENTS)
 BENCH_USER = "protocols-bench"
 # Limits no run here can reach: this measures serving, not the rate limiter refusing a single user.
 BENCH_RATE_LIMIT = "1000000/minute"
@@ -131,16 +147,27 @@ SINGLE_C1, SINGLE_HIGH, BATCH = Load(1, 1), Load(1, HIGH_CONCURRENCY), Load(BATC
 
 
 @dataclass(frozen=True, slots=True)
+class Call:
+    """One request: its HTTP path (or gRPC method) and body (or serialized message)."""
+
+    path: str
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Target:
-    """Where a load goes: one protocol of one server, with its request for 1 and for 1024 rows."""
+    """Where a load goes: one protocol of one server, with its call for 1 and for 1024 rows.
+
+    ``headers`` go with every call: HTTP headers, or gRPC metadata (lower-case keys).
+    """
 
     server: str
     protocol: str
     config: str
     port: int
-    requests: dict[int, bytes]
-    grpc_method: str | None = None
-    grpc_metadata: dict[str, str] = field(default_factory=dict)
+    calls: dict[int, Call]
+    headers: dict[str, str] = field(default_factory=dict)
+    grpc: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +262,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--auth", choices=AUTH_MODES, default=AUTH_MODES[0], help="how the client reaches Prediction Provider"
     )
+    parser.add_argument(
+        "--client",
+        choices=CLIENTS,
+        default=H2LOAD if shutil.which(H2LOAD) else PYTHON_CLIENTS,
+        help="load generator for every server and protocol: h2load (C, apt install nghttp2-client; the "
+        "default when installed) or the Python clients (asyncio HTTP/1.1, grpc.aio)",
+    )
     parser.add_argument("--mlserver-venv", type=Path, default=MLSERVER_VENV, help="MLServer's virtualenv")
     parser.add_argument("--output", type=Path, default=RESULTS_PATH, help="where to write the JSON results")
     args = parser.parse_args(argv)
@@ -242,6 +276,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--duration must be positive and --warmup not negative")
     if min(args.pp_workers) < 1:
         parser.error("--pp-workers must be positive")
+    if args.client == H2LOAD and shutil.which(H2LOAD) is None:
+        parser.error("--client h2load: h2load is not on PATH (apt install nghttp2-client)")
     return args
 
 
@@ -358,21 +394,19 @@ def credentials(api_key: str | None) -> dict[str, str]:
 def v2_rest_target(
     server: str, config: str, port: int, inputs: Inputs, headers: dict[str, str] | None = None
 ) -> Target:
-    requests = {
-        len(matrix): build_request("POST", V2_INFER_PATH, HOST, port, v2_body(matrix), headers=headers)
-        for matrix in (inputs.single, inputs.matrix)
-    }
-    return Target(server, V2_REST, config, port, requests)
+    calls = {len(matrix): Call(V2_INFER_PATH, v2_body(matrix)) for matrix in (inputs.single, inputs.matrix)}
+    return Target(server, V2_REST, config, port, calls, headers or {})
 
 
 def v2_grpc_target(
     server: str, config: str, port: int, inputs: Inputs, metadata: dict[str, str] | None = None
 ) -> Target:
-    requests = {
-        len(matrix): model_infer_request(MODEL_NAME, MODEL_VERSION, matrix, INPUT_NAME)
+    method = model_infer_method()
+    calls = {
+        len(matrix): Call(method, model_infer_request(MODEL_NAME, MODEL_VERSION, matrix, INPUT_NAME))
         for matrix in (inputs.single, inputs.matrix)
     }
-    return Target(server, V2_GRPC, config, port, requests, model_infer_method(), metadata or {})
+    return Target(server, V2_GRPC, config, port, calls, metadata or {}, grpc=True)
 
 
 def pp_config(workers: int) -> str:
@@ -383,12 +417,9 @@ def pp_targets(
     config: str, http_port: int, grpc_port: int, inputs: Inputs, api_key: str | None
 ) -> list[Target]:
     headers = credentials(api_key)
-    native = {
-        rows: build_request("POST", path, HOST, http_port, body, headers=headers)
-        for rows, (path, body) in native_bodies(inputs.features).items()
-    }
+    native = {rows: Call(path, body) for rows, (path, body) in native_bodies(inputs.features).items()}
     return [
-        Target(PP, NATIVE_REST, config, http_port, native),
+        Target(PP, NATIVE_REST, config, http_port, native, headers),
         v2_rest_target(PP, config, http_port, inputs, headers),
         v2_grpc_target(PP, config, grpc_port, inputs, headers),
     ]
@@ -500,7 +531,7 @@ def first_answer(
 def check_samples(measurements: dict[Load, LoadResult], target: Target, inputs: Inputs) -> list[str]:
     """The first 200 answer of each v2 load gives the in-process model's probabilities."""
     problems = []
-    decode = grpc_probabilities if target.grpc_method else v2_probabilities
+    decode = grpc_probabilities if target.grpc else v2_probabilities
     for load, result in measurements.items():
         if target.protocol == NATIVE_REST or result.sample_body is None:
             continue
@@ -613,14 +644,40 @@ def describe(target: Target) -> str:
     )
 
 
-def run_one(target: Target, load: Load, duration_s: float, warmup_s: float) -> LoadResult:
-    request = target.requests[load.rows]
-    options = {"concurrency": load.concurrency, "duration_s": duration_s, "warmup_s": warmup_s}
-    if target.grpc_method:
-        return run_grpc_load(
-            HOST, target.port, target.grpc_method, request, metadata=target.grpc_metadata, **options
-        )
-    return run_load(HOST, target.port, request, **options)
+def one_answer(target: Target, call: Call) -> tuple[int, bytes]:
+    """One call outside the load: its status (HTTP, or gRPC code) and body (or serialized message)."""
+    if not target.grpc:
+        return http_call(target.port, "POST", call.path, call.body, target.headers)
+    import grpc
+
+    with grpc.insecure_channel(f"{HOST}:{target.port}", options=CHANNEL_OPTIONS) as channel:
+        try:
+            reply = channel.unary_unary(call.path)(
+                call.body, timeout=30, metadata=tuple(target.headers.items())
+            )
+        except grpc.RpcError as exc:
+            return exc.code().value[0], b""
+    return GRPC_OK, reply
+
+
+def run_one(target: Target, load: Load, args: argparse.Namespace) -> LoadResult:
+    call = target.calls[load.rows]
+    options = {"concurrency": load.concurrency, "duration_s": args.duration, "warmup_s": args.warmup}
+    if args.client == H2LOAD:
+        # h2load keeps no answer: the sample checked against the model is one call made first,
+        # and a gRPC answer's size tells the good ones from errors during the load.
+        status, sample = one_answer(target, call)
+        if status != (GRPC_OK if target.grpc else 200):
+            return LoadResult(load.concurrency, 0.0, errors=Counter({status: 1}))
+        reply_bytes = len(grpc_frame(sample)) if target.grpc else None
+        request = H2Request(call.path, call.body, target.headers, target.grpc, reply_bytes)
+        result = run_h2load(HOST, target.port, request, **options)
+        result.sample_body = sample
+        return result
+    if target.grpc:
+        return run_grpc_load(HOST, target.port, call.path, call.body, metadata=target.headers, **options)
+    raw = build_request("POST", call.path, HOST, target.port, call.body, headers=target.headers)
+    return run_load(HOST, target.port, raw, **options)
 
 
 def to_measurement(target: Target, load: Load, result: LoadResult) -> Measurement:
@@ -648,8 +705,15 @@ def measure_target(
     for load in loads:
         console.print(f"  {describe(target)}, {load.label}: {args.warmup:g} s warm-up + {args.duration:g} s")
         try:
-            result = run_one(target, load, args.duration, args.warmup)
-        except (OSError, EOFError, TimeoutError, ExceptionGroup) as exc:
+            result = run_one(target, load, args)
+        except (
+            OSError,
+            EOFError,
+            TimeoutError,
+            ExceptionGroup,
+            RuntimeError,
+            subprocess.SubprocessError,
+        ) as exc:
             report.flag(target.server, f"{describe(target)} {load.label}: the load failed: {exc!r}")
             continue
         results[load] = result
@@ -1192,7 +1256,7 @@ def write_results(path: Path, args: argparse.Namespace, floor: Floor, report: Re
             duration_s=args.duration,
             warmup_s=args.warmup,
             batch_rows=BATCH_ROWS,
-            grpc_client="one channel (HTTP/2 connection) per concurrent worker; raw bytes in and out",
+            client=client_description(args.client),
             pp_auth=args.auth,
             pp_limits={"rate_limit": BENCH_RATE_LIMIT, "max_concurrent_predictions": BENCH_MAX_IN_FLIGHT},
             mlserver_batching_on={
@@ -1209,6 +1273,18 @@ def write_results(path: Path, args: argparse.Namespace, floor: Floor, report: Re
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(clean_json(results), indent=2) + "\n")
+
+
+def client_description(client: str) -> str:
+    if client == H2LOAD:
+        return (
+            f"h2load ({h2load_version()}): one connection per concurrent request, HTTP/1.1 for REST, "
+            "HTTP/2 for gRPC"
+        )
+    return (
+        "Python: loadgen.py (asyncio, one keep-alive connection per concurrent request) for REST, "
+        "grpc_loadgen.py (grpc.aio, one channel per concurrent request, raw bytes) for gRPC"
+    )
 
 
 def check_idle(report: Report) -> list[float]:
