@@ -85,7 +85,7 @@ class H2Request:
 
 def h2load_command(
     host: str, port: int, request: H2Request, body_file: Path, concurrency: int, duration_s: float,
-    log_file: Path | None, timeout_s: float,
+    log_file: Path, timeout_s: float,
 ) -> list[str]:  # fmt: skip
     headers = {**(GRPC_HEADERS if request.grpc else {"content-type": "application/json"}), **request.headers}
     command = [
@@ -99,8 +99,7 @@ def h2load_command(
     ]  # fmt: skip
     if not request.grpc:
         command.append("--h1")
-    if log_file is not None:
-        command.append(f"--log-file={log_file}")
+    command.append(f"--log-file={log_file}")
     for name, value in headers.items():
         command += ["--header", f"{name}: {value}"]
     return [*command, f"http://{host}:{port}{request.path}"]

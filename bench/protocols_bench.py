@@ -57,15 +57,8 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from grpc_loadgen import (
-    CHANNEL_OPTIONS,
-    model_infer_method,
-    model_infer_request,
-    run_grpc_load,
-)
-from grpc_loadgen import (
-    OK as GRPC_OK,
-)
+import grpc_loadgen
+from grpc_loadgen import CHANNEL_OPTIONS, model_infer_method, model_infer_request, run_grpc_load
 from h2load_loadgen import H2LOAD, H2Request, grpc_frame, h2load_version, run_h2load
 from loadgen import LoadResult, build_request, percentile, run_load
 from serving_bench import fmt, log_tail, real_features, run_meta, time_calls, verdict
@@ -657,7 +650,7 @@ def one_answer(target: Target, call: Call) -> tuple[int, bytes]:
             )
         except grpc.RpcError as exc:
             return exc.code().value[0], b""
-    return GRPC_OK, reply
+    return grpc_loadgen.OK, reply
 
 
 def run_one(target: Target, load: Load, args: argparse.Namespace) -> LoadResult:
@@ -667,7 +660,7 @@ def run_one(target: Target, load: Load, args: argparse.Namespace) -> LoadResult:
         # h2load keeps no answer: the sample checked against the model is one call made first,
         # and a gRPC answer's size tells the good ones from errors during the load.
         status, sample = one_answer(target, call)
-        if status != (GRPC_OK if target.grpc else 200):
+        if status != (grpc_loadgen.OK if target.grpc else 200):
             return LoadResult(load.concurrency, 0.0, errors=Counter({status: 1}))
         reply_bytes = len(grpc_frame(sample)) if target.grpc else None
         request = H2Request(call.path, call.body, target.headers, target.grpc, reply_bytes)
