@@ -16,15 +16,8 @@ from prediction_provider.db import migrate
 from prediction_provider.db.models import PredictionJob, PredictionJobEvent
 from prediction_provider.db.session import Database
 from prediction_provider.errors import Conflict, JobNotFound, JobStateConflict
-from prediction_provider.jobs.store import (
-    Claim,
-    ClaimRefused,
-    JobFilter,
-    JobStatus,
-    JobStore,
-    NewJob,
-    input_digest,
-)
+from prediction_provider.jobs.records import Claim, ClaimRefused, JobFilter, JobStatus, NewJob, input_digest
+from prediction_provider.jobs.store import JobStore
 from tests.integration.database_fixtures import sqlite_url
 
 OWNER = Principal(None, "someone", Role.CLIENT, "api_key")

@@ -23,7 +23,8 @@ from sqlalchemy.exc import OperationalError
 from prediction_provider.config import Settings
 from prediction_provider.errors import InvalidInput, PredictionProviderError, RegistryUnavailable
 from prediction_provider.jobs import datasets
-from prediction_provider.jobs.store import Claim, ClaimRefused, JobStatus, JobStore
+from prediction_provider.jobs.records import Claim, ClaimRefused, JobStatus
+from prediction_provider.jobs.store import JobStore
 from prediction_provider.serving.cache import CachedModel, ModelCache
 from prediction_provider.serving.inference import PredictionService
 from prediction_provider.serving.responses import batch_payload, single_payload

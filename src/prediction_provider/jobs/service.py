@@ -22,7 +22,8 @@ from prediction_provider.config import Settings
 from prediction_provider.db.models import PredictionJob
 from prediction_provider.errors import BrokerUnavailable, JobNotFound, JobStateConflict
 from prediction_provider.jobs import datasets
-from prediction_provider.jobs.store import JobFilter, JobStatus, JobStore, NewJob, input_digest
+from prediction_provider.jobs.records import JobFilter, JobStatus, NewJob, input_digest
+from prediction_provider.jobs.store import JobStore
 from prediction_provider.serving.cache import ModelCache
 
 log = logging.getLogger(__name__)

@@ -10,82 +10,37 @@ out). Each transition also appends a row to ``prediction_job_events``.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from enum import StrEnum
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
-import orjson
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 
 from prediction_provider.accounts.principal import Principal
 from prediction_provider.db.base import utcnow
 from prediction_provider.db.models import PredictionJob, PredictionJobEvent
 from prediction_provider.db.session import Database
 from prediction_provider.errors import Conflict, JobNotFound, JobStateConflict
+from prediction_provider.jobs.dispatch_bookkeeping import DispatchBookkeeping
+from prediction_provider.jobs.records import (
+    TERMINAL,
+    Claim,
+    ClaimRefused,
+    JobFilter,
+    JobStatus,
+    NewJob,
+    claimable,
+    holding,
+    record_event,
+)
+from prediction_provider.jobs.split_jobs import SplitJobs
 
 
-class JobStatus(StrEnum):
-    PENDING = "pending"
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-TERMINAL = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
-
-
-def input_digest(payload: Any) -> str:
-    """A stable hash of a job's input: keys sorted, so equal bodies hash equally."""
-    return hashlib.sha256(orjson.dumps(payload, option=orjson.OPT_SORT_KEYS)).hexdigest()
-
-
-@dataclass(frozen=True, slots=True)
-class NewJob:
-    kind: str
-    model_reference: str
-    input_hash: str
-    input: Any = None
-    input_path: str | None = None
-    parameters: dict[str, Any] = field(default_factory=dict)
-    data_as_of: datetime | None = None
-    idempotency_key: str | None = None
-    model_name: str | None = None
-    model_version: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Claim:
-    """A worker's right to run and finish one job, until it finishes or its lease runs out."""
-
-    job: PredictionJob
-    token: str
-    worker: str
-
-
-class ClaimRefused(StrEnum):
-    MISSING = "missing"
-    FINISHED = "finished"  # terminal, or a dataset job already split into chunks
-    BUSY = "busy"  # another worker holds a live claim
-
-
-@dataclass(frozen=True, slots=True)
-class JobFilter:
-    owner_id: int | None = None  # None: everyone's (callers allowed to see all)
-    status: JobStatus | None = None
-    model: str | None = None
-    created_after: datetime | None = None
-    created_before: datetime | None = None
-
-
-class JobStore:
+class JobStore(SplitJobs, DispatchBookkeeping):
     def __init__(self, db: Database, lease: timedelta, max_attempts: int) -> None:
         self.db = db
         self.lease = lease
@@ -125,7 +80,7 @@ class JobStore:
             with self.db.session() as session:
                 session.add(job)
                 session.flush()
-                _record(session, job.id, JobStatus.PENDING, None, "submitted")
+                record_event(session, job.id, JobStatus.PENDING, None, "submitted")
         except IntegrityError:
             # Two submits with one key raced; the other one won.
             existing = self._by_idempotency_key(owner.user_id, new.idempotency_key or "")
@@ -137,12 +92,7 @@ class JobStore:
     def _by_idempotency_key(self, owner_id: int | None, key: str) -> PredictionJob | None:
         with self.db.session() as session:
             return session.scalars(
-                select(PredictionJob).where(
-                    PredictionJob.owner_id.is_(None)
-                    if owner_id is None
-                    else PredictionJob.owner_id == owner_id,
-                    PredictionJob.idempotency_key == key,
-                )
+                select(PredictionJob).where(_owned_by(owner_id), PredictionJob.idempotency_key == key)
             ).first()
 
     @staticmethod
@@ -225,7 +175,7 @@ class JobStore:
             )
             if updated.rowcount == 0:  # type: ignore[attr-defined]
                 raise self._state_conflict(session, job_id, "only a pending job can be changed")
-            _record(session, job_id, JobStatus.PENDING, None, "updated")
+            record_event(session, job_id, JobStatus.PENDING, None, "updated")
         return self.get(job_id)
 
     def cancel(self, job_id: str) -> PredictionJob:
@@ -243,7 +193,7 @@ class JobStore:
             )
             if updated.rowcount == 0:  # type: ignore[attr-defined]
                 raise self._state_conflict(session, job_id, "the job has already finished")
-            _record(session, job_id, JobStatus.CANCELLED, None, "cancelled by request")
+            record_event(session, job_id, JobStatus.CANCELLED, None, "cancelled by request")
             session.execute(
                 update(PredictionJob)
                 .where(PredictionJob.parent_id == job_id, PredictionJob.status.not_in(TERMINAL))
@@ -281,7 +231,7 @@ class JobStore:
         """
         candidate = (
             select(PredictionJob.id)
-            .where(self._claimable(utcnow()))
+            .where(claimable(utcnow(), self.lease))
             .order_by(PredictionJob.created_at)
             .limit(1)
         )
@@ -296,7 +246,7 @@ class JobStore:
         token = secrets.token_hex(16)
         updated = session.execute(
             update(PredictionJob)
-            .where(PredictionJob.id == job_id, self._claimable(now))
+            .where(PredictionJob.id == job_id, claimable(now, self.lease))
             .values(
                 status=JobStatus.PROCESSING,
                 claim_token=token,
@@ -309,20 +259,10 @@ class JobStore:
         )
         if updated.rowcount != 1:  # type: ignore[attr-defined]
             return None
-        _record(session, job_id, JobStatus.PROCESSING, worker, None)
+        record_event(session, job_id, JobStatus.PROCESSING, worker, None)
         job = session.get(PredictionJob, job_id)
         assert job is not None
         return Claim(job, token, worker)
-
-    def _claimable(self, now: datetime) -> Any:
-        stale = now - self.lease
-        return and_(
-            PredictionJob.chunks_total.is_(None),
-            or_(
-                PredictionJob.status == JobStatus.PENDING,
-                and_(PredictionJob.status == JobStatus.PROCESSING, PredictionJob.heartbeat_at < stale),
-            ),
-        )
 
     def lease_remaining(self, job_id: str) -> float:
         """Seconds until a busy job's claim may be taken over (0 when it already may)."""
@@ -337,7 +277,7 @@ class JobStore:
         if progress is not None:
             values["progress"] = progress
         with self.db.session() as session:
-            updated = session.execute(update(PredictionJob).where(*_holding(claim)).values(**values))
+            updated = session.execute(update(PredictionJob).where(*holding(claim)).values(**values))
             return bool(updated.rowcount == 1)  # type: ignore[attr-defined]
 
     def complete(
@@ -380,12 +320,12 @@ class JobStore:
         with self.db.session() as session:
             updated = session.execute(
                 update(PredictionJob)
-                .where(*_holding(claim))
+                .where(*holding(claim))
                 .values(status=JobStatus.PENDING, claim_token=None, heartbeat_at=None, updated_at=now)
             )
             if updated.rowcount != 1:  # type: ignore[attr-defined]
                 return False
-            _record(session, claim.job.id, JobStatus.PENDING, claim.worker, f"released: {reason}")
+            record_event(session, claim.job.id, JobStatus.PENDING, claim.worker, f"released: {reason}")
         return True
 
     def _finish(self, claim: Claim, status: JobStatus, values: dict[str, Any], detail: str | None) -> bool:
@@ -393,12 +333,12 @@ class JobStore:
         with self.db.session() as session:
             updated = session.execute(
                 update(PredictionJob)
-                .where(*_holding(claim))
+                .where(*holding(claim))
                 .values(status=status, claim_token=None, finished_at=now, updated_at=now, **values)
             )
             if updated.rowcount != 1:  # type: ignore[attr-defined]
                 return False
-            _record(session, claim.job.id, status, claim.worker, detail)
+            record_event(session, claim.job.id, status, claim.worker, detail)
         return True
 
     def recover_orphans(self, worker_prefix: str, is_alive: Callable[[str], bool]) -> list[str]:
@@ -429,162 +369,10 @@ class JobStore:
                     )
                 )
                 if updated.rowcount == 1:  # type: ignore[attr-defined]
-                    _record(session, job_id, JobStatus.PENDING, worker, "recovered: its process is gone")
+                    record_event(session, job_id, JobStatus.PENDING, worker, "recovered: its process is gone")
                     recovered.append(job_id)
         return recovered
-
-    # -- dataset jobs: a parent split into chunk children ----------------------------------------
-
-    def split(self, claim: Claim, chunks: Iterable[dict[str, Any]]) -> list[str] | None:
-        """Turn a claimed dataset job into chunk jobs, atomically; ``None`` if the claim was lost.
-
-        The parent stays ``processing`` without a worker (``chunks_total`` set), so no lease
-        expiry takes it back; whoever finishes its last chunk finishes it.
-        """
-        parent = claim.job
-        children = [
-            PredictionJob(
-                id=str(uuid.uuid4()),
-                owner_id=parent.owner_id,
-                owner_username=parent.owner_username,
-                kind="chunk",
-                parent_id=parent.id,
-                chunk_index=index,
-                model_reference=parent.model_reference,
-                input_path=parent.input_path,
-                input_hash=parent.input_hash,
-                parameters={**parent.parameters, **chunk},
-                status=JobStatus.PENDING,
-                result_files=[],
-                attempts=0,
-                progress=0.0,
-                data_as_of=parent.data_as_of,
-            )
-            for index, chunk in enumerate(chunks)
-        ]
-        now = utcnow()
-        with self.db.session() as session:
-            updated = session.execute(
-                update(PredictionJob)
-                .where(*_holding(claim))
-                .values(chunks_total=len(children), claim_token=None, heartbeat_at=now, updated_at=now)
-            )
-            if updated.rowcount != 1:  # type: ignore[attr-defined]
-                return None
-            session.add_all(children)
-            _record(
-                session, parent.id, JobStatus.PROCESSING, claim.worker, f"split into {len(children)} chunks"
-            )
-        return [child.id for child in children]
-
-    def chunks(self, parent_id: str) -> list[PredictionJob]:
-        with self.db.session() as session:
-            return list(
-                session.scalars(
-                    select(PredictionJob)
-                    .where(PredictionJob.parent_id == parent_id)
-                    .order_by(PredictionJob.chunk_index)
-                )
-            )
-
-    def update_parent_progress(self, parent_id: str) -> tuple[int, int]:
-        """Completed and total chunks of a split job; its progress is set from them."""
-        with self.db.session() as session:
-            total = session.scalar(select(PredictionJob.chunks_total).where(PredictionJob.id == parent_id))
-            done = session.scalar(
-                select(func.count())
-                .select_from(PredictionJob)
-                .where(PredictionJob.parent_id == parent_id, PredictionJob.status == JobStatus.COMPLETED)
-            )
-            total, done = int(total or 0), int(done or 0)
-            if total:
-                session.execute(
-                    update(PredictionJob)
-                    .where(PredictionJob.id == parent_id, PredictionJob.status == JobStatus.PROCESSING)
-                    .values(progress=round(100.0 * done / total, 2), updated_at=utcnow())
-                )
-        return done, total
-
-    def stalled_parents(self) -> list[tuple[str, int]]:
-        """Split jobs whose chunks all completed but which were never finished (their finisher
-        crashed between the last chunk and the merge), with their chunk counts."""
-        chunk = aliased(PredictionJob)
-        done = (
-            select(func.count())
-            .where(chunk.parent_id == PredictionJob.id, chunk.status == JobStatus.COMPLETED)
-            .correlate(PredictionJob)
-            .scalar_subquery()
-        )
-        with self.db.session() as session:
-            rows = session.execute(
-                select(PredictionJob.id, PredictionJob.chunks_total).where(
-                    PredictionJob.status == JobStatus.PROCESSING,
-                    PredictionJob.chunks_total.is_not(None),
-                    PredictionJob.chunks_total == done,
-                )
-            ).all()
-        return [(job_id, int(total or 0)) for job_id, total in rows]
-
-    def finish_parent(
-        self, parent_id: str, status: JobStatus, values: dict[str, Any], worker: str, detail: str | None
-    ) -> bool:
-        """Finish a split job once; the conditional update makes racing finishers harmless."""
-        now = utcnow()
-        with self.db.session() as session:
-            updated = session.execute(
-                update(PredictionJob)
-                .where(PredictionJob.id == parent_id, PredictionJob.status == JobStatus.PROCESSING)
-                .values(status=status, finished_at=now, updated_at=now, **values)
-            )
-            if updated.rowcount != 1:  # type: ignore[attr-defined]
-                return False
-            _record(session, parent_id, status, worker, detail)
-            if status != JobStatus.COMPLETED:
-                session.execute(
-                    update(PredictionJob)
-                    .where(PredictionJob.parent_id == parent_id, PredictionJob.status.not_in(TERMINAL))
-                    .values(status=JobStatus.CANCELLED, claim_token=None, finished_at=now, updated_at=now)
-                )
-        return True
-
-    # -- dispatch bookkeeping (Celery) -----------------------------------------------------------
-
-    def mark_dispatched(self, job_ids: Sequence[str]) -> None:
-        with self.db.session() as session:
-            session.execute(
-                update(PredictionJob).where(PredictionJob.id.in_(job_ids)).values(dispatched_at=utcnow())
-            )
-
-    def undispatched(self, older_than: timedelta, limit: int = 500) -> list[str]:
-        """Claimable jobs whose last dispatch (their creation, or the last re-dispatch) is older than
-        ``older_than``: their message was lost."""
-        cutoff = utcnow() - older_than
-        with self.db.session() as session:
-            return list(
-                session.scalars(
-                    select(PredictionJob.id)
-                    .where(
-                        self._claimable(utcnow()),
-                        or_(PredictionJob.dispatched_at.is_(None), PredictionJob.dispatched_at < cutoff),
-                        PredictionJob.created_at < cutoff,
-                    )
-                    .order_by(PredictionJob.created_at)
-                    .limit(limit)
-                )
-            )
 
 
 def _owned_by(owner_id: int | None) -> Any:
     return PredictionJob.owner_id.is_(None) if owner_id is None else PredictionJob.owner_id == owner_id
-
-
-def _holding(claim: Claim) -> tuple[Any, ...]:
-    return (
-        PredictionJob.id == claim.job.id,
-        PredictionJob.status == JobStatus.PROCESSING,
-        PredictionJob.claim_token == claim.token,
-    )
-
-
-def _record(session: Session, job_id: str, status: str, worker: str | None, detail: str | None) -> None:
-    session.add(PredictionJobEvent(job_id=job_id, status=status, worker=worker, detail=detail))

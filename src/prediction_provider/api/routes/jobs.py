@@ -27,9 +27,9 @@ from prediction_provider.api.job_schemas import (
 from prediction_provider.api.schemas import ErrorBody, PredictRequest
 from prediction_provider.errors import InvalidInput
 from prediction_provider.jobs import datasets
+from prediction_provider.jobs.records import JobFilter, JobStatus
 from prediction_provider.jobs.runtime import JobRuntime
 from prediction_provider.jobs.service import JobService, RowsSubmission
-from prediction_provider.jobs.store import JobFilter, JobStatus
 
 router = APIRouter(tags=["prediction jobs"])
 
