@@ -126,19 +126,17 @@ def parse_log(text: str) -> list[tuple[int, int, int]]:
 
 
 def measured(entries: list[tuple[int, int, int]], warmup_s: float, concurrency: int) -> LoadResult:
-    """The requests that started after the warm-up, as ``ClosedLoop`` records them."""
+    """Latencies and throughput of the requests that started after the warm-up, as ``ClosedLoop``
+    records them; errors are left to the caller, which counts them over the whole run."""
     result = LoadResult(concurrency=concurrency, elapsed_s=0.0)
     if not entries:
         return result
     measure_from = min(start for start, _, _ in entries) + round(warmup_s * 1e6)
     last_done = measure_from
-    for start, status, duration in entries:
-        if start < measure_from:
-            continue
-        result.latencies_ns.append(duration * 1000)
-        last_done = max(last_done, start + duration)
-        if status != 200:
-            result.errors[status] += 1
+    for start, _, duration in entries:
+        if start >= measure_from:
+            result.latencies_ns.append(duration * 1000)
+            last_done = max(last_done, start + duration)
     result.elapsed_s = (last_done - measure_from) / 1e6
     return result
 
@@ -177,6 +175,7 @@ def run_h2load(
     if len(entries) != counts["done"]:
         raise RuntimeError(f"h2load logged {len(entries)} requests but reports {counts['done']} done")
     result = measured(entries, warmup_s, concurrency)
+    result.errors.update(status for _, status, _ in entries if status != 200)
     if counts["errored"] or counts["timeout"]:
         result.errors[NO_ANSWER] += counts["errored"] + counts["timeout"]
     if request.grpc and request.reply_bytes:
