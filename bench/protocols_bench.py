@@ -6,10 +6,13 @@ Measures, in one run:
    1 real EURUSD row (p50) and 1024 rows (rows/s);
 2. Prediction Provider (``prediction-provider serve`` in a subprocess) over its
    native REST API (``/predict``, ``/predict/batch``), Open Inference Protocol
-   v2 REST and v2 gRPC, in its configurations: 1 and 2 worker processes;
+   v2 REST and v2 gRPC, in its configurations: 1 and 2 worker processes, each
+   unpinned and pinned (``--pin-workers``: each worker on a CPU of its own);
 3. MLServer 1.7.1 (its own virtual environment under ``bench/results``, made on
-   the first run) serving the same ``model.lgb`` over v2 REST and v2 gRPC, in six
-   configurations: parallel workers 0, 1, 2, each with adaptive batching off and on;
+   the first run) serving the same ``model.lgb`` over v2 REST and v2 gRPC, in eight
+   configurations: parallel workers 0, 1, 2, each with adaptive batching off and on,
+   and its single process (workers 0) pinned to one CPU, as pinning helps a server
+   whose threads hand work to each other; batching off and on;
 4. a bare grpcio server (``bare_grpc_server.py``) that answers every call with
    one fixed reply: the most any Python grpcio server can do on this machine.
 
@@ -86,6 +89,7 @@ MLSERVER_WORKERS = (0, 1, 2)
 # Prediction Provider is measured in its configurations too (worker processes), as MLServer is in
 # its own: each server's best configuration per load is what the targets compare.
 PP_WORKERS = (1, 2)
+PIN_CHOICES = ("off", "on")
 # Adaptive batching "on" uses Prediction Provider's own defaults: 64 requests, 2 ms.
 MLSERVER_MAX_BATCH_SIZE = 64
 MLSERVER_MAX_BATCH_TIME_S = 0.002
@@ -253,6 +257,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         f"(default {' '.join(map(str, PP_WORKERS))})",
     )
     parser.add_argument(
+        "--pp-pin",
+        choices=PIN_CHOICES,
+        nargs="+",
+        default=list(PIN_CHOICES),
+        help="Prediction Provider's worker pinning (serve --pin-workers) in each workers configuration "
+        "(default: off on)",
+    )
+    parser.add_argument(
         "--auth", choices=AUTH_MODES, default=AUTH_MODES[0], help="how the client reaches Prediction Provider"
     )
     parser.add_argument(
@@ -402,8 +414,8 @@ def v2_grpc_target(
     return Target(server, V2_GRPC, config, port, calls, metadata or {}, grpc=True)
 
 
-def pp_config(workers: int) -> str:
-    return f"workers={workers}"
+def pp_config(workers: int, pinned: bool) -> str:
+    return f"workers={workers}" + (", pinned" if pinned else "")
 
 
 def pp_targets(
@@ -591,12 +603,24 @@ def stop_process_group(process: subprocess.Popen[bytes]) -> list[int]:
 
 @contextmanager
 def server_process(
-    command: Sequence[str], *, env: dict[str, str], cwd: Path, log_path: Path, report: Report
+    command: Sequence[str],
+    *,
+    env: dict[str, str],
+    cwd: Path,
+    log_path: Path,
+    report: Report,
+    cpu: int | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """Start ``command`` in its own process group; always stop the group, and say if anything survived."""
+    """Start ``command`` in its own process group (on ``cpu`` only, when given); always stop the group,
+    and say if anything survived."""
     with log_path.open("wb") as log_file:
         process = subprocess.Popen(
-            list(command), stdout=log_file, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True
+            ["taskset", "--cpu-list", str(cpu), *command] if cpu is not None else list(command),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
         )
         try:
             yield process
@@ -721,7 +745,9 @@ def measure_target(
         report.flag(target.server, problem)
 
 
-def pp_command(data_dir: Path, port: int, grpc_port: int, workers: int = 1) -> list[str]:
+def pp_command(
+    data_dir: Path, port: int, grpc_port: int, workers: int = 1, pinned: bool = False
+) -> list[str]:
     """The console script next to this interpreter, else the CLI module."""
     script = Path(sys.executable).with_name("prediction-provider")
     prefix = [str(script)] if script.exists() else [sys.executable, "-m", "prediction_provider.cli"]
@@ -740,11 +766,13 @@ def pp_command(data_dir: Path, port: int, grpc_port: int, workers: int = 1) -> l
         MODEL_REF,
         "--workers",
         str(workers),
+        "--pin-workers" if pinned else "--no-pin-workers",
     ]
 
 
 def bench_pp_config(
     workers: int,
+    pinned: bool,
     inputs: Inputs,
     server_settings: dict[str, Any],
     api_key: str | None,
@@ -754,12 +782,12 @@ def bench_pp_config(
 ) -> npt.NDArray[np.float64] | None:
     """Start the server with ``workers`` processes, check its v2 answer, measure its three
     protocols, stop it; returns that answer."""
-    config = pp_config(workers)
+    config = pp_config(workers, pinned)
     http_port, grpc_port = free_ports(2)
-    log_path = workdir / f"prediction-provider-w{workers}.log"
+    log_path = workdir / f"prediction-provider-w{workers}{'-pinned' if pinned else ''}.log"
     env = {**os.environ, **settings_env(server_settings), "PP_LOG_LEVEL": "warning"}
     console.print(f"[bold]{PP}[/bold] ({config}): REST on {http_port}, gRPC on {grpc_port}")
-    command = pp_command(args.data_dir, http_port, grpc_port, workers)
+    command = pp_command(args.data_dir, http_port, grpc_port, workers, pinned)
     entry: dict[str, Any] = {"config": config, "command": command, "log": str(log_path)}
     report.servers.setdefault(PP, {}).setdefault("configs", []).append(entry)
     with server_process(command, env=env, cwd=Path.cwd(), log_path=log_path, report=report) as process:
@@ -851,17 +879,28 @@ def ensure_mlserver(venv_dir: Path) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class MLServerConfig:
-    """One MLServer set-up: inference worker processes and adaptive batching."""
+    """One MLServer set-up: inference worker processes, adaptive batching, and whether its process
+    is pinned to one CPU (``pinned_cpu``; only for workers 0, where one process does everything)."""
 
     workers: int
     batching: bool
+    pinned_cpu: int | None = None
 
     @property
     def label(self) -> str:
-        return f"w={self.workers}, batch {'on' if self.batching else 'off'}"
+        pinned = ", pinned" if self.pinned_cpu is not None else ""
+        return f"w={self.workers}, batch {'on' if self.batching else 'off'}{pinned}"
+
+    @property
+    def dirname(self) -> str:
+        pinned = "-pinned" if self.pinned_cpu is not None else ""
+        return f"mlserver-w{self.workers}-{'batch' if self.batching else 'nobatch'}{pinned}"
 
 
-MLSERVER_CONFIGS = tuple(MLServerConfig(w, b) for w in MLSERVER_WORKERS for b in (False, True))
+MLSERVER_CONFIGS = (
+    *(MLServerConfig(w, b) for w in MLSERVER_WORKERS for b in (False, True)),
+    *(MLServerConfig(0, b, pinned_cpu=min(os.sched_getaffinity(0))) for b in (False, True)),
+)
 
 
 def write_repository(root: Path, model_file: Path, config: MLServerConfig, ports: Sequence[int]) -> None:
@@ -914,7 +953,7 @@ def bench_mlserver_config(
     report: Report,
 ) -> None:
     """Start MLServer in one configuration, check its first answer, measure it, stop it."""
-    root = workdir / f"mlserver-w{config.workers}-{'batch' if config.batching else 'nobatch'}"
+    root = workdir / config.dirname
     ports = free_ports(3)
     write_repository(root, model_file, config, ports)
     log_path = root / "mlserver.log"
@@ -924,7 +963,7 @@ def bench_mlserver_config(
     ready_paths = ["/v2/health/ready", f"/v2/models/{MODEL_NAME}/versions/{MODEL_VERSION}/ready"]
     command = [str(mlserver), "start", str(root)]
     with server_process(
-        command, env=mlserver_env(mlserver), cwd=root, log_path=log_path, report=report
+        command, env=mlserver_env(mlserver), cwd=root, log_path=log_path, report=report, cpu=config.pinned_cpu
     ) as process:
         try:
             entry["ready_s"] = round(wait_ready(process, ports[0], ready_paths, log_path), 2)
@@ -1305,8 +1344,9 @@ def main(argv: list[str] | None = None) -> int:
         Settings(**server_settings), args.auth, budget_s=max(args.duration, 2.0)
     )
     answers = [
-        bench_pp_config(workers, inputs, server_settings, api_key, args, workdir, report)
+        bench_pp_config(workers, pin == "on", inputs, server_settings, api_key, args, workdir, report)
         for workers in args.pp_workers
+        for pin in args.pp_pin
     ]
     reference = next((answer for answer in answers if answer is not None), None)  # the first config's
     if reference is None:
@@ -1336,7 +1376,8 @@ def main(argv: list[str] | None = None) -> int:
     console.print(comparison_table(rows))
     console.print(targets_table(goals))
     console.print(
-        f"[dim]{PP} auth: {args.auth}, configurations: workers {', '.join(map(str, args.pp_workers))}. "
+        f"[dim]{PP} auth: {args.auth}, configurations: workers {', '.join(map(str, args.pp_workers))}, "
+        f"pinned {', '.join(args.pp_pin)}. "
         f"{os.cpu_count()} CPUs shared by client and servers; "
         "best = each server's configuration with the most req/s without errors; "
         "at c=1, each server's configuration with the lowest p50. "

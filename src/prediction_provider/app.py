@@ -46,6 +46,7 @@ from prediction_provider.db import migrate
 from prediction_provider.db.session import Database
 from prediction_provider.jobs.runtime import start_job_runtime
 from prediction_provider.observability.audit import AuditWriter
+from prediction_provider.serving.affinity import pin_worker
 from prediction_provider.serving.factory import build_model_serving
 from prediction_provider.trading.factory import build_trading
 
@@ -154,6 +155,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # First, so that every thread the services start inherits the CPU.
+        cpu_claim = pin_worker(settings.data_dir / "run") if settings.pin_workers else None
         services = await run_in_threadpool(build_services, settings)
         app.state.services = services
         for reference in settings.warm_models:
@@ -191,6 +194,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.db.dispose()
         for entry in services.cache.entries():
             entry.close()
+        if cpu_claim is not None:
+            cpu_claim.release()
 
     app = FastAPI(
         title="Prediction Provider",

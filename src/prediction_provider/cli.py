@@ -84,9 +84,14 @@ def serve(
     warm: Annotated[list[str] | None, typer.Option(help="Model to load at start-up (repeatable).")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes sharing the port.")] = 1,
     grpc_port: Annotated[int | None, typer.Option(help="gRPC port (PP_GRPC_PORT).")] = None,
+    pin_workers: Annotated[
+        bool | None,
+        typer.Option("--pin-workers/--no-pin-workers", help="Pin each worker to a CPU (PP_PIN_WORKERS)."),
+    ] = None,
 ) -> None:
     """Serve the models of the configured registry over REST and gRPC."""
-    settings = load_settings(data_dir=data_dir, host=host, port=port, warm_models=warm, grpc_port=grpc_port)
+    flags = {"warm_models": warm, "grpc_port": grpc_port, "pin_workers": pin_workers}
+    settings = load_settings(data_dir=data_dir, host=host, port=port, **flags)
     _configure_logging(settings.log_level)
     _serve(settings, workers)
 

@@ -13,6 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from prediction_provider.errors import PredictionFailed
+from prediction_provider.serving.affinity import release_current_thread
 from prediction_provider.serving.cache import CachedModel, ModelCache
 from prediction_provider.serving.features_input import matrix_from_columns, matrix_from_records
 from prediction_provider.serving.loaders.base import FloatMatrix, ModelOutput
@@ -71,7 +72,10 @@ class PredictionService:
         self.parallel_min_rows = max(2, parallel_min_rows)
         # The calling thread predicts the first part itself; these threads take the others.
         self._split_pool = (
-            ThreadPoolExecutor(parallelism - 1, thread_name_prefix="predict-split")
+            # Pinned workers (PP_PIN_WORKERS) let these threads out: their job is the other CPUs.
+            ThreadPoolExecutor(
+                parallelism - 1, thread_name_prefix="predict-split", initializer=release_current_thread
+            )
             if parallelism > 1
             else None
         )
