@@ -156,7 +156,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # First, so that every thread the services start inherits the CPU.
-        cpu_claim = pin_worker(settings.data_dir / "run") if settings.pin_workers else None
+        cpu_claim = pin_worker() if settings.pin_workers else None
         services = await run_in_threadpool(build_services, settings)
         app.state.services = services
         for reference in settings.warm_models:

@@ -10,10 +10,14 @@ many workers as CPUs, a worker whose threads share one CPU pays the cheap hop,
 and the workers stop migrating onto each other's CPU.
 
 Each worker claims the first CPU no other worker holds with an exclusive lock
-on a file under the data dir, held for the worker's lifetime: a worker that
-dies frees its CPU for the one that replaces it. A worker that finds every CPU
-taken (more workers than CPUs) stays unpinned. Threads that split one large
-request across CPUs (``release_current_thread``) are let out again.
+on a file in the machine's temporary directory (``LOCK_DIR``), held for the
+worker's lifetime: a worker that dies frees its CPU for the one that replaces
+it, and two servers on one machine share its CPUs out between them. The locks
+are local files on purpose: a data dir may be a network volume that several
+machines or containers share, where the CPU numbers mean different CPUs. A
+worker that finds every CPU taken (more workers than CPUs) stays unpinned.
+Threads that split one large request across CPUs (``release_current_thread``)
+are let out again.
 """
 
 from __future__ import annotations
@@ -21,12 +25,15 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 log = logging.getLogger(__name__)
+
+LOCK_DIR = Path(tempfile.gettempdir()) / f"prediction-provider-cpus-{os.getuid()}"
 
 # The CPUs the process could use before it was pinned; None while it is not pinned.
 _unpinned_cpus: frozenset[int] | None = None
@@ -78,7 +85,7 @@ def release_current_thread() -> None:
         os.sched_setaffinity(0, _unpinned_cpus)
 
 
-def pin_worker(lock_dir: Path) -> CpuClaim | None:
+def pin_worker(lock_dir: Path = LOCK_DIR) -> CpuClaim | None:
     """Claim a free CPU and pin this process to it; None (and a log line) when it stays unpinned."""
     if not hasattr(os, "sched_setaffinity"):
         log.warning("PP_PIN_WORKERS: this platform cannot pin threads to CPUs; workers stay unpinned")
