@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from google.protobuf import descriptor_pb2
+from google.protobuf.descriptor_pool import DescriptorPool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from starlette.concurrency import run_in_threadpool
 
 from prediction_provider.api.deps import Services, is_ready
+from prediction_provider.api.grpc import open_inference_pb2
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -57,5 +60,17 @@ def add_health_and_reflection(
     health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
     if reflect:
         names = (*service_names, health.SERVICE_NAME, reflection.SERVICE_NAME)
-        reflection.enable_server_reflection(names, server)
+        reflection.enable_server_reflection(names, server, pool=reflected_pool())
     return servicer
+
+
+def reflected_pool() -> DescriptorPool:
+    """The served protos in one pool. Reflection reads one pool, and the default one lacks
+    the inference service: its generated module registers it in a private pool (there it
+    only appeared when some other module, e.g. tritonclient's, had put the same names in)."""
+    pool = DescriptorPool()
+    for file in (open_inference_pb2.DESCRIPTOR, health_pb2.DESCRIPTOR, reflection_pb2.DESCRIPTOR):
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        pool.Add(proto)
+    return pool
