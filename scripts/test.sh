@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite: install test dependencies, check the local services,
+# build the native gRPC front end,
 # lint, type-check, then pytest: everything on SQLite, and again every
 # database-touching test (integration, e2e, security) on the real PostgreSQL.
 # Extra arguments go to both pytest runs.
@@ -7,6 +8,8 @@ source "$(dirname "$0")/_venv.sh"
 install_project "test,torch,yfinance"
 cd "$ROOT"
 bash scripts/services.sh
+# The native gRPC front end, which the gRPC tests run against too.
+bash scripts/build_grpc_frontend.sh
 echo "==> ruff"
 "$VENV/bin/ruff" check src tests bench
 "$VENV/bin/ruff" format --check src tests bench

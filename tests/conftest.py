@@ -137,12 +137,43 @@ class LiveServer:
         return self.app.state.services
 
 
+def live_settings(settings: Settings, **changes: object) -> Settings:
+    """What the shared live server runs with: the test model warmed, gRPC on a free port."""
+    update = {"warm_models": [MODEL], "default_model": MODEL, "grpc_enabled": True, "grpc_port": 0}
+    return settings.model_copy(update={**update, **changes})
+
+
 @pytest.fixture(scope="session")
 def live_server(settings: Settings, accounts: dict[str, Account]) -> Iterator[LiveServer]:
-    warm = settings.model_copy(
-        update={"warm_models": [MODEL], "default_model": MODEL, "grpc_enabled": True, "grpc_port": 0}
-    )
-    with LiveServer(warm) as server:
+    with LiveServer(live_settings(settings)) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def grpc_frontend_binary() -> Path:
+    """``pp-grpc-frontend``, built by scripts/build_grpc_frontend.sh (scripts/test.sh runs it)."""
+    from prediction_provider.api.grpc.native_frontend import find_binary
+
+    binary = find_binary(None)
+    if binary is None:
+        message = "pp-grpc-frontend is not built: run bash scripts/build_grpc_frontend.sh"
+        if os.environ.get("CI") or os.environ.get("PP_REQUIRE_SERVICES") == "1":
+            pytest.fail(message)
+        pytest.skip(message)
+    return binary
+
+
+@pytest.fixture(scope="module", params=["python", "native"])
+def grpc_server(
+    request: pytest.FixtureRequest, live_server: LiveServer, settings: Settings
+) -> Iterator[LiveServer]:
+    """The live server with gRPC terminated by grpcio (the shared server) or by the native front end."""
+    if request.param == "python":
+        yield live_server
+        return
+    binary = request.getfixturevalue("grpc_frontend_binary")
+    native = live_settings(settings, grpc_frontend="native", grpc_frontend_binary=binary)
+    with LiveServer(native) as server:
         yield server
 
 

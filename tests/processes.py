@@ -30,6 +30,20 @@ def wait_until_healthy(process: subprocess.Popen[bytes], url: str, log: Path, at
     raise AssertionError(f"server never became healthy at {url}:\n{log.read_text()}")
 
 
+def wait_until_logged(
+    process: subprocess.Popen[bytes], log: Path, text: str, count: int, attempts: int = 240
+) -> None:
+    """Poll the server's log until ``text`` appears ``count`` times, e.g. once per started worker."""
+    for _ in range(attempts):
+        if log.read_text(errors="replace").count(text) >= count:
+            return
+        if process.poll() is not None:
+            raise AssertionError(f"server exited:\n{log.read_text()}")
+        with contextlib.suppress(subprocess.TimeoutExpired):  # poll, and notice an early exit
+            process.wait(timeout=0.5)
+    raise AssertionError(f"{text!r} was never logged {count} times:\n{log.read_text()}")
+
+
 def stop(process: subprocess.Popen[bytes]) -> None:
     process.send_signal(signal.SIGINT)
     try:

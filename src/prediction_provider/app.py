@@ -9,6 +9,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
@@ -49,6 +50,10 @@ from prediction_provider.observability.audit import AuditWriter
 from prediction_provider.serving.affinity import pin_worker
 from prediction_provider.serving.factory import build_model_serving
 from prediction_provider.trading.factory import build_trading
+
+if TYPE_CHECKING:  # grpc loads only when the gRPC port is served
+    from prediction_provider.api.grpc.native_frontend import NativeFrontend
+    from prediction_provider.api.grpc.server import RunningGrpcServer
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +155,24 @@ def open_database(settings: Settings) -> Database:
     return db
 
 
+async def start_grpc(services: Services) -> RunningGrpcServer | NativeFrontend:
+    """The gRPC port, terminated by grpcio here or by the native front end (``PP_GRPC_FRONTEND``)."""
+    settings = services.settings
+    if settings.grpc_frontend == "native":
+        from prediction_provider.api.grpc.native_frontend import find_binary, start_native_frontend
+
+        binary = find_binary(settings.grpc_frontend_binary)
+        if binary is None:
+            raise RuntimeError(
+                "PP_GRPC_FRONTEND=native, but pp-grpc-frontend is not built: "
+                "run scripts/build_grpc_frontend.sh or set PP_GRPC_FRONTEND_BINARY"
+            )
+        return await start_native_frontend(services, settings.host, settings.grpc_port, binary)
+    from prediction_provider.api.grpc.server import start_grpc_server
+
+    return await start_grpc_server(services, settings.host, settings.grpc_port)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
@@ -171,11 +194,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             start_job_runtime, settings, services.db, services.cache, services.predictions
         )
         services.jobs = job_runtime
-        grpc_server = None
-        if settings.grpc_enabled:
-            from prediction_provider.api.grpc.server import start_grpc_server
-
-            grpc_server = await start_grpc_server(services, settings.host, settings.grpc_port)
+        grpc_server = await start_grpc(services) if settings.grpc_enabled else None
+        app.state.grpc_server = grpc_server
+        if grpc_server is not None:
             services.grpc_port = grpc_server.port
         # Start-up leaves ~350k long-lived objects (MLflow, frameworks, models); a full
         # collection scanning them took ~190 ms and stalled every in-flight request.

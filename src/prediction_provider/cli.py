@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import secrets
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -30,6 +31,11 @@ console = Console()
 DataDir = Annotated[Path | None, typer.Option(help="Data directory (PP_DATA_DIR).")]
 Host = Annotated[str | None, typer.Option(help="Bind address (PP_HOST).")]
 Port = Annotated[int | None, typer.Option(help="Port (PP_PORT).")]
+
+
+class GrpcFrontend(StrEnum):
+    python = "python"
+    native = "native"
 
 
 def load_settings(**flags: Any) -> Settings:
@@ -88,9 +94,16 @@ def serve(
         bool | None,
         typer.Option("--pin-workers/--no-pin-workers", help="Pin each worker to a CPU (PP_PIN_WORKERS)."),
     ] = None,
+    grpc_frontend: Annotated[
+        GrpcFrontend | None,
+        typer.Option(help="What terminates gRPC: grpcio, or pp-grpc-frontend processes (PP_GRPC_FRONTEND)."),
+    ] = None,
 ) -> None:
     """Serve the models of the configured registry over REST and gRPC."""
-    flags = {"warm_models": warm, "grpc_port": grpc_port, "pin_workers": pin_workers}
+    flags = {
+        "warm_models": warm, "grpc_port": grpc_port, "pin_workers": pin_workers,
+        "grpc_frontend": grpc_frontend.value if grpc_frontend else None,
+    }  # fmt: skip
     settings = load_settings(data_dir=data_dir, host=host, port=port, **flags)
     _configure_logging(settings.log_level)
     _serve(settings, workers)

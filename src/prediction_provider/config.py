@@ -99,6 +99,14 @@ class Settings(BaseSettings):
         default=True,
         description="gRPC server reflection (grpcurl and other tools list the services without the .proto).",
     )
+    grpc_frontend: Literal["python", "native"] = Field(
+        default="python",
+        description="What terminates gRPC: grpcio in the worker (python), or pp-grpc-frontend, a C++ "
+        "process per worker that forwards each unary call to it (native: faster; no reflection or Watch).",
+    )
+    grpc_frontend_binary: Path | None = Field(
+        default=None, description="pp-grpc-frontend to run (default: beside the Python, else on PATH)."
+    )
     log_level: str = "info"
     access_log: bool = False
     opentelemetry: bool = Field(

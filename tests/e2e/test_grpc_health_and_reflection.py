@@ -19,19 +19,26 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @pytest.fixture
-def channel(live_server: LiveServer) -> Iterator[grpc.Channel]:
-    """No credentials: probes and tools call these services without any."""
+def channel(grpc_server: LiveServer) -> Iterator[grpc.Channel]:
+    """No credentials: probes and tools call these services without any. Both front ends."""
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_server.services.grpc_port}") as opened:
+        yield opened
+
+
+@pytest.fixture
+def grpcio_channel(live_server: LiveServer) -> Iterator[grpc.Channel]:
+    """The streaming services (Watch, reflection) are grpcio's: the native front end forwards unary calls."""
     with grpc.insecure_channel(f"127.0.0.1:{live_server.services.grpc_port}") as opened:
         yield opened
 
 
 @pytest.fixture
-def failed_warm_model(live_server: LiveServer) -> Iterator[None]:
+def failed_warm_model(grpc_server: LiveServer) -> Iterator[None]:
     """The server as a model that failed to warm leaves it: up, but not ready."""
     reference = "models:/failed-to-warm/1"
-    live_server.services.warm_errors[reference] = "could not load"
+    grpc_server.services.warm_errors[reference] = "could not load"
     yield
-    live_server.services.warm_errors.pop(reference, None)
+    grpc_server.services.warm_errors.pop(reference, None)
 
 
 def check(channel: grpc.Channel, service: str = "") -> int:
@@ -49,22 +56,23 @@ def test_health_answers_serving_for_the_server_and_the_inference_service(channel
 
 @pytest.mark.usefixtures("failed_warm_model")
 def test_health_follows_readiness_as_health_ready_does(
-    channel: grpc.Channel, live_server: LiveServer
+    channel: grpc.Channel, grpc_server: LiveServer
 ) -> None:
-    assert httpx.get(f"{live_server.url}/health/ready", timeout=10).status_code == 503
+    assert httpx.get(f"{grpc_server.url}/health/ready", timeout=10).status_code == 503
     assert check(channel) == NOT_SERVING
     assert check(channel, INFERENCE) == NOT_SERVING
 
 
 def test_health_is_serving_again_once_ready(
-    channel: grpc.Channel, live_server: LiveServer, failed_warm_model: None
+    channel: grpc.Channel, grpc_server: LiveServer, failed_warm_model: None
 ) -> None:
     assert check(channel, INFERENCE) == NOT_SERVING
-    live_server.services.warm_errors.clear()
+    grpc_server.services.warm_errors.clear()
     assert check(channel, INFERENCE) == SERVING
 
 
-def test_watch_streams_what_checks_find(channel: grpc.Channel, live_server: LiveServer) -> None:
+def test_watch_streams_what_checks_find(grpcio_channel: grpc.Channel, live_server: LiveServer) -> None:
+    channel = grpcio_channel
     stream = health_pb2_grpc.HealthStub(channel).Watch(
         health_pb2.HealthCheckRequest(service=INFERENCE), timeout=30
     )
@@ -79,8 +87,8 @@ def test_watch_streams_what_checks_find(channel: grpc.Channel, live_server: Live
         stream.cancel()
 
 
-def test_reflection_describes_the_inference_service(channel: grpc.Channel) -> None:
-    database = ProtoReflectionDescriptorDatabase(channel)
+def test_reflection_describes_the_inference_service(grpcio_channel: grpc.Channel) -> None:
+    database = ProtoReflectionDescriptorDatabase(grpcio_channel)
     assert {INFERENCE, "grpc.health.v1.Health"} <= set(database.get_services())
     service = DescriptorPool(database).FindServiceByName(INFERENCE)
     assert {"ModelInfer", "ModelMetadata", "ServerReady"} <= {method.name for method in service.methods}

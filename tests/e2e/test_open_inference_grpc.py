@@ -16,9 +16,9 @@ from tests.conftest import MODEL, Account, LiveServer, WithHeaders
 
 @pytest.fixture
 def grpc_client(
-    live_server: LiveServer, client_headers: dict[str, str]
+    grpc_server: LiveServer, client_headers: dict[str, str]
 ) -> Iterator[triton.InferenceServerClient]:
-    port = live_server.services.grpc_port
+    port = grpc_server.services.grpc_port
     assert port
     client = triton.InferenceServerClient(f"127.0.0.1:{port}")
     yield WithHeaders(client, {k.lower(): v for k, v in client_headers.items()})  # type: ignore[misc]
@@ -86,12 +86,12 @@ def test_errors_carry_grpc_status_codes(grpc_client: triton.InferenceServerClien
 
 
 def test_repository_extension(
-    grpc_client: triton.InferenceServerClient, live_server: LiveServer, accounts: dict[str, Account]
+    grpc_client: triton.InferenceServerClient, grpc_server: LiveServer, accounts: dict[str, Account]
 ) -> None:
     with pytest.raises(InferenceServerException) as denied:
         grpc_client.load_model("goog-direction")
     assert denied.value.status() == "StatusCode.PERMISSION_DENIED"
-    raw = triton.InferenceServerClient(f"127.0.0.1:{live_server.services.grpc_port}")
+    raw = triton.InferenceServerClient(f"127.0.0.1:{grpc_server.services.grpc_port}")
     provider = WithHeaders(raw, {"x-api-key": accounts["provider"].api_key})
     provider.load_model("goog-direction")
     index = provider.get_model_repository_index(as_json=True)["models"]
@@ -102,8 +102,8 @@ def test_repository_extension(
     raw.close()
 
 
-def test_calls_without_credentials_are_unauthenticated(live_server: LiveServer) -> None:
-    raw = triton.InferenceServerClient(f"127.0.0.1:{live_server.services.grpc_port}")
+def test_calls_without_credentials_are_unauthenticated(grpc_server: LiveServer) -> None:
+    raw = triton.InferenceServerClient(f"127.0.0.1:{grpc_server.services.grpc_port}")
     assert raw.is_server_live()
     with pytest.raises(InferenceServerException) as refused:
         raw.get_model_metadata(MODEL)
@@ -116,13 +116,13 @@ def test_calls_without_credentials_are_unauthenticated(live_server: LiveServer) 
 
 
 def test_grpc_calls_are_audited(
-    grpc_client: triton.InferenceServerClient, live_server: LiveServer, accounts: dict[str, Account]
+    grpc_client: triton.InferenceServerClient, grpc_server: LiveServer, accounts: dict[str, Account]
 ) -> None:
     from prediction_provider.observability.audit import query_audit
 
     grpc_client.get_model_metadata(MODEL, "1")
-    live_server.services.audit.flush()
+    grpc_server.services.audit.flush()
     path = "/inference.GRPCInferenceService/ModelMetadata"
-    entries, _ = query_audit(live_server.services.db, username=accounts["client"].username, path=path)
+    entries, _ = query_audit(grpc_server.services.db, username=accounts["client"].username, path=path)
     assert entries
     assert (entries[0]["method"], entries[0]["status"], entries[0]["role"]) == ("GRPC", 200, "client")
