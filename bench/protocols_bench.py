@@ -7,7 +7,10 @@ Measures, in one run:
 2. Prediction Provider (``prediction-provider serve`` in a subprocess) over its
    native REST API (``/predict``, ``/predict/batch``), Open Inference Protocol
    v2 REST and v2 gRPC, in its configurations: 1 and 2 worker processes, each
-   unpinned and pinned (``--pin-workers``: each worker on a CPU of its own);
+   unpinned and pinned (``--pin-workers``: each worker on a CPU of its own), and,
+   when ``scripts/build_grpc_frontend.sh`` has built it, each again with the native
+   gRPC front end (``--grpc-frontend native``), which changes gRPC alone and so is
+   measured over gRPC only;
 3. MLServer 1.7.1 (its own virtual environment under ``bench/results``, made on
    the first run) serving the same ``model.lgb`` over v2 REST and v2 gRPC, in eight
    configurations: parallel workers 0, 1, 2, each with adaptive batching off and on,
@@ -90,6 +93,7 @@ MLSERVER_WORKERS = (0, 1, 2)
 # its own: each server's best configuration per load is what the targets compare.
 PP_WORKERS = (1, 2)
 PIN_CHOICES = ("off", "on")
+GRPC_FRONTENDS = ("python", "native")
 # Adaptive batching "on" uses Prediction Provider's own defaults: 64 requests, 2 ms.
 MLSERVER_MAX_BATCH_SIZE = 64
 MLSERVER_MAX_BATCH_TIME_S = 0.002
@@ -240,6 +244,13 @@ class MLServerUnavailable(RuntimeError):
     """MLServer could not be installed or started; the run goes on without it."""
 
 
+def native_frontend_built() -> bool:
+    """Whether ``pp-grpc-frontend`` is where the server looks for it."""
+    from prediction_provider.api.grpc.native_frontend import find_binary
+
+    return find_binary(None) is not None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--data-dir", type=Path, default=Path(".pp_data"), help="data dir (default .pp_data)")
@@ -265,6 +276,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: off on)",
     )
     parser.add_argument(
+        "--pp-grpc-frontend",
+        choices=GRPC_FRONTENDS,
+        nargs="+",
+        default=None,
+        help="Prediction Provider's gRPC front end (serve --grpc-frontend) in each configuration "
+        "(default: python native; python alone when pp-grpc-frontend is not built)",
+    )
+    parser.add_argument(
         "--auth", choices=AUTH_MODES, default=AUTH_MODES[0], help="how the client reaches Prediction Provider"
     )
     parser.add_argument(
@@ -279,6 +298,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.duration <= 0 or args.warmup < 0:
         parser.error("--duration must be positive and --warmup not negative")
+    if args.pp_grpc_frontend is None:
+        args.pp_grpc_frontend = list(GRPC_FRONTENDS) if native_frontend_built() else ["python"]
     if min(args.pp_workers) < 1:
         parser.error("--pp-workers must be positive")
     if args.client == H2LOAD and shutil.which(H2LOAD) is None:
@@ -414,19 +435,56 @@ def v2_grpc_target(
     return Target(server, V2_GRPC, config, port, calls, metadata or {}, grpc=True)
 
 
-def pp_config(workers: int, pinned: bool) -> str:
-    return f"workers={workers}" + (", pinned" if pinned else "")
+@dataclass(frozen=True, slots=True)
+class PPConfig:
+    """One way of running ``prediction-provider serve``: its worker processes, whether they are
+    pinned, and what terminates gRPC (grpcio in the worker, or the native front end)."""
+
+    workers: int
+    pinned: bool = False
+    grpc_frontend: str = "python"
+
+    @property
+    def label(self) -> str:
+        pinned = ", pinned" if self.pinned else ""
+        frontend = ", native gRPC" if self.grpc_frontend == "native" else ""
+        return f"workers={self.workers}{pinned}{frontend}"
+
+    @property
+    def dirname(self) -> str:
+        pinned = "-pinned" if self.pinned else ""
+        frontend = "-native-grpc" if self.grpc_frontend == "native" else ""
+        return f"prediction-provider-w{self.workers}{pinned}{frontend}"
+
+    @property
+    def flags(self) -> list[str]:
+        pin = "--pin-workers" if self.pinned else "--no-pin-workers"
+        return ["--workers", str(self.workers), pin, "--grpc-frontend", self.grpc_frontend]
+
+
+def pp_configs(args: argparse.Namespace) -> list[PPConfig]:
+    """Workers x pinning x gRPC front end. The native front end changes only gRPC, so its
+    configurations measure gRPC alone (see ``pp_targets``)."""
+    return [
+        PPConfig(workers, pin == "on", frontend)
+        for workers in args.pp_workers
+        for pin in args.pp_pin
+        for frontend in args.pp_grpc_frontend
+    ]
 
 
 def pp_targets(
-    config: str, http_port: int, grpc_port: int, inputs: Inputs, api_key: str | None
+    config: PPConfig, http_port: int, grpc_port: int, inputs: Inputs, api_key: str | None
 ) -> list[Target]:
     headers = credentials(api_key)
+    grpc_target = v2_grpc_target(PP, config.label, grpc_port, inputs, headers)
+    if config.grpc_frontend == "native":
+        return [grpc_target]
     native = {rows: Call(path, body) for rows, (path, body) in native_bodies(inputs.features).items()}
     return [
-        Target(PP, NATIVE_REST, config, http_port, native, headers),
-        v2_rest_target(PP, config, http_port, inputs, headers),
-        v2_grpc_target(PP, config, grpc_port, inputs, headers),
+        Target(PP, NATIVE_REST, config.label, http_port, native, headers),
+        v2_rest_target(PP, config.label, http_port, inputs, headers),
+        grpc_target,
     ]
 
 
@@ -745,9 +803,7 @@ def measure_target(
         report.flag(target.server, problem)
 
 
-def pp_command(
-    data_dir: Path, port: int, grpc_port: int, workers: int = 1, pinned: bool = False
-) -> list[str]:
+def pp_command(data_dir: Path, port: int, grpc_port: int, config: PPConfig) -> list[str]:
     """The console script next to this interpreter, else the CLI module."""
     script = Path(sys.executable).with_name("prediction-provider")
     prefix = [str(script)] if script.exists() else [sys.executable, "-m", "prediction_provider.cli"]
@@ -764,15 +820,12 @@ def pp_command(
         str(grpc_port),
         "--warm",
         MODEL_REF,
-        "--workers",
-        str(workers),
-        "--pin-workers" if pinned else "--no-pin-workers",
+        *config.flags,
     ]
 
 
 def bench_pp_config(
-    workers: int,
-    pinned: bool,
+    pp: PPConfig,
     inputs: Inputs,
     server_settings: dict[str, Any],
     api_key: str | None,
@@ -782,12 +835,12 @@ def bench_pp_config(
 ) -> npt.NDArray[np.float64] | None:
     """Start the server with ``workers`` processes, check its v2 answer, measure its three
     protocols, stop it; returns that answer."""
-    config = pp_config(workers, pinned)
+    config = pp.label
     http_port, grpc_port = free_ports(2)
-    log_path = workdir / f"prediction-provider-w{workers}{'-pinned' if pinned else ''}.log"
+    log_path = workdir / f"{pp.dirname}.log"
     env = {**os.environ, **settings_env(server_settings), "PP_LOG_LEVEL": "warning"}
     console.print(f"[bold]{PP}[/bold] ({config}): REST on {http_port}, gRPC on {grpc_port}")
-    command = pp_command(args.data_dir, http_port, grpc_port, workers, pinned)
+    command = pp_command(args.data_dir, http_port, grpc_port, pp)
     entry: dict[str, Any] = {"config": config, "command": command, "log": str(log_path)}
     report.servers.setdefault(PP, {}).setdefault("configs", []).append(entry)
     with server_process(command, env=env, cwd=Path.cwd(), log_path=log_path, report=report) as process:
@@ -804,7 +857,7 @@ def bench_pp_config(
             report.problems.append(mismatch)
         if reference is None:
             return None
-        for target in pp_targets(config, http_port, grpc_port, inputs, api_key):
+        for target in pp_targets(pp, http_port, grpc_port, inputs, api_key):
             measure_target(target, inputs, args, report)
     return reference
 
@@ -1344,9 +1397,8 @@ def main(argv: list[str] | None = None) -> int:
         Settings(**server_settings), args.auth, budget_s=max(args.duration, 2.0)
     )
     answers = [
-        bench_pp_config(workers, pin == "on", inputs, server_settings, api_key, args, workdir, report)
-        for workers in args.pp_workers
-        for pin in args.pp_pin
+        bench_pp_config(config, inputs, server_settings, api_key, args, workdir, report)
+        for config in pp_configs(args)
     ]
     reference = next((answer for answer in answers if answer is not None), None)  # the first config's
     if reference is None:
@@ -1377,7 +1429,7 @@ def main(argv: list[str] | None = None) -> int:
     console.print(targets_table(goals))
     console.print(
         f"[dim]{PP} auth: {args.auth}, configurations: workers {', '.join(map(str, args.pp_workers))}, "
-        f"pinned {', '.join(args.pp_pin)}. "
+        f"pinned {', '.join(args.pp_pin)}, gRPC front end {', '.join(args.pp_grpc_frontend)}. "
         f"{os.cpu_count()} CPUs shared by client and servers; "
         "best = each server's configuration with the most req/s without errors; "
         "at c=1, each server's configuration with the lowest p50. "
