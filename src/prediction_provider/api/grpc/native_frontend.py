@@ -118,23 +118,23 @@ def _text(raw: bytes | memoryview) -> str:
     return str(raw, "utf-8", "replace")
 
 
+def _short_text(frame: memoryview, offset: int) -> tuple[str, int]:
+    """The u16-length-prefixed text at ``offset``, and the offset after it."""
+    (size,) = _SHORT.unpack_from(frame, offset)
+    end = offset + 2 + size
+    return _text(frame[offset + 2 : end]), end
+
+
 def parse_call(frame: memoryview) -> tuple[int, str, str, tuple[tuple[str, str | bytes], ...], bytes]:
     """A forwarded call: its id, method path, peer, metadata and serialized request."""
     (call,) = _CALL.unpack_from(frame, 0)
-    offset = 8
-    (size,) = _SHORT.unpack_from(frame, offset)
-    method = _text(frame[offset + 2 : offset + 2 + size])
-    offset += 2 + size
-    (size,) = _SHORT.unpack_from(frame, offset)
-    peer = _text(frame[offset + 2 : offset + 2 + size])
-    offset += 2 + size
+    method, offset = _short_text(frame, 8)
+    peer, offset = _short_text(frame, offset)
     (count,) = _SHORT.unpack_from(frame, offset)
     offset += 2
     metadata: list[tuple[str, str | bytes]] = []
     for _ in range(count):
-        (size,) = _SHORT.unpack_from(frame, offset)
-        key = _text(frame[offset + 2 : offset + 2 + size])
-        offset += 2 + size
+        key, offset = _short_text(frame, offset)
         (size,) = _LONG.unpack_from(frame, offset)
         raw = bytes(frame[offset + 4 : offset + 4 + size])
         offset += 4 + size
