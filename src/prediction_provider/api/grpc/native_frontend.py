@@ -126,7 +126,17 @@ def _short_text(frame: memoryview, offset: int) -> tuple[str, int]:
 
 
 def parse_call(frame: memoryview) -> tuple[int, str, str, tuple[tuple[str, str | bytes], ...], bytes]:
-    """A forwarded call: its id, method path, peer, metadata and serialized request."""
+    """A forwarded call: its id, method path, peer, metadata and serialized request.
+
+    Raises ``ValueError`` for a frame shorter than the lengths inside it say.
+    """
+    try:
+        return _parse_call(frame)
+    except struct.error as exc:
+        raise ValueError(f"truncated call frame: {exc}") from None
+
+
+def _parse_call(frame: memoryview) -> tuple[int, str, str, tuple[tuple[str, str | bytes], ...], bytes]:
     (call,) = _CALL.unpack_from(frame, 0)
     method, offset = _short_text(frame, 8)
     peer, offset = _short_text(frame, offset)
@@ -140,6 +150,8 @@ def parse_call(frame: memoryview) -> tuple[int, str, str, tuple[tuple[str, str |
         offset += 4 + size
         # As grpcio gives them: binary ("-bin") values as bytes, the others as text.
         metadata.append((key, raw if key.endswith("-bin") else _text(raw)))
+    if offset > len(frame):  # a slice past the end is shorter, not an error
+        raise ValueError(f"truncated call frame: {offset} bytes announced, {len(frame)} received")
     return call, method, peer, tuple(metadata), bytes(frame[offset:])
 
 
@@ -189,14 +201,26 @@ class FrontendLink(asyncio.Protocol):
                 offset = end
         finally:
             view.release()
-        del buffer[:offset]
+        if offset:
+            # A new buffer, not ``del buffer[:offset]``: a slice of a served frame still held
+            # elsewhere (say, by a logged traceback) would make resizing this one fail.
+            self._buffer = buffer[offset:]
 
     def _frame(self, frame: memoryview) -> None:
         if _CALL.unpack_from(frame, 0)[0] == _HELLO_CALL:
             if not self.hello.done():
                 self.hello.set_result(int(_text(frame[8:])))
             return
-        call, path, peer, metadata, request = parse_call(frame)
+        try:
+            call, path, peer, metadata, request = parse_call(frame)
+        except ValueError as exc:
+            # Frames are delimited by their size, so the stream stays in step: fail this call alone.
+            log.error("malformed frame from the gRPC front end: %s", str(exc))
+            if len(frame) >= _CALL.size:
+                self._send(
+                    answer_frame(_CALL.unpack_from(frame, 0)[0], grpc.StatusCode.INTERNAL, "malformed call")
+                )
+            return
         if not self.accepting:
             self._send(answer_frame(call, grpc.StatusCode.UNAVAILABLE, "the server is shutting down"))
             return
