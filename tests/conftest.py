@@ -20,7 +20,11 @@ from prediction_provider.db import migrate
 from prediction_provider.demo.training import DemoConfig, DemoSummary, train_demo_models
 from prediction_provider.features.market_data import load_sample_bars
 from prediction_provider.features.pipeline import compute_features
-from tests.integration.database_fixtures import postgres_databases, postgres_url  # noqa: F401 - fixtures
+from tests.integration.database_fixtures import (  # noqa: F401 - fixtures
+    postgres_databases,
+    postgres_url,
+    services_required,
+)
 
 TEST_DEMO = DemoConfig(symbols=("EURUSD", "GOOG"), max_bars=900, n_estimators=25)
 MODEL = "eurusd-direction"
@@ -157,7 +161,7 @@ def grpc_frontend_binary() -> Path:
     binary = find_binary(None)
     if binary is None:
         message = "pp-grpc-frontend is not built: run bash scripts/build_grpc_frontend.sh"
-        if os.environ.get("CI") or os.environ.get("PP_REQUIRE_SERVICES") == "1":
+        if services_required():
             pytest.fail(message)
         pytest.skip(message)
     return binary

@@ -6,6 +6,7 @@ import contextlib
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -17,31 +18,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until_healthy(process: subprocess.Popen[bytes], url: str, log: Path, attempts: int = 240) -> None:
-    """Poll ``url`` until it answers 200; fail with the server's log if it exits or never does."""
+def _poll(process: subprocess.Popen[bytes], log: Path, done: Callable[[], bool], attempts: int) -> bool:
+    """Ask ``done`` about twice a second until it holds; fail with the server's log if it exits."""
     for _ in range(attempts):
         if process.poll() is not None:
             raise AssertionError(f"server exited:\n{log.read_text()}")
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(url, timeout=2).status_code == 200:
-                return
+        if done():
+            return True
         with contextlib.suppress(subprocess.TimeoutExpired):  # poll, and notice an early exit
             process.wait(timeout=0.5)
-    raise AssertionError(f"server never became healthy at {url}:\n{log.read_text()}")
+    return False
+
+
+def wait_until_healthy(process: subprocess.Popen[bytes], url: str, log: Path, attempts: int = 240) -> None:
+    """Poll ``url`` until it answers 200; fail with the server's log if it exits or never does."""
+
+    def answers() -> bool:
+        with contextlib.suppress(httpx.TransportError):
+            return httpx.get(url, timeout=2).status_code == 200
+        return False
+
+    if not _poll(process, log, answers, attempts):
+        raise AssertionError(f"server never became healthy at {url}:\n{log.read_text()}")
 
 
 def wait_until_logged(
     process: subprocess.Popen[bytes], log: Path, text: str, count: int, attempts: int = 240
 ) -> None:
     """Poll the server's log until ``text`` appears ``count`` times, e.g. once per started worker."""
-    for _ in range(attempts):
-        if log.read_text(errors="replace").count(text) >= count:
-            return
-        if process.poll() is not None:
-            raise AssertionError(f"server exited:\n{log.read_text()}")
-        with contextlib.suppress(subprocess.TimeoutExpired):  # poll, and notice an early exit
-            process.wait(timeout=0.5)
-    raise AssertionError(f"{text!r} was never logged {count} times:\n{log.read_text()}")
+    if not _poll(process, log, lambda: log.read_text(errors="replace").count(text) >= count, attempts):
+        raise AssertionError(f"{text!r} was never logged {count} times:\n{log.read_text()}")
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:

@@ -255,10 +255,11 @@ class FrontendLink(asyncio.Protocol):
 
     def _send(self, frame: bytes) -> None:
         if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._flush)
+            asyncio.get_running_loop().call_soon(self.flush)
         self._outbox.append(frame)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write the queued answers in one write (also on shutdown, before the socket closes)."""
         frames, self._outbox = self._outbox, []
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(b"".join(frames))
@@ -303,7 +304,7 @@ class NativeFrontend:
                     task.cancel()
                 if late:
                     await asyncio.wait(late)
-            link._flush()
+            link.flush()
             if link.transport is not None:
                 link.transport.close()  # the front end sees the end of the socket and exits
         if self.process is not None:
