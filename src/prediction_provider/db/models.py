@@ -1,4 +1,5 @@
-"""Tables: users, the audit log, prediction jobs, cached bars, trading accounts, positions and decisions."""
+"""Tables: users, the audit log, prediction jobs, cached bars, trading accounts, positions, decisions and
+model serving state."""
 
 from __future__ import annotations
 
@@ -204,3 +205,17 @@ class TradingDecision(Base):
     feature_hash: Mapped[str] = mapped_column(String(64))
     data_as_of: Mapped[datetime] = mapped_column(UTCDateTime)
     latency_ms: Mapped[float] = mapped_column(Float)
+
+
+class ModelServingState(Base):
+    """The last repository action on a model name (all its versions): ``unloaded`` or ``loaded``.
+
+    Every worker process reads this table, so an unload answered by one worker holds in all of
+    them and across restarts; a name without a row was never unloaded."""
+
+    __tablename__ = "model_serving_state"
+
+    model_name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    state: Mapped[str] = mapped_column(String(16))
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    changed_by: Mapped[str | None] = mapped_column(String(64), default=None)
