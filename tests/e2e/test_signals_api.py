@@ -139,8 +139,6 @@ def test_an_unknown_direction_is_a_400(client: httpx.Client) -> None:
     ("path", "body", "field"),
     [
         (ENTRY, {"tp": 5, "sl": 5}, "datetime"),
-        (ENTRY, {"datetime": WHEN, "sl": 5}, "tp"),
-        (ENTRY, {"datetime": WHEN, "tp": 5}, "sl"),
         (ENTRY, {"datetime": WHEN, "tp": "five", "sl": 5}, "tp"),
         (ENTRY, {"datetime": WHEN, "tp": 5, "sl": 5, "spread_pips": -1}, "spread_pips"),
         (EXIT, {"datetime": WHEN, "tp_price": 1.3, "sl_price": 1.1}, "direction"),
@@ -231,6 +229,27 @@ def test_the_oracle_answers_over_http_as_it_does_in_process(
                 )
                 query = ExitQuery(parse_request_time(stamp), Direction(direction), tp, sl)
                 assert kept.json() == reference.exit(query).payload()
+
+
+def test_entry_without_tp_or_sl_uses_the_stated_defaults(
+    oracle_server: LiveServer, accounts: dict[str, Account], settings: Settings
+) -> None:
+    """Seed clients leave tp and sl out: that means 5 and 10 points, as 0 or less does."""
+    reference = BinaryIdealOracle.from_settings(
+        settings.model_copy(update={"oracle_csv": demo_csv(settings)})
+    )
+    stamps = [f"{day:02d}.01.2018 {hour:02d}:00:00.000" for day in (8, 9, 10, 11, 12) for hour in (3, 11, 19)]
+    with client_of(oracle_server, accounts["client"]) as http:
+        for stamp in stamps:
+            expected = reference.entry(EntryQuery(parse_request_time(stamp), 5, 10, TradeCosts())).payload()
+            for extra in ({}, {"tp": 0, "sl": -1}, {"tp": 5, "sl": 10}, {"sl": 10}, {"tp": 5}):
+                response = http.post(ENTRY, json={"datetime": stamp, **extra})
+                assert response.status_code == 200, response.text
+                assert response.json() == expected, (stamp, extra)
+        # The defaults matter: a wider target changes some answers (else this test could not fail).
+        wide = [http.post(ENTRY, json={"datetime": s, "tp": 3000, "sl": 3000}).json() for s in stamps]
+        default = [http.post(ENTRY, json={"datetime": s}).json() for s in stamps]
+        assert wide != default
 
 
 def test_mc_dropout_adds_its_uncertainty_to_entries_and_exits(

@@ -3,12 +3,16 @@
 Field names and meanings are those existing strategy clients send and read;
 unknown fields are ignored so that clients sending more keep working. The
 datetime's format and the direction are checked by the service (400), so the
-schema leaves them as strings; a missing or non-numeric field is a 422.
+schema leaves them as strings; a missing or non-numeric field is a 422. ``tp`` and
+``sl`` may be left out, as seed clients do: they then mean 5 and 10 points, as a
+value of 0 or less does (``signals.levels``).
 """
 
 from __future__ import annotations
 
 from pydantic import BaseModel, Field, FiniteFloat
+
+from prediction_provider.signals.levels import DEFAULT_SL_POINTS, DEFAULT_TP_POINTS
 
 DATETIME_DESCRIPTION = (
     "DD.MM.YYYY HH:MM:SS.fff (day first, as 22.03.2017 08:00:00.000) or ISO 8601; "
@@ -19,8 +23,14 @@ CONFIDENCE_DESCRIPTION = "Probability that the binary answer given is the right 
 
 class EntrySignalRequest(BaseModel):
     datetime: str = Field(min_length=1, max_length=64, description=DATETIME_DESCRIPTION)
-    tp: FiniteFloat = Field(description="Take-profit distance in points of PP_PIP_SIZE; <= 0 means 5.")
-    sl: FiniteFloat = Field(description="Stop-loss distance in points of PP_PIP_SIZE; <= 0 means 10.")
+    tp: FiniteFloat = Field(
+        default=float(DEFAULT_TP_POINTS),
+        description="Take-profit distance in points of PP_PIP_SIZE; missing or <= 0 means 5.",
+    )
+    sl: FiniteFloat = Field(
+        default=float(DEFAULT_SL_POINTS),
+        description="Stop-loss distance in points of PP_PIP_SIZE; missing or <= 0 means 10.",
+    )
     spread_pips: FiniteFloat | None = Field(
         default=None, ge=0, description="Spread in points (0: not given)."
     )
