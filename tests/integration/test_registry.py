@@ -28,7 +28,8 @@ def test_versions_aliases_and_names_resolve(registry: ModelRegistry) -> None:
     assert resolve(registry, f"models:/{MODEL}/2").version == "2"
     assert resolve(registry, f"models:/{MODEL}@xgboost").version == "2"
     assert resolve(registry, MODEL).version == str(champion)
-    assert resolve(registry, f"models:/{MODEL}/latest").version == str(champion)
+    newest = max(int(v.version) for v in client.search_model_versions(f"name = '{MODEL}'"))
+    assert resolve(registry, f"models:/{MODEL}/latest").version == str(newest)
     resolved = resolve(registry, f"models:/{MODEL}/1")
     assert resolved.uri == f"models:/{MODEL}/1"
     assert (resolved.location / "MLmodel").is_file()
@@ -56,6 +57,26 @@ def test_a_name_without_champion_means_its_latest_version(
     assert resolve(registry, name).version == "2"
     with pytest.raises(ModelNotFound):
         resolve(registry, f"models:/{name}@champion")
+
+
+def test_latest_is_the_newest_version_even_when_the_champion_is_older(registry: ModelRegistry) -> None:
+    """MLflow's ``models:/<name>/latest`` is the highest version; a bare name is still the champion."""
+    client = registry.client
+    name = "older-champion"
+    client.create_registered_model(name)
+    source = client.get_model_version(MODEL, "1")
+    artifacts = client.get_logged_model(source.source.removeprefix("models:/")).artifact_location
+    for _ in range(3):
+        client.create_model_version(name, artifacts, run_id=source.run_id)
+    client.set_registered_model_alias(name, "champion", "1")
+    assert resolve(registry, name).version == "1"
+    assert resolve(registry, f"models:/{name}@champion").version == "1"
+    latest = resolve(registry, f"models:/{name}/latest")
+    assert latest.version == "3"
+    assert latest.uri == f"models:/{name}/3"
+    assert resolve(registry, f"models:/{name}/LATEST").version == "3"
+    with pytest.raises(ModelNotFound):
+        resolve(registry, "models:/no-such-model/latest")
 
 
 def test_file_uris_are_confined_to_trusted_roots(registry: ModelRegistry, settings: Settings) -> None:

@@ -15,7 +15,7 @@ from prediction_provider.serving.references import ReferenceKind, parse_model_re
         ("runs:/abc123/nested/model/", ReferenceKind.RUN, {"artifact_path": "nested/model"}),
         ("models:/eurusd-direction/3", ReferenceKind.VERSION, {"name": "eurusd-direction", "version": "3"}),
         ("models:/eurusd-direction@champion", ReferenceKind.ALIAS, {"alias": "champion"}),
-        ("models:/eurusd-direction/latest", ReferenceKind.NAME, {"name": "eurusd-direction"}),
+        ("models:/eurusd-direction/latest", ReferenceKind.LATEST, {"name": "eurusd-direction"}),
         ("file:///srv/models/a.onnx", ReferenceKind.FILE, {"path": Path("/srv/models/a.onnx")}),
         (
             "file:///srv/models/with%20space.onnx",
@@ -35,6 +35,7 @@ def test_supported_references_parse(raw: str, kind: ReferenceKind, fields: dict[
 def test_aliases_and_names_are_moving_but_versions_are_not() -> None:
     assert parse_model_reference("m").is_moving
     assert parse_model_reference("models:/m@champion").is_moving
+    assert parse_model_reference("models:/m/latest").is_moving
     assert not parse_model_reference("models:/m/1").is_moving
     assert not parse_model_reference("runs:/abc/model").is_moving
 

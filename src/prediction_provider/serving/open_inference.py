@@ -34,12 +34,13 @@ def server_metadata() -> dict[str, Any]:
 
 
 def model_reference(name: str, version: str | None) -> str:
-    """``/v2/models/{name}/versions/{version}``: a number pins a version, a word names an alias."""
+    """``/v2/models/{name}/versions/{version}``: a number pins a version, ``latest`` is the newest
+    one (as in ``models:/<name>/latest``), any other word names an alias."""
     if not NAME_PATTERN.match(name):
         raise InvalidTensor(f"invalid model name {name!r}")
     if not version:
         return name
-    if is_version_number(version):
+    if is_version_number(version) or version.lower() == "latest":
         return f"models:/{name}/{version}"
     if ALIAS_PATTERN.match(version):
         return f"models:/{name}@{version}"

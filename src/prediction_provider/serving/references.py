@@ -1,6 +1,7 @@
 """Parsing of the model references a caller may send.
 
 ``runs:/<run_id>/<path>``, ``models:/<name>/<version>``, ``models:/<name>@<alias>``,
+``models:/<name>/latest`` (the highest version number, as MLflow means it),
 ``file:///abs/path`` and a bare ``<name>`` (its ``champion`` alias, else its
 latest version).
 """
@@ -31,6 +32,7 @@ class ReferenceKind(StrEnum):
     RUN = "run"
     VERSION = "version"
     ALIAS = "alias"
+    LATEST = "latest"
     FILE = "file"
     NAME = "name"
 
@@ -48,8 +50,8 @@ class ModelReference:
 
     @property
     def is_moving(self) -> bool:
-        """Aliases and bare names can point elsewhere later; versions and runs cannot."""
-        return self.kind in (ReferenceKind.ALIAS, ReferenceKind.NAME)
+        """Aliases, ``latest`` and bare names can point elsewhere later; versions and runs cannot."""
+        return self.kind in (ReferenceKind.ALIAS, ReferenceKind.LATEST, ReferenceKind.NAME)
 
 
 def _check_name(name: str, raw: str) -> str:
@@ -93,7 +95,8 @@ def _parse_models_uri(raw: str) -> ModelReference:
     if len(parts) == 2 and is_version_number(parts[1]):
         return ModelReference(ReferenceKind.VERSION, raw, name=_check_name(parts[0], raw), version=parts[1])
     if len(parts) == 2 and parts[1].lower() == "latest":
-        return ModelReference(ReferenceKind.NAME, raw, name=_check_name(parts[0], raw))
+        # MLflow's meaning: the newest version whatever its aliases, not the champion.
+        return ModelReference(ReferenceKind.LATEST, raw, name=_check_name(parts[0], raw))
     raise InvalidModelReference(
         f"expected models:/<name>/<version> or models:/<name>@<alias>, got {raw!r}",
         {"reference": raw},

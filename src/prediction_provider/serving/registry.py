@@ -83,6 +83,8 @@ class ModelRegistry:
         if ref.kind is ReferenceKind.VERSION:
             assert ref.version is not None
             version = self.client.get_model_version(ref.name, ref.version)
+        elif ref.kind is ReferenceKind.LATEST:
+            version = self._latest_version(ref)
         else:
             version = self._version_for_alias(ref)
         label = f"{version.name}/{version.version}"
@@ -109,8 +111,14 @@ class ModelRegistry:
                 f"model {ref.name!r} has no alias {ref.alias!r}",
                 {"model": ref.raw, "aliases": sorted(aliases)},
             )
+        return self._latest_version(ref)
+
+    def _latest_version(self, ref: ModelReference) -> Any:
+        """The highest version number, whatever its aliases: ``models:/<name>/latest`` in MLflow."""
+        assert ref.name is not None
         versions = self.client.search_model_versions(f"name = '{ref.name}'")
         if not versions:
+            # An unknown name and a name without versions are both "not found" to the caller.
             raise ModelNotFound(f"model {ref.name!r} has no versions", {"model": ref.raw})
         return max(versions, key=lambda v: int(v.version))
 
