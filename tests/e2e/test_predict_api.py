@@ -79,7 +79,7 @@ def test_batch_records_columns_and_single_rows_agree(
     assert records.status_code == columnar.status_code == 200
     assert records.json()["count"] == 50
     assert records.json()["predictions"] == columnar.json()["predictions"]
-    assert columnar.json()["probabilities"] is None
+    assert columnar.json()["probabilities"] == records.json()["probabilities"]  # return_proba defaults true
     singles = [
         client.post("/predict", json={"model": model, "features": row}).json()["prediction"]
         for row in rows[:5]

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, Field, WithJsonSchema, model_validator
 
-from prediction_provider.api.schemas import FEATURES_SCHEMA, ROWS_SCHEMA, ModelField
+from prediction_provider.api.schemas import FEATURES_SCHEMA, ROWS_SCHEMA, ModelField, ReturnProbaField
 from prediction_provider.db.models import PredictionJob
 from prediction_provider.jobs.service import RowsSubmission
 
@@ -18,7 +18,7 @@ class PredictionCreate(BaseModel):
     model: str = ModelField
     features: Annotated[dict[str, Any] | None, WithJsonSchema(FEATURES_SCHEMA)] = None
     features_list: Annotated[list[Any] | dict[str, Any] | None, WithJsonSchema(ROWS_SCHEMA)] = None
-    return_proba: bool = False
+    return_proba: bool = ReturnProbaField
     data_as_of: AwareDatetime | None = Field(
         default=None, description="When the input data was observed (timezone-aware)."
     )

@@ -32,6 +32,11 @@ ROWS_SCHEMA: dict[str, Any] = {
     ]
 }
 FEATURES_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "number"}}
+# One default on every route that takes it (single rows, batches, jobs, /predict/async): a
+# classifier's answer carries its class distribution unless the caller opts out.
+ReturnProbaField = Field(
+    default=True, description="Include every class's probability (classifiers). False leaves them out."
+)
 
 
 class PredictRequest(BaseModel):
@@ -41,7 +46,7 @@ class PredictRequest(BaseModel):
     features: Annotated[dict[str, Any], WithJsonSchema(FEATURES_SCHEMA)] = Field(
         description="One value per feature of the model's signature."
     )
-    return_proba: bool = True
+    return_proba: bool = ReturnProbaField
 
 
 class PredictBatchRequest(BaseModel):
@@ -53,7 +58,7 @@ class PredictBatchRequest(BaseModel):
     features_list: Annotated[list[Any] | dict[str, Any], WithJsonSchema(ROWS_SCHEMA)] = Field(
         description="Rows as a list of {feature: value} objects, or columns as {feature: [values]}."
     )
-    return_proba: bool = False
+    return_proba: bool = ReturnProbaField
 
 
 class ModelIdentity(BaseModel):

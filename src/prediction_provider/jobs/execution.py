@@ -165,7 +165,7 @@ class JobRunner:
         started = time.perf_counter()
         parameters, payload = job.parameters, job.input or {}
         cached = self.context.cache.get(str(parameters.get("model_uri") or job.model_reference))
-        return_proba = bool(parameters.get("return_proba", False))
+        return_proba = bool(parameters.get("return_proba", True))  # the API's default
         predictions = self.context.predictions
         if parameters.get("shape") == "single":
             result = predictions.predict_records(cached, [payload.get("features") or {}], "features", started)
