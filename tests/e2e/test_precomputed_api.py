@@ -50,6 +50,12 @@ def test_batch_infer_output_is_served_by_key(
         ).json()
         assert answer.json()["prediction"] == direct["prediction"]
         assert answer.json()["proba_up"] == direct["probabilities"]["up"]
+        # The key column holds times: their ISO 8601 spelling with Z finds the same row.
+        iso = pd.Timestamp(key).tz_convert("UTC").strftime("%Y-%m-%dT%H:%M:%SZ")
+        assert iso != key
+        by_iso = http.get(f"/predict/precomputed/{iso}")
+        assert by_iso.status_code == 200, by_iso.text
+        assert by_iso.json()["prediction"] == answer.json()["prediction"]
         missing = http.get("/predict/precomputed/no-such-key")
         assert missing.status_code == 404
         assert missing.json()["error"]["code"] == "precomputed_not_found"

@@ -62,3 +62,44 @@ def test_a_missing_file_or_key_column_is_reported(tmp_path: Path) -> None:
     pd.DataFrame({"id": ["a"], "prediction": ["up"]}).to_parquet(path)
     with pytest.raises(InvalidInput):
         PrecomputedPredictions(path, "key", Clock()).lookup("a")
+
+
+@pytest.mark.parametrize(
+    "asked",
+    [
+        "2018-01-22 04:00:00",
+        "2018-01-22T04:00:00",
+        "2018-01-22T04:00:00Z",
+        "2018-01-22T04:00:00+00:00",
+        "2018-01-22T05:00:00+01:00",
+        "2018-01-22T04:00:00.000Z",
+        "2018-01-22T04:00Z",
+    ],
+)
+def test_a_time_key_is_found_by_any_iso_8601_spelling_of_its_instant(tmp_path: Path, asked: str) -> None:
+    text_keys = tmp_path / "text.parquet"
+    write(text_keys, {"2018-01-22 04:00:00": "up", "2018-01-22 05:00:00": "down"}, 1_000_000_000)
+    time_keys = tmp_path / "times.parquet"
+    frame = pd.DataFrame({"time": pd.to_datetime(["2018-01-22 04:00:00", "2018-01-22 05:00:00"], utc=True)})
+    frame.assign(prediction=["up", "down"]).to_parquet(time_keys)
+    for store in (
+        PrecomputedPredictions(text_keys, "key", Clock()),
+        PrecomputedPredictions(time_keys, "time", Clock()),
+    ):
+        assert store.lookup(asked)["prediction"] == "up"
+
+
+def test_keys_that_are_not_times_are_never_read_as_times(tmp_path: Path) -> None:
+    path = tmp_path / "p.parquet"
+    write(path, {"2018-01-22": "up", "20180122": "down", "2018-01-22 04:00:00": "flat"}, 1_000_000_000)
+    store = PrecomputedPredictions(path, "key", Clock())
+    assert store.lookup("2018-01-22")["prediction"] == "up"
+    assert store.lookup("20180122")["prediction"] == "down"
+    for other in (
+        "2018-01-22T04:00:01Z",
+        "2018-01-22T04:00:00+01:00",
+        "2018-01-22T00:00:00Z",
+        "2018-02-31T04:00:00Z",
+    ):
+        with pytest.raises(PrecomputedNotFound):
+            store.lookup(other)
