@@ -42,6 +42,7 @@ from prediction_provider.api.routes import (
     users,
     v2,
 )
+from prediction_provider.api.trailing_slash import StripTrailingSlash
 from prediction_provider.config import Settings
 from prediction_provider.db import migrate
 from prediction_provider.db.session import Database
@@ -223,6 +224,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Serving trained financial prediction models over HTTP.",
         lifespan=lifespan,
+        # StripTrailingSlash serves /x/ as /x: no 307 that a client might not re-POST.
+        redirect_slashes=False,
         telemetry=None
         if settings.opentelemetry
         else {"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
@@ -249,6 +252,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-API-KEY", "X-Request-ID"],
         )
+    app.add_middleware(StripTrailingSlash)  # added last: outermost, before anything reads the path
     for module in (
         *hot_modules,
         health,

@@ -63,3 +63,18 @@ def test_aliases_and_names_are_moving_but_versions_are_not() -> None:
 def test_malformed_references_are_refused(raw: str) -> None:
     with pytest.raises(InvalidModelReference):
         parse_model_reference(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "label"),
+    [
+        ("models:/eurusd-direction/3", "eurusd-direction/3"),
+        ("models:/eurusd-direction@champion", "eurusd-direction@champion"),
+        ("models:/eurusd-direction/latest", "eurusd-direction/latest"),
+        ("eurusd-direction", "eurusd-direction"),
+        ("file:///srv/secret/models/direction.onnx", "direction"),
+        ("runs:/abc123/nested/model", "model"),
+    ],
+)
+def test_labels_name_the_model_without_any_path(raw: str, label: str) -> None:
+    assert parse_model_reference(raw).label == label

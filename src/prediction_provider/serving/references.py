@@ -49,6 +49,21 @@ class ModelReference:
     path: Path | None = None
 
     @property
+    def label(self) -> str:
+        """The model this names, without any file or artifact path: safe to show anyone."""
+        if self.kind is ReferenceKind.VERSION:
+            return f"{self.name}/{self.version}"
+        if self.kind is ReferenceKind.ALIAS:
+            return f"{self.name}@{self.alias}"
+        if self.kind is ReferenceKind.LATEST:
+            return f"{self.name}/latest"
+        if self.kind is ReferenceKind.FILE:
+            return self.path.stem if self.path is not None else "file"
+        if self.kind is ReferenceKind.RUN:
+            return (self.artifact_path or "model").rsplit("/", 1)[-1]
+        return str(self.name)
+
+    @property
     def is_moving(self) -> bool:
         """Aliases, ``latest`` and bare names can point elsewhere later; versions and runs cannot."""
         return self.kind in (ReferenceKind.ALIAS, ReferenceKind.LATEST, ReferenceKind.NAME)

@@ -37,6 +37,11 @@ class ResolvedModel:
     location: Path
     run_id: str | None = None
 
+    @property
+    def label(self) -> str:
+        """``name/version``, or the name alone: what callers without operator rights are shown."""
+        return f"{self.name}/{self.version}" if self.version else self.name
+
 
 def _is_missing(exc: MlflowException) -> bool:
     return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
