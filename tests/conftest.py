@@ -65,7 +65,8 @@ def settings(data_dir: Path, demo_summary: DemoSummary, database_url: str | None
         grpc_enabled=False,
         # The shared server is hammered by the whole suite; limits have tests of their own.
         rate_limit="100000/minute",
-        login_rate_limit="10000/minute",
+        login_lockout="10000/minute",
+        login_failure_limit="10000/minute",
         max_concurrent_predictions=1000,
     )
 

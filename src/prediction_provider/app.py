@@ -101,8 +101,10 @@ def build_services(settings: Settings) -> Services:
     throttle = Throttle(
         settings.redis_url,
         settings.rate_limit,
-        settings.login_rate_limit,
+        settings.login_lockout,
+        settings.login_failure_limit,
         settings.max_concurrent_predictions,
+        settings.limits_dir,
     )
     services = Services(
         settings,

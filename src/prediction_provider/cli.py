@@ -72,13 +72,15 @@ def _serve(settings: Settings, workers: int = 1) -> None:
     if workers <= 1:
         uvicorn.run(create_app(settings), **options)
         return
-    # Worker processes import the app factory and read their settings from the
-    # environment; each binds the gRPC port too (SO_REUSEPORT shares it).
-    os.environ.update(settings_env(settings))
+    from prediction_provider.accounts.machine_limits import shared_by_workers
     from prediction_provider.observability.multiprocess import multiprocess_metrics
 
-    # Metrics summed over the worker processes, whichever one Prometheus scrapes.
-    with multiprocess_metrics(settings):
+    # Limits counted over the worker processes, whichever one a request reaches; metrics summed
+    # over them, whichever one Prometheus scrapes.
+    with shared_by_workers(settings) as settings, multiprocess_metrics(settings):
+        # Worker processes import the app factory and read their settings from the
+        # environment; each binds the gRPC port too (SO_REUSEPORT shares it).
+        os.environ.update(settings_env(settings))
         uvicorn.run("prediction_provider.app:create_app", factory=True, workers=workers, **options)
 
 

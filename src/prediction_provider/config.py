@@ -83,8 +83,23 @@ class Settings(BaseSettings):
     rate_limit: str = Field(
         default="1200/minute", description="Requests per user, or per address if anonymous."
     )
-    login_rate_limit: str = Field(
-        default="3/minute", description="Login attempts per address and per username."
+    login_lockout: str = Field(
+        default="5/15 minutes",
+        description="Failed logins per username; past it, that username is refused (429) even with "
+        "the right password until the oldest failure leaves the window.",
+    )
+    login_failure_limit: str = Field(
+        default="30/minute", description="Failed logins per client address, over all usernames."
+    )
+    login_rate_limit: str | None = Field(
+        default=None,
+        description="Deprecated alias of login_failure_limit (it used to count successful logins too).",
+    )
+    limits_dir: Path | None = Field(
+        default=None,
+        description="Without PP_REDIS_URL, where the worker processes of one machine share rate limits, "
+        "login failures and in-flight counts (an LMDB file). `serve --workers N` uses a fresh "
+        "directory under data_dir when unset; one process keeps them in memory.",
     )
     max_concurrent_predictions: int = Field(default=10, ge=1, description="In-flight predictions per user.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -347,6 +362,25 @@ class Settings(BaseSettings):
         # shorter than the time limit, a long job would run twice at once.
         if self.broker_visibility_timeout <= self.job_time_limit_seconds:
             raise ValueError("broker_visibility_timeout must exceed job_time_limit_seconds")
+        return self
+
+    @field_validator("rate_limit", "login_lockout", "login_failure_limit", "login_rate_limit")
+    @classmethod
+    def _check_rate_limit(cls, value: str | None) -> str | None:
+        from limits import parse
+
+        if value is not None:
+            try:
+                parse(value)
+            except ValueError:
+                message = f"{value!r} is not a rate limit: write e.g. 30/minute or 5/15 minutes"
+                raise ValueError(message) from None
+        return value
+
+    @model_validator(mode="after")
+    def _apply_deprecated_login_rate_limit(self) -> Settings:
+        if self.login_rate_limit and "login_failure_limit" not in self.model_fields_set:
+            self.login_failure_limit = self.login_rate_limit
         return self
 
     @model_validator(mode="after")

@@ -83,12 +83,12 @@ def assert_unauthorized(response: httpx.Response) -> None:
     assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def assert_rate_limited(response: httpx.Response) -> int:
+def assert_rate_limited(response: httpx.Response, window_seconds: int = 60) -> int:
     """Assert a 429 with a usable ``Retry-After`` (whole seconds, in the window); return it."""
     error_of(response, 429, "rate_limited")
     retry_after = response.headers["Retry-After"]
     assert retry_after.isdigit(), retry_after
-    assert 0 < int(retry_after) <= 60
+    assert 0 < int(retry_after) <= window_seconds
     return int(retry_after)
 
 

@@ -12,16 +12,34 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
+from prediction_provider.app import account_service
 from prediction_provider.config import Settings
 from tests.conftest import Account, LiveServer
-from tests.security.support import assert_rate_limited, assert_unauthorized, bearer, login, users_unchanged
+from tests.security.support import (
+    assert_rate_limited,
+    assert_unauthorized,
+    bearer,
+    login,
+    unique,
+    users_unchanged,
+)
 
 OTHER_ADDRESS = "127.0.0.2"  # loopback too: the server sees a second client address
 
 
 @pytest.fixture
 def login_limited(settings: Settings, accounts: dict[str, Account]) -> Iterator[LiveServer]:
-    with LiveServer(settings.model_copy(update={"login_rate_limit": "3/minute"})) as server:
+    """The shipped login limits: 5 failures per username in 15 minutes, 30 per address a minute."""
+    defaults = {
+        name: Settings.model_fields[name].default for name in ("login_lockout", "login_failure_limit")
+    }
+    with LiveServer(settings.model_copy(update=defaults)) as server:
+        yield server
+
+
+@pytest.fixture
+def address_limited(settings: Settings, accounts: dict[str, Account]) -> Iterator[LiveServer]:
+    with LiveServer(settings.model_copy(update={"login_failure_limit": "3/minute"})) as server:
         yield server
 
 
@@ -42,46 +60,65 @@ def guess(
     return http.post(route, json={"username": account.username, "password": password})
 
 
-@pytest.mark.parametrize(
-    ("route", "right_password"),
-    [("/api/v1/auth/login", True), ("/api/v1/auth/login", False), ("/api/v1/auth/api-key", True)],
-    ids=["login-right-password", "login-wrong-password", "api-key-right-password"],
-)
-def test_fourth_login_attempt_in_a_minute_is_refused(
-    login_limited: LiveServer, accounts: dict[str, Account], route: str, right_password: bool
+def test_eight_users_fetch_their_keys_from_one_address_within_a_minute(
+    login_limited: LiveServer, settings: Settings
 ) -> None:
-    target = accounts["client"]
-    with http_from(login_limited) as http:
-        for attempt in range(3):
-            assert_unauthorized(guess(http, target, f"wrong-guess-{attempt}"))
-        with users_unchanged(login_limited.services.db):
-            fourth = guess(http, target, target.password if right_password else "wrong-guess-3", route)
-    assert_rate_limited(fourth)
+    """An admin onboarding an office: right passwords are never counted."""
+    service = account_service(settings)
+    newcomers = []
+    for _ in range(8):
+        name = unique("onboarded")
+        service.create_user(name, f"{name}@example.com", f"{name}-password", "client", active=True)
+        newcomers.append((name, f"{name}-password"))
+    service.db.dispose()
+    with http_from(login_limited) as office:
+        for name, password in newcomers:
+            issued = office.post("/api/v1/auth/api-key", json={"username": name, "password": password})
+            assert issued.status_code == 201, issued.text
+            assert office.get(
+                "/api/v1/users/profile", headers={"X-API-KEY": issued.json()["api_key"]}
+            ).is_success
+            login(office, name, password)
 
 
-def test_login_limit_follows_the_username_to_another_address(
-    login_limited: LiveServer, accounts: dict[str, Account]
+@pytest.mark.parametrize("route", ["/api/v1/auth/login", "/api/v1/auth/api-key"])
+def test_five_wrong_passwords_lock_that_username_even_for_the_right_one(
+    login_limited: LiveServer, accounts: dict[str, Account], route: str
 ) -> None:
     target, bystander = accounts["client"], accounts["provider"]
-    with http_from(login_limited) as first:
-        for attempt in range(3):
-            assert_unauthorized(guess(first, target, f"wrong-guess-{attempt}"))
-    with http_from(login_limited, OTHER_ADDRESS) as second:
+    with http_from(login_limited) as http:
+        for attempt in range(5):
+            assert_unauthorized(guess(http, target, f"wrong-guess-{attempt}", route))
         with users_unchanged(login_limited.services.db):
-            assert_rate_limited(guess(second, target, target.password))
-        # The second address itself is not blocked: only the attacked username is.
-        assert guess(second, bystander, bystander.password).status_code == 200
+            sixth = guess(http, target, target.password, route)
+        retry_after = assert_rate_limited(sixth, window_seconds=15 * 60)
+        assert retry_after > 14 * 60  # locked until the first failure is 15 minutes old
+        # The same address may still sign another user in: only the attacked username is locked.
+        assert guess(http, bystander, bystander.password).status_code == 200
 
 
-def test_login_limit_follows_the_address_to_other_usernames(
+def test_lockout_follows_the_username_to_another_address(
     login_limited: LiveServer, accounts: dict[str, Account]
 ) -> None:
-    """Credential stuffing: one address trying many accounts."""
-    with http_from(login_limited) as http:
+    target = accounts["evaluator"]
+    with http_from(login_limited) as first:
+        for attempt in range(5):
+            assert_unauthorized(guess(first, target, f"wrong-guess-{attempt}"))
+    with http_from(login_limited, OTHER_ADDRESS) as second, users_unchanged(login_limited.services.db):
+        assert_rate_limited(guess(second, target, target.password), window_seconds=15 * 60)
+
+
+def test_failures_from_one_address_are_limited_over_all_usernames(
+    address_limited: LiveServer, accounts: dict[str, Account]
+) -> None:
+    """Credential stuffing: one address trying one password on many accounts."""
+    with http_from(address_limited) as http:
         for role in ("client", "provider", "evaluator"):
             assert_unauthorized(guess(http, accounts[role], "password-123456"))
-        with users_unchanged(login_limited.services.db):
+        with users_unchanged(address_limited.services.db):
             assert_rate_limited(guess(http, accounts["operator"], accounts["operator"].password))
+    with http_from(address_limited, OTHER_ADDRESS) as elsewhere:
+        assert guess(elsewhere, accounts["operator"], accounts["operator"].password).status_code == 200
 
 
 def test_sixth_request_in_a_minute_is_refused_for_that_user_only(

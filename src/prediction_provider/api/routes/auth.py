@@ -1,4 +1,8 @@
-"""``/api/v1/auth``: tokens and API keys from a username and password."""
+"""``/api/v1/auth``: tokens and API keys from a username and password.
+
+Only failed password checks are counted (see ``Throttle.login_attempt``): an account that is
+inactive has had its password verified, so it is refused (403) without counting as a guess.
+"""
 
 from __future__ import annotations
 
@@ -17,14 +21,14 @@ router = APIRouter(prefix="/api/v1/auth", tags=["auth"], responses=ERROR_RESPONS
 
 @router.post("/login", response_model=TokenPublic, summary="A JWT for the bearer scheme")
 async def login(body: Credentials, request: Request, services: ServicesDep) -> dict[str, Any]:
-    services.throttle.login_attempt(body.username, client_address(request))
-    return await run_in_threadpool(services.accounts.login, body.username, body.password)
+    with services.throttle.login_attempt(body.username, client_address(request)):
+        return await run_in_threadpool(services.accounts.login, body.username, body.password)
 
 
 @router.post("/api-key", response_model=ApiKeyPublic, status_code=201, summary="The account's first API key")
 async def first_api_key(body: Credentials, request: Request, services: ServicesDep) -> dict[str, Any]:
-    services.throttle.login_attempt(body.username, client_address(request))
-    return await run_in_threadpool(services.accounts.first_api_key, body.username, body.password)
+    with services.throttle.login_attempt(body.username, client_address(request)):
+        return await run_in_threadpool(services.accounts.first_api_key, body.username, body.password)
 
 
 @router.post(
