@@ -98,6 +98,14 @@ class RateLimited(PredictionProviderError):
     def __init__(self, message: str, retry_after: int, details: object = None) -> None:
         super().__init__(message, details)
         self.retry_after = retry_after
+class UnknownQueryParameter(InvalidInput):
+    """A query parameter the route does not take (422): refused, never silently ignored, so that a
+    misspelt filter or a paging style the route does not speak cannot quietly change the answer.
+    The code is the one every other invalid query parameter gets."""
+
+    code = "validation_error"
+
+
 
 
 class JobNotFound(PredictionProviderError):

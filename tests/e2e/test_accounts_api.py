@@ -83,8 +83,11 @@ def test_admin_lists_users_with_filters(admin: httpx.Client) -> None:
     page = admin.get("/api/v1/admin/users", params={"role": "operator", "active": True}).json()
     assert page["total"] >= 1
     assert all(u["role"] == "operator" and u["is_active"] for u in page["users"])
-    paged = admin.get("/api/v1/admin/users", params={"page_size": 2, "page": 1}).json()
-    assert len(paged["users"]) == 2
+    paged = admin.get("/api/v1/admin/users", params={"limit": 2, "offset": 1}).json()
+    assert (len(paged["users"]), paged["limit"], paged["offset"]) == (2, 2, 1)
+    first = admin.get("/api/v1/admin/users", params={"limit": 3}).json()
+    assert [u["id"] for u in first["users"][1:]] == [u["id"] for u in paged["users"]]
+    assert first["total"] == paged["total"] >= 3
     assert "password_hash" not in paged["users"][0]
     assert "api_key_digest" not in paged["users"][0]
 

@@ -39,7 +39,7 @@ def test_bootstrap_admin_from_the_environment_on_first_start(
     # A second start with other credentials adds no admin.
     monkeypatch.setenv("PP_BOOTSTRAP_ADMIN_USERNAME", "second-admin")
     again = build_services(Settings(data_dir=tmp_path, jwt_secret=TEST_JWT_SECRET, grpc_enabled=False))
-    users, total = again.accounts.list_users("admin", None, None, 1, 10)
+    users, total = again.accounts.list_users("admin", None, None, limit=10, offset=0)
     assert [u["username"] for u in users] == ["first-admin"]
     assert total == 1
     again.audit.close()

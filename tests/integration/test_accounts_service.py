@@ -135,10 +135,12 @@ def test_listing_filters_and_paginates(accounts: AccountService) -> None:
             f"user{i}", f"user{i}@example.com", "a long password", "client", active=i % 2 == 0
         )
     accounts.create_user("ops1", "ops1@example.com", "a long password", "operator", active=True)
-    page, total = accounts.list_users("client", True, None, 1, 2)
+    page, total = accounts.list_users("client", True, None, limit=2, offset=0)
     assert total == 3
     assert [u["username"] for u in page] == ["user0", "user2"]
-    found, total = accounts.list_users(None, None, "ops", 1, 10)
+    rest, total = accounts.list_users("client", True, None, limit=2, offset=2)
+    assert (total, [u["username"] for u in rest]) == (3, ["user4"])
+    found, total = accounts.list_users(None, None, "ops", limit=10, offset=0)
     assert (total, found[0]["username"]) == (1, "ops1")
     with pytest.raises(UserNotFound):
         accounts.set_active("ghost", True)

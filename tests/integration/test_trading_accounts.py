@@ -137,9 +137,10 @@ def test_others_cannot_see_or_change_an_account_but_admins_can(
         service.get("alice-main", Principal.guest())
     assert service.get("alice-main", alice)["equity"] == "1000"
     assert service.update("alice-main", root, AccountUpdate(equity=D(900)))["equity"] == "900"
-    assert [a["name"] for a in service.list(bob)] == []
-    assert [a["name"] for a in service.list(alice)] == ["alice-main"]
-    assert [a["name"] for a in service.list(root)] == ["alice-main"]
+    assert service.list(bob, 50, 0) == ([], 0)
+    assert [a["name"] for a in service.list(alice, 50, 0)[0]] == ["alice-main"]
+    assert [a["name"] for a in service.list(root, 50, 0)[0]] == ["alice-main"]
+    assert service.list(root, 50, 1) == ([], 1)
 
 
 def test_only_admins_open_accounts_for_others(

@@ -221,10 +221,11 @@ def test_huge_numbers_in_mlflow_inputs_are_refused(admin: httpx.Client, db: Data
 @pytest.mark.parametrize(
     ("path", "params"),
     [
-        ("/api/v1/admin/users", {"page": "1" + "0" * 30}),
-        ("/api/v1/admin/users", {"page_size": "1" + "0" * 30}),
+        ("/api/v1/admin/users", {"offset": "1" + "0" * 30}),
+        ("/api/v1/admin/users", {"limit": "1" + "0" * 30}),
         ("/api/v1/admin/audit", {"status": "1" + "0" * 30}),
-        ("/api/v1/admin/logs", {"page": "-" + "1" * 30}),
+        ("/api/v1/admin/logs", {"offset": "-" + "1" * 30}),
+        ("/api/v1/admin/logs", {"hours": "1" + "0" * 30}),
         ("/models", {"limit": "1" + "0" * 30}),
         (f"/models/{MODEL}/info", {"version": "1" + "0" * 30}),
     ],

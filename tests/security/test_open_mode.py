@@ -44,7 +44,7 @@ def test_anonymous_prediction_is_served_as_guest(
     assert response.status_code == 200, response.text
     assert response.json()["model"]["name"] == MODEL
     open_server.services.audit.flush()
-    entries, _ = query_audit(open_server.services.db, path="/predict", page_size=500)
+    entries, _ = query_audit(open_server.services.db, path="/predict", limit=500)
     (entry,) = [e for e in entries if e["request_id"] == "open-mode-guest-0001"]
     assert (entry["role"], entry["user_id"], entry["username"]) == ("guest", None, None)
 

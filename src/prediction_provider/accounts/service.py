@@ -173,10 +173,11 @@ class AccountService:
             user.password_hash = credentials.hash_password(new)
 
     def list_users(
-        self, role: str | None, active: bool | None, search: str | None, page: int, page_size: int
+        self, role: str | None, active: bool | None, search: str | None, *, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
         query = select(User)
         if role:
+        """``limit`` users from ``offset`` in id order, and how many match in all."""
             query = query.where(User.role == role)
         if active is not None:
             query = query.where(User.is_active == active)
@@ -185,7 +186,7 @@ class AccountService:
             query = query.where(or_(User.username.ilike(pattern), User.email.ilike(pattern)))
         with self.db.session() as session:
             total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
-            rows = session.scalars(query.order_by(User.id).offset((page - 1) * page_size).limit(page_size))
+            rows = session.scalars(query.order_by(User.id).offset(offset).limit(limit))
             return [public_user(u) for u in rows], total
 
     # -- credentials ---------------------------------------------------------------

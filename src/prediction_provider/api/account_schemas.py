@@ -75,8 +75,8 @@ class PasswordChange(Strict):
 class UserPage(BaseModel):
     users: list[UserPublic]
     total: int
-    page: int
-    page_size: int
+    limit: int
+    offset: int
 
 
 class AuditEntry(BaseModel):
@@ -96,8 +96,8 @@ class AuditEntry(BaseModel):
 class AuditPage(BaseModel):
     entries: list[AuditEntry]
     total: int
-    page: int
-    page_size: int
+    limit: int
+    offset: int
 
 
 class Usage(BaseModel):

@@ -182,3 +182,10 @@ class AccountPublic(BaseModel):
     positions: list[PositionPublic]
     created_at: datetime
     updated_at: datetime
+
+
+class AccountPage(BaseModel):
+    items: list[AccountPublic]
+    total: int
+    limit: int
+    offset: int

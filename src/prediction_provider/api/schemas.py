@@ -123,13 +123,19 @@ class RegisteredModelPublic(BaseModel):
 
 class ModelList(BaseModel):
     models: list[RegisteredModelPublic]
-    count: int
+    count: int = Field(description="Versions on this page.")
+    total: int = Field(description="Versions in all.")
+    limit: int
+    offset: int
 
 
 class ModelVersionList(BaseModel):
     name: str
     versions: list[ModelVersionPublic]
-    count: int
+    count: int = Field(description="Models on this page.")
+    total: int = Field(description="Models that match in all.")
+    limit: int
+    offset: int
 
 
 class FeaturePublic(BaseModel):

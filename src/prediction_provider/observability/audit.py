@@ -43,10 +43,11 @@ def query_audit(
     min_status: int | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    page: int = 1,
-    page_size: int = 100,
+    limit: int = 100,
+    offset: int = 0,
 ) -> tuple[list[dict[str, Any]], int]:
-    """Newest first, filtered; ``path`` matches a prefix."""
+    """Newest first, filtered, ``limit`` entries from ``offset``, and how many match in all;
+    ``path`` matches a prefix."""
     query = select(AuditRecord)
     if username:
         query = query.where(AuditRecord.username == username)
@@ -64,8 +65,8 @@ def query_audit(
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         rows = session.scalars(
             query.order_by(AuditRecord.at.desc(), AuditRecord.id.desc())
-            .offset((page - 1) * page_size)
-            .limit(page_size)
+            .offset(offset)
+            .limit(limit)
         )
         return [as_dict(r) for r in rows], total
 

@@ -43,6 +43,17 @@ class ResolvedModel:
         return f"{self.name}/{self.version}" if self.version else self.name
 
 
+def _model_entry(registered: Any, versions: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "name": registered.name,
+        "description": registered.description or None,
+        "aliases": {k: str(v) for k, v in (registered.aliases or {}).items()},
+        "tags": dict(registered.tags or {}),
+        "latest_version": versions[0]["version"] if versions else None,
+        "versions": versions,
+    }
+
+
 def _is_missing(exc: MlflowException) -> bool:
     return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
 
@@ -200,31 +211,46 @@ class ModelRegistry:
         return True
 
     def list_models(self, experiment_name: str | None, limit: int) -> list[dict[str, Any]]:
+        """The first ``limit`` models by name (of the experiment's, when one is named)."""
+        return self.page_models(experiment_name, limit, 0)[0]
+
+    def page_models(
+        self, experiment_name: str | None, limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """Registered models by name with their versions, ``limit`` from ``offset``, and how many
+        there are in all. Only the page's versions are described, unless an experiment filter
+        needs every model's versions to know which match."""
         experiment_id = None
         if experiment_name:
             experiment = self.client.get_experiment_by_name(experiment_name)
             if experiment is None:
-                return []
+                return [], 0
             experiment_id = experiment.experiment_id
+        registered_models = self._registered_models()
         runs: dict[str, Any] = {}
-        models = []
-        for registered in self.client.search_registered_models(max_results=limit):
+        if experiment_id is None:
+            page = registered_models[offset : offset + limit]
+            return [_model_entry(r, self.versions(r.name, runs)) for r in page], len(registered_models)
+        matching = []
+        for registered in registered_models:
             versions = self.versions(registered.name, runs)
-            if experiment_id is not None:
-                versions = [v for v in versions if v.get("experiment_id") == experiment_id]
-                if not versions:
-                    continue
-            models.append(
-                {
-                    "name": registered.name,
-                    "description": registered.description or None,
-                    "aliases": {k: str(v) for k, v in (registered.aliases or {}).items()},
-                    "tags": dict(registered.tags or {}),
-                    "latest_version": versions[0]["version"] if versions else None,
-                    "versions": versions,
-                }
+            versions = [v for v in versions if v.get("experiment_id") == experiment_id]
+            if versions:
+                matching.append(_model_entry(registered, versions))
+        return matching[offset : offset + limit], len(matching)
+
+    def _registered_models(self) -> list[Any]:
+        """Every registered model, by name, through MLflow's pages."""
+        found: list[Any] = []
+        token: str | None = None
+        while True:
+            page = self.client.search_registered_models(
+                max_results=1000, order_by=["name ASC"], page_token=token
             )
-        return models
+            found.extend(page)
+            token = page.token
+            if not token:
+                return found
 
     def versions(self, name: str, runs: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Versions of ``name``, newest first, with their run's metrics, params and tags."""

@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -121,16 +121,19 @@ class TradingAccountService:
         with self.db.session() as session:
             return self._public(session, self._read(session, name, principal))
 
-    def list(self, principal: Principal) -> list[dict[str, Any]]:
+    def list(self, principal: Principal, limit: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        """The caller's accounts (an admin's: every one) by name, ``limit`` from ``offset``, and how
+        many there are in all."""
         with self.db.session() as session:
-            query = select(TradingAccount).order_by(TradingAccount.name)
+            query = select(TradingAccount)
             if not may_manage_any(principal):
                 query = query.where(TradingAccount.owner_id == principal.user_id)
-            accounts = list(session.scalars(query))
+            total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+            accounts = list(session.scalars(query.order_by(TradingAccount.name).limit(limit).offset(offset)))
             for account in accounts:
                 session.expunge(account)
                 self._roll_day(account)
-            return [self._public(session, account) for account in accounts]
+            return [self._public(session, account) for account in accounts], int(total)
 
     def state(self, name: str, principal: Principal) -> AccountState:
         """What the risk checks need, in one read; remembered for ``cache_seconds``."""

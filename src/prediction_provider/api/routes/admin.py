@@ -23,6 +23,7 @@ from prediction_provider.api.account_schemas import (
 )
 from prediction_provider.api.auth import LogReader, UsageReader, UserManager
 from prediction_provider.api.deps import Services, ServicesDep
+from prediction_provider.api.query_params import DeclaredQueryOnly, Limit, Offset
 from prediction_provider.api.routes.predict import ERROR_RESPONSES
 from prediction_provider.db.base import utcnow
 from prediction_provider.db.models import AuditRecord, User
@@ -32,10 +33,8 @@ from prediction_provider.observability.audit import query_audit, usage_of
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], responses=ERROR_RESPONSES)
 
 Username = Annotated[str, Path(pattern=USERNAME)]
-Page = Annotated[int, Query(ge=1, le=100_000)]
 # Database integers end at 2**63 - 1; a larger id is a client error, not an overflow.
 UserId = Annotated[int, Path(ge=1, le=2**63 - 1)]
-PageSize = Annotated[int, Query(ge=1, le=500)]
 
 
 @router.post("/users", response_model=UserPublic, status_code=201, summary="Create a user")
@@ -53,11 +52,14 @@ async def list_users(
     role: RoleName | None = None,
     active: bool | None = None,
     q: Annotated[str | None, Query(max_length=64)] = None,
-    page: Page = 1,
-    page_size: PageSize = 50,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    _query: DeclaredQueryOnly = None,
 ) -> dict[str, Any]:
-    users, total = await run_in_threadpool(services.accounts.list_users, role, active, q, page, page_size)
-    return {"users": users, "total": total, "page": page, "page_size": page_size}
+    users, total = await run_in_threadpool(
+        lambda: services.accounts.list_users(role, active, q, limit=limit, offset=offset)
+    )
+    return {"users": users, "total": total, "limit": limit, "offset": offset}
 
 
 @router.post("/users/{username}/activate", response_model=UserPublic, summary="Activate a user")
@@ -94,7 +96,11 @@ async def delete_user(user_id: UserId, admin: UserManager, services: ServicesDep
 
 @router.get("/usage/{username}", response_model=Usage, summary="A user's requests by path")
 async def usage(
-    username: Username, reader: UsageReader, services: ServicesDep, since: datetime | None = None
+    username: Username,
+    reader: UsageReader,
+    services: ServicesDep,
+    since: datetime | None = None,
+    _query: DeclaredQueryOnly = None,
 ) -> dict[str, Any]:
     await run_in_threadpool(services.accounts.get, username)
     return await run_in_threadpool(usage_of, services.db, username, since)
@@ -109,25 +115,36 @@ async def audit(
     status: Annotated[int | None, Query(ge=100, le=599)] = None,
     since: datetime | None = None,
     until: datetime | None = None,
-    page: Page = 1,
-    page_size: PageSize = 100,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    _query: DeclaredQueryOnly = None,
 ) -> dict[str, Any]:
     entries, total = await run_in_threadpool(
         lambda: query_audit(services.db, username=user, path=path, status=status, since=since, until=until,
-                            page=page, page_size=page_size)
+                            limit=limit, offset=offset)
     )  # fmt: skip
-    return {"entries": entries, "total": total, "page": page, "page_size": page_size}
+    return {"entries": entries, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/logs", response_model=AuditPage, summary="Recent failed requests (status 400 and above)")
 async def logs(
-    reader: LogReader, services: ServicesDep, min_status: Annotated[int, Query(ge=100, le=599)] = 400,
-    page: Page = 1, page_size: PageSize = 100,
-) -> dict[str, Any]:  # fmt: skip
+    reader: LogReader,
+    services: ServicesDep,
+    user: Annotated[str | None, Query(max_length=64, description="Only this username's requests.")] = None,
+    endpoint: Annotated[str | None, Query(max_length=512, description="Paths starting with this.")] = None,
+    hours: Annotated[float | None, Query(gt=0, le=24 * 366, description="Only the last N hours.")] = None,
+    min_status: Annotated[int, Query(ge=100, le=599)] = 400,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    _query: DeclaredQueryOnly = None,
+) -> dict[str, Any]:
+    """The seed's filters (``user``, ``endpoint``, ``hours``) as the audit trail reads them."""
+    since = utcnow() - timedelta(hours=hours) if hours is not None else None
     entries, total = await run_in_threadpool(
-        lambda: query_audit(services.db, min_status=min_status, page=page, page_size=page_size)
-    )
-    return {"entries": entries, "total": total, "page": page, "page_size": page_size}
+        lambda: query_audit(services.db, username=user, path=endpoint, min_status=min_status, since=since,
+                            limit=limit, offset=offset)
+    )  # fmt: skip
+    return {"entries": entries, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/stats", response_model=Stats, summary="Users and traffic at a glance")

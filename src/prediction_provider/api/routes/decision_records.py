@@ -18,6 +18,7 @@ from prediction_provider.api.auth import signed_in
 from prediction_provider.api.decision_record_schemas import DecisionRecordPage, DecisionRecordPublic
 from prediction_provider.api.decision_schemas import Symbol
 from prediction_provider.api.deps import ServicesDep
+from prediction_provider.api.query_params import DeclaredQueryOnly, Limit, Offset
 from prediction_provider.api.schemas import ErrorBody
 from prediction_provider.errors import PermissionDenied
 from prediction_provider.trading.records import (
@@ -60,8 +61,9 @@ async def list_decisions(
     username: Annotated[
         str | None, Query(pattern=USERNAME, description="Only for callers who may see every decision.")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    _query: DeclaredQueryOnly = None,
 ) -> DecisionRecordPage:
     """Your decisions, newest first, approved and refused alike; admins and operators see everyone's."""
     filters = DecisionFilter(symbol, username)

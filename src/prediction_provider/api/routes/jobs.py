@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 from prediction_provider.api.auth import CurrentUser, Predictor
 from prediction_provider.api.body import read_json_body
 from prediction_provider.api.deps import ServicesDep
+from prediction_provider.api.query_params import DeclaredQueryOnly, Limit, Offset
 from prediction_provider.api.job_schemas import (
     TASK_STATES,
     AsyncTaskAccepted,
@@ -148,8 +149,9 @@ async def list_predictions(
     owner_id: Annotated[
         int | None, Query(ge=1, description="Only for callers who may see every job.")
     ] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    _query: DeclaredQueryOnly = None,
 ) -> PredictionPage:
     """Your jobs, newest first; admins and operators see everyone's."""
     filters = JobFilter(owner_id, status, model, created_after, created_before)

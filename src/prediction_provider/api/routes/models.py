@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from prediction_provider.api.auth import ModelReader
 from prediction_provider.api.deps import ServicesDep
+from prediction_provider.api.query_params import DeclaredQueryOnly, Limit, Offset
 from prediction_provider.api.routes.predict import ERROR_RESPONSES
 from prediction_provider.api.schemas import ModelInfo, ModelList, ModelVersionList
 from prediction_provider.serving.references import NAME_PATTERN
@@ -23,18 +24,30 @@ def list_models(
     reader: ModelReader,
     services: ServicesDep,
     experiment_name: Annotated[str | None, Query(max_length=256)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    _query: DeclaredQueryOnly = None,
 ) -> dict[str, Any]:
-    models = services.registry.list_models(experiment_name, limit)
-    return {"models": models, "count": len(models)}
+    models, total = services.registry.page_models(experiment_name, limit, offset)
+    return {"models": models, "count": len(models), "total": total, "limit": limit, "offset": offset}
 
 
 @router.get(
     "/{name}/versions", response_model=ModelVersionList, responses=ERROR_RESPONSES, summary="Versions"
 )
-def list_versions(name: ModelName, reader: ModelReader, services: ServicesDep) -> dict[str, Any]:
+def list_versions(
+    name: ModelName,
+    reader: ModelReader,
+    services: ServicesDep,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    _query: DeclaredQueryOnly = None,
+) -> dict[str, Any]:
+    """Newest first."""
     versions = services.registry.versions(name)
-    return {"name": name, "versions": versions, "count": len(versions)}
+    page = versions[offset : offset + limit]
+    return {"name": name, "versions": page, "count": len(page), "total": len(versions), "limit": limit,
+            "offset": offset}  # fmt: skip
 
 
 @router.get(
@@ -48,6 +61,7 @@ async def model_info(
     reader: ModelReader,
     services: ServicesDep,
     version: Annotated[str | None, Query(pattern=r"^\d{1,9}$")] = None,
+    _query: DeclaredQueryOnly = None,
 ) -> dict[str, Any]:
     reference = f"models:/{name}/{version}" if version else name
     cached = await services.cache.aget(reference)

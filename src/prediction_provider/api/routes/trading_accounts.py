@@ -18,10 +18,12 @@ from prediction_provider.api.decision_schemas import (
     SYMBOL,
     AccountChange,
     AccountCreate,
+    AccountPage,
     AccountPublic,
     PositionSet,
 )
 from prediction_provider.api.deps import Services, ServicesDep
+from prediction_provider.api.query_params import DeclaredQueryOnly, Limit, Offset
 from prediction_provider.api.schemas import ErrorBody
 from prediction_provider.errors import PredictionFailed
 from prediction_provider.trading.accounts import AccountUpdate, PositionUpdate, TradingAccountService
@@ -58,9 +60,16 @@ async def create_account(body: AccountCreate, caller: Predictor, services: Servi
     )
 
 
-@router.get("", response_model=list[AccountPublic], summary="Your trading accounts (an admin's: all)")
-async def list_accounts(caller: Predictor, services: ServicesDep) -> list[dict[str, Any]]:
-    return await run_in_threadpool(accounts_of(services).list, caller)
+@router.get("", response_model=AccountPage, summary="Your trading accounts (an admin's: all), by name")
+async def list_accounts(
+    caller: Predictor,
+    services: ServicesDep,
+    limit: Limit = 50,
+    offset: Offset = 0,
+    _query: DeclaredQueryOnly = None,
+) -> dict[str, Any]:
+    items, total = await run_in_threadpool(accounts_of(services).list, caller, limit, offset)
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
 
 
 @router.get("/{name}", response_model=AccountPublic, summary="A trading account with its positions")
