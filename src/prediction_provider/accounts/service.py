@@ -175,9 +175,9 @@ class AccountService:
     def list_users(
         self, role: str | None, active: bool | None, search: str | None, *, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
+        """``limit`` users from ``offset`` in id order, and how many match in all."""
         query = select(User)
         if role:
-        """``limit`` users from ``offset`` in id order, and how many match in all."""
             query = query.where(User.role == role)
         if active is not None:
             query = query.where(User.is_active == active)

@@ -37,6 +37,11 @@ FEATURES_SCHEMA: dict[str, Any] = {"type": "object", "additionalProperties": {"t
 ReturnProbaField = Field(
     default=True, description="Include every class's probability (classifiers). False leaves them out."
 )
+ExplainField = Field(
+    default=False,
+    description="Add per-feature contributions to the predicted class's raw score (TreeSHAP; LightGBM, "
+    "XGBoost and scikit-learn tree models, 422 for others).",
+)
 
 
 class PredictRequest(BaseModel):
@@ -47,6 +52,7 @@ class PredictRequest(BaseModel):
         description="One value per feature of the model's signature."
     )
     return_proba: bool = ReturnProbaField
+    explain: bool = ExplainField
 
 
 class PredictBatchRequest(BaseModel):
@@ -59,12 +65,26 @@ class PredictBatchRequest(BaseModel):
         description="Rows as a list of {feature: value} objects, or columns as {feature: [values]}."
     )
     return_proba: bool = ReturnProbaField
+    explain: bool = ExplainField
 
 
 class ModelIdentity(BaseModel):
     name: str
     version: str | None
     uri: str
+
+
+class FeatureExplanation(BaseModel):
+    """The shape of a trading decision's ``explanation``: ``base_value + sum(contributions)`` is the
+    predicted class's raw score (a boosted model's margin, a forest's probability)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    model: str = Field(description="name/version of the model explained.")
+    class_: str | None = Field(alias="class", description="The predicted class (null for regressors).")
+    base_value: float = Field(description="The model's expected raw score over its training data.")
+    contributions: dict[str, float]
+    method: str
 
 
 class PredictResponse(BaseModel):
@@ -74,6 +94,7 @@ class PredictResponse(BaseModel):
     confidence: Literal["high", "medium", "low"] | None
     model: ModelIdentity
     latency_ms: float
+    explanation: FeatureExplanation | None = Field(default=None, description="Only with explain: true.")
 
 
 class PredictBatchResponse(BaseModel):
@@ -82,6 +103,9 @@ class PredictBatchResponse(BaseModel):
     count: int
     model: ModelIdentity
     latency_ms: float
+    explanations: list[FeatureExplanation] | None = Field(
+        default=None, description="One per row, only with explain: true."
+    )
 
 
 class HealthResponse(BaseModel):

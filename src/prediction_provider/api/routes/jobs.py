@@ -14,7 +14,6 @@ from starlette.datastructures import UploadFile
 from prediction_provider.api.auth import CurrentUser, Predictor
 from prediction_provider.api.body import read_json_body
 from prediction_provider.api.deps import ServicesDep
-from prediction_provider.api.query_params import DeclaredQueryOnly, Limit, Offset
 from prediction_provider.api.job_schemas import (
     TASK_STATES,
     AsyncTaskAccepted,
@@ -25,6 +24,7 @@ from prediction_provider.api.job_schemas import (
     PredictionPublic,
     TaskStatus,
 )
+from prediction_provider.api.query_params import DeclaredQueryOnly, Limit, Offset
 from prediction_provider.api.schemas import ErrorBody, PredictRequest
 from prediction_provider.errors import InvalidInput
 from prediction_provider.jobs import datasets
