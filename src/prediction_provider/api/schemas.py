@@ -42,6 +42,11 @@ ExplainField = Field(
     description="Add per-feature contributions to the predicted class's raw score (TreeSHAP; LightGBM, "
     "XGBoost and scikit-learn tree models, 422 for others).",
 )
+ExplainField = Field(
+    default=False,
+    description="Add per-feature contributions to the predicted class's raw score (TreeSHAP; LightGBM, "
+    "XGBoost and scikit-learn tree models, 422 for others).",
+)
 
 
 class PredictRequest(BaseModel):
@@ -52,6 +57,7 @@ class PredictRequest(BaseModel):
         description="One value per feature of the model's signature."
     )
     return_proba: bool = ReturnProbaField
+    explain: bool = ExplainField
     explain: bool = ExplainField
 
 
@@ -66,12 +72,26 @@ class PredictBatchRequest(BaseModel):
     )
     return_proba: bool = ReturnProbaField
     explain: bool = ExplainField
+    explain: bool = ExplainField
 
 
 class ModelIdentity(BaseModel):
     name: str
     version: str | None
     uri: str
+
+
+class FeatureExplanation(BaseModel):
+    """The shape of a trading decision's ``explanation``: ``base_value + sum(contributions)`` is the
+    predicted class's raw score (a boosted model's margin, a forest's probability)."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    model: str = Field(description="name/version of the model explained.")
+    class_: str | None = Field(alias="class", description="The predicted class (null for regressors).")
+    base_value: float = Field(description="The model's expected raw score over its training data.")
+    contributions: dict[str, float]
+    method: str
 
 
 class FeatureExplanation(BaseModel):
@@ -95,6 +115,7 @@ class PredictResponse(BaseModel):
     model: ModelIdentity
     latency_ms: float
     explanation: FeatureExplanation | None = Field(default=None, description="Only with explain: true.")
+    explanation: FeatureExplanation | None = Field(default=None, description="Only with explain: true.")
 
 
 class PredictBatchResponse(BaseModel):
@@ -103,6 +124,9 @@ class PredictBatchResponse(BaseModel):
     count: int
     model: ModelIdentity
     latency_ms: float
+    explanations: list[FeatureExplanation] | None = Field(
+        default=None, description="One per row, only with explain: true."
+    )
     explanations: list[FeatureExplanation] | None = Field(
         default=None, description="One per row, only with explain: true."
     )

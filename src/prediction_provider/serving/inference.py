@@ -12,9 +12,10 @@ import anyio.to_thread
 import numpy as np
 import numpy.typing as npt
 
-from prediction_provider.errors import PredictionFailed
+from prediction_provider.errors import ExplanationUnsupported, PredictionFailed
 from prediction_provider.serving.affinity import release_current_thread
 from prediction_provider.serving.cache import CachedModel, ModelCache
+from prediction_provider.serving.explanations import Explanation, explain, unsupported
 from prediction_provider.serving.features_input import matrix_from_columns, matrix_from_records
 from prediction_provider.serving.loaders.base import FloatMatrix, ModelOutput
 
@@ -104,6 +105,34 @@ class PredictionService:
     ) -> BatchResult:
         matrix = matrix_from_columns(columns, cached.model.signature, prefix, self.max_batch_rows)
         return self._run(cached, matrix, started)
+
+    def explain_rows(
+        self,
+        cached: CachedModel,
+        rows: Sequence[Mapping[str, Any]] | Mapping[str, Any],
+        prefix: str,
+        started: float,
+    ) -> tuple[BatchResult, list[Explanation]]:
+        """Predict and explain records or columns; blocking. Never through the batcher: the
+        contributions cost several model calls, and they are asked for rarely."""
+        if cached.model.explanation_method is None:
+            raise unsupported(cached.model)  # before any work
+        signature = cached.model.signature
+        if isinstance(rows, Mapping):
+            matrix = matrix_from_columns(rows, signature, prefix, self.max_batch_rows)
+        else:
+            matrix = matrix_from_records(rows, signature, prefix, self.max_batch_rows)
+        output = self.run_matrix(cached, matrix)
+        try:
+            explanations = explain(cached.model, cached.resolved.label, matrix, output.predictions)
+        except ExplanationUnsupported:
+            raise
+        except Exception as exc:
+            raise PredictionFailed(
+                f"{cached.loader} model failed to explain: {type(exc).__name__}: {exc}",
+                {"model": cached.resolved.uri},
+            ) from exc
+        return BatchResult(cached, output.predictions, output.probabilities, started), explanations
 
     def _run(self, cached: CachedModel, matrix: FloatMatrix, started: float) -> BatchResult:
         output = self.run_matrix(cached, matrix)

@@ -201,6 +201,12 @@ async def predict_async(
     body: PredictRequest, principal: Predictor, services: ServicesDep, idempotency_key: IdempotencyKey = None
 ) -> AsyncTaskAccepted:
     """``/predict``'s request, answered later: poll ``/monitoring/task_status/{task_id}``."""
+    if body.explain:
+        # Refused rather than ignored: explanations are answered by POST /predict itself.
+        raise InvalidInput(
+            "explain is answered by POST /predict, not by /predict/async",
+            [{"field": "explain", "error": "not supported on asynchronous predictions"}],
+        )
     submission = RowsSubmission(
         model=body.model,
         payload={"features": body.features},

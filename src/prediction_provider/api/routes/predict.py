@@ -20,6 +20,7 @@ from prediction_provider.api.schemas import (
     PredictRequest,
     PredictResponse,
 )
+from prediction_provider.serving.cache import CachedModel
 from prediction_provider.serving.inference import BatchResult
 from prediction_provider.serving.responses import batch_payload, single_payload
 
@@ -32,7 +33,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (403, "Model file outside the trusted roots"),
         (404, "Unknown model or version"),
         (413, "Batch or body too large"),
-        (422, "Invalid features"),
+        (422, "Invalid features, or explain: true for a model that cannot explain"),
         (503, "Model failed to load or registry unavailable"),
     )
 }
@@ -55,6 +56,8 @@ async def predict(request: Request) -> Response:
     async with prediction_slot(request):
         body = await read_json_body(request, PredictRequest)
         cached = await services.cache.aget(body.model)
+        if body.explain:
+            return await _explained_row(services, cached, body, started)
         result = await services.predictions.predict_record(cached, body.features, started)
     return json_response(single_payload(result, body.return_proba, services.predictions.bands))
 
@@ -71,8 +74,32 @@ async def predict_batch(request: Request) -> Response:
     started = time.perf_counter()
     async with prediction_slot(request):
         body = await read_json_body(request, PredictBatchRequest)
+        if body.explain:
+            return await _explained_rows(services, body, started)
         result = await _predict_rows(services, body, started)
     return json_response(batch_payload(result, body.return_proba))
+
+
+async def _explained_row(
+    services: Services, cached: CachedModel, body: PredictRequest, started: float
+) -> Response:
+    predictions = services.predictions
+    result, explanations = await run_in_threadpool(
+        predictions.explain_rows, cached, [body.features], "features", started
+    )
+    payload = single_payload(result, body.return_proba, predictions.bands)
+    payload["explanation"] = explanations[0].as_dict()
+    return json_response(payload)
+
+
+async def _explained_rows(services: Services, body: PredictBatchRequest, started: float) -> Response:
+    cached = await services.cache.aget(body.model)
+    result, explanations = await run_in_threadpool(
+        services.predictions.explain_rows, cached, body.features_list, "features_list", started
+    )
+    payload = batch_payload(result, body.return_proba)
+    payload["explanations"] = [explanation.as_dict() for explanation in explanations]
+    return json_response(payload)
 
 
 async def _predict_rows(services: Services, body: PredictBatchRequest, started: float) -> BatchResult:

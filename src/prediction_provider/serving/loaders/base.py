@@ -120,6 +120,8 @@ class LoadedModel(ABC):
     framework: ClassVar[str] = "unknown"
     batchable: bool = False
     """Tree models gain from merged calls: per-call overhead dominates a single row."""
+    explanation_method: str | None = None
+    """How ``contributions`` attributes a score to features; None when the model cannot."""
 
     def __init__(self, signature: ModelSignature) -> None:
         self.signature = signature
@@ -141,6 +143,11 @@ class LoadedModel(ABC):
     def predict_native(self, matrix: FloatMatrix) -> Any:
         """What the framework's own MLflow pyfunc flavor returns, for the MLflow scoring protocol."""
         return self.predict_scores(matrix)
+
+    def contributions(self, matrix: FloatMatrix) -> npt.NDArray[np.float64]:
+        """Override point, with ``explanation_method``: ``(rows, outputs, features + 1)``, each
+        feature's share of each output's raw score, the expected value last (sums are the score)."""
+        raise NotImplementedError(f"{self.framework} models do not explain their predictions")
 
     def unload(self) -> None:  # noqa: B027 - optional override, not abstract
         """Release native resources; the default relies on garbage collection."""

@@ -35,6 +35,7 @@ def _objective(model_file: Path) -> str:
 class LightGBMModel(LoadedModel):
     framework = "lightgbm"
     batchable = True
+    explanation_method = "lightgbm pred_contrib (TreeSHAP), raw score of the class"
 
     def __init__(self, booster: Any, signature: ModelSignature, threads: int) -> None:
         super().__init__(signature)
@@ -49,6 +50,11 @@ class LightGBMModel(LoadedModel):
         if self.signature.classes:
             return as_probability_matrix(scores, len(self.signature.classes))
         return np.asarray(scores)
+
+    def contributions(self, matrix: FloatMatrix) -> npt.NDArray[np.float64]:
+        # One block of features + 1 per class (one block for binary and regression models).
+        raw = np.asarray(self._booster.predict(matrix, pred_contrib=True, **self._params), dtype=np.float64)
+        return raw.reshape(len(matrix), -1, len(self.signature.features) + 1)
 
 
 class LightGBMLoader(ModelLoader):

@@ -8,6 +8,8 @@ under a trusted model root.
 from __future__ import annotations
 
 import pickle
+import threading
+import warnings
 from typing import Any
 
 import numpy as np
@@ -54,6 +56,11 @@ class SklearnModel(LoadedModel):
         super().__init__(signature)
         self._estimator = estimator
         self.batchable = _is_tree_model(estimator)
+        if self.batchable and not hasattr(estimator, "steps"):
+            score = "probability of the class" if signature.classes else "predicted value"
+            self.explanation_method = f"shap TreeExplainer (TreeSHAP), {score}"
+        self._explainer: Any = None
+        self._explainer_lock = threading.Lock()
 
     def predict_native(self, matrix: FloatMatrix) -> Any:
         return self._estimator.predict(matrix)
@@ -62,6 +69,34 @@ class SklearnModel(LoadedModel):
         if self.signature.classes:
             return np.asarray(self._estimator.predict_proba(matrix))
         return np.asarray(self._estimator.predict(matrix))
+
+    def contributions(self, matrix: FloatMatrix) -> npt.NDArray[np.float64]:
+        """shap's TreeSHAP on the estimator's own trees: exact, and for a forest the sums are
+        ``predict_proba`` (a classifier) or ``predict`` (a regressor)."""
+        explainer = self._tree_explainer()
+        values = np.asarray(explainer.shap_values(matrix, check_additivity=False), dtype=np.float64)
+        if values.ndim == 2:  # one output: (rows, features)
+            values = values[:, :, None]
+        rows, features, outputs = values.shape
+        expected = np.broadcast_to(np.asarray(explainer.expected_value, dtype=np.float64), (outputs,))
+        combined = np.empty((rows, outputs, features + 1), dtype=np.float64)
+        combined[:, :, :features] = values.transpose(0, 2, 1)
+        combined[:, :, features] = expected
+        return combined
+
+    def _tree_explainer(self) -> Any:
+        """Built on the first explanation (it copies every tree), then shared by every thread."""
+        with self._explainer_lock:
+            if self._explainer is None:
+                with warnings.catch_warnings():
+                    # shap's import sets up plotting colour maps that matplotlib warns about.
+                    warnings.simplefilter("ignore", (DeprecationWarning, PendingDeprecationWarning))
+                    import shap
+                try:
+                    self._explainer = shap.TreeExplainer(self._estimator)
+                except Exception as exc:  # shap refuses tree types it does not know
+                    raise NotImplementedError(f"shap cannot explain this estimator: {exc}") from exc
+            return self._explainer
 
 
 class SklearnLoader(ModelLoader):

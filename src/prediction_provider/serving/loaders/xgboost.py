@@ -21,6 +21,7 @@ from prediction_provider.serving.signature import ModelSignature
 class XGBoostModel(LoadedModel):
     framework = "xgboost"
     batchable = True
+    explanation_method = "xgboost pred_contribs (TreeSHAP), raw margin of the class"
 
     def __init__(self, booster: Any, signature: ModelSignature) -> None:
         super().__init__(signature)
@@ -36,6 +37,16 @@ class XGBoostModel(LoadedModel):
         if self.signature.classes:
             return as_probability_matrix(scores, len(self.signature.classes))
         return np.asarray(scores)
+
+    def contributions(self, matrix: FloatMatrix) -> npt.NDArray[np.float64]:
+        import xgboost
+
+        # Contributions need a DMatrix (inplace_predict has no pred_contribs); strict_shape gives
+        # (rows, groups, features + 1) for every objective. XGBoost computes them in float32.
+        raw = self._booster.predict(
+            xgboost.DMatrix(matrix), pred_contribs=True, strict_shape=True, validate_features=False
+        )
+        return np.asarray(raw, dtype=np.float64)
 
 
 class XGBoostLoader(ModelLoader):
