@@ -100,11 +100,18 @@ class AuditPage(BaseModel):
     offset: int
 
 
+SERVER_ERRORS = "Answered with status 500 or above: a failure of the server."
+REJECTED = "Answered with status 400 to 499: refused (invalid input, no permission, not found, rate limited)."
+
+
 class Usage(BaseModel):
     username: str
     requests: int
-    errors: int
-    by_path: dict[str, dict[str, Any]]
+    server_errors: int = Field(description=SERVER_ERRORS)
+    rejected: int = Field(description=REJECTED)
+    by_path: dict[str, dict[str, Any]] = Field(
+        description="Per path: requests, server_errors, rejected, mean_latency_ms."
+    )
     last_seen: datetime | None
 
 
@@ -112,7 +119,8 @@ class Stats(BaseModel):
     users_by_role: dict[str, int]
     active_users: int
     requests_24h: int
-    errors_24h: int
+    server_errors_24h: int = Field(description=SERVER_ERRORS)
+    rejected_24h: int = Field(description=REJECTED)
     cached_models: int
 
 

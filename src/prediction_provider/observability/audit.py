@@ -30,6 +30,14 @@ AUDIT_FIELDS = (
 )  # fmt: skip
 
 
+def is_server_error(status: int) -> bool:
+    return status >= 500
+
+
+def is_rejected(status: int) -> bool:
+    return 400 <= status < 500
+
+
 def as_dict(record: AuditRecord) -> dict[str, Any]:
     return {field: getattr(record, field) for field in AUDIT_FIELDS}
 
@@ -72,7 +80,9 @@ def query_audit(
 
 
 def usage_of(db: Database, username: str, since: datetime | None = None) -> dict[str, Any]:
-    """Requests by path and status class for one user."""
+    """Requests by path for one user, with the failures split as ``/admin/stats`` splits them:
+    ``server_errors`` (status 500 and above: ours to fix) and ``rejected`` (400 to 499: the
+    request was refused, e.g. bad input, no permission, a rate limit)."""
     query = select(AuditRecord.path, AuditRecord.status, func.count(), func.avg(AuditRecord.latency_ms),
                    func.max(AuditRecord.at)).where(AuditRecord.username == username)  # fmt: skip
     if since is not None:
@@ -83,17 +93,21 @@ def usage_of(db: Database, username: str, since: datetime | None = None) -> dict
     by_path: dict[str, dict[str, Any]] = {}
     last_seen = None
     for path, status, count, latency, at in rows:
-        entry = by_path.setdefault(path, {"requests": 0, "errors": 0, "mean_latency_ms": 0.0})
+        entry = by_path.setdefault(
+            path, {"requests": 0, "server_errors": 0, "rejected": 0, "mean_latency_ms": 0.0}
+        )
         entry["mean_latency_ms"] = (entry["mean_latency_ms"] * entry["requests"] + float(latency) * count) / (
             entry["requests"] + count
         )
         entry["requests"] += count
-        entry["errors"] += count if status >= 400 else 0
+        entry["server_errors"] += count if is_server_error(status) else 0
+        entry["rejected"] += count if is_rejected(status) else 0
         last_seen = at if last_seen is None or (at is not None and at > last_seen) else last_seen
     return {
         "username": username,
         "requests": sum(e["requests"] for e in by_path.values()),
-        "errors": sum(e["errors"] for e in by_path.values()),
+        "server_errors": sum(e["server_errors"] for e in by_path.values()),
+        "rejected": sum(e["rejected"] for e in by_path.values()),
         "by_path": by_path,
         "last_seen": last_seen,
     }

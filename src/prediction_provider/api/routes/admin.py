@@ -159,10 +159,11 @@ def _stats(services: Services) -> dict[str, Any]:
         active = session.scalar(select(func.count()).select_from(User).where(User.is_active)) or 0
         recent = select(func.count()).select_from(AuditRecord).where(AuditRecord.at >= since)
         requests = session.scalar(recent) or 0
-        errors = session.scalar(recent.where(AuditRecord.status >= 500)) or 0
+        server_errors = session.scalar(recent.where(AuditRecord.status >= 500)) or 0
+        rejected = session.scalar(recent.where(AuditRecord.status.between(400, 499))) or 0
     return {
-        "users_by_role": by_role, "active_users": active, "requests_24h": requests, "errors_24h": errors,
-        "cached_models": len(services.cache),
+        "users_by_role": by_role, "active_users": active, "requests_24h": requests,
+        "server_errors_24h": server_errors, "rejected_24h": rejected, "cached_models": len(services.cache),
     }  # fmt: skip
 
 
