@@ -56,6 +56,18 @@ def test_bare_name_serves_the_champion(client: httpx.Client, feature_rows: list[
     assert body["model"]["version"] == champion["version"]
 
 
+def test_latest_serves_the_newest_version_not_the_champion(
+    client: httpx.Client, feature_rows: list[dict[str, float]]
+) -> None:
+    newest = client.get(f"/models/{MODEL}/versions").json()["versions"][0]["version"]
+    body = client.post(
+        "/predict", json={"model": f"models:/{MODEL}/latest", "features": feature_rows[0]}
+    ).json()
+    assert body["model"]["version"] == newest == "4"
+    v2 = client.get(f"/v2/models/{MODEL}/versions/latest").json()
+    assert v2["parameters"]["version"] == newest
+
+
 def test_return_proba_false_omits_the_distribution(
     client: httpx.Client, feature_rows: list[dict[str, float]]
 ) -> None:
