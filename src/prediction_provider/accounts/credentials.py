@@ -54,6 +54,7 @@ class TokenClaims:
     username: str
     role: str
     expires_at: datetime
+    issued_at: datetime
 
 
 def issue_token(
@@ -61,7 +62,9 @@ def issue_token(
 ) -> tuple[str, datetime]:
     now = datetime.now(UTC)
     expires = now + lifetime
-    claims = {"sub": str(user_id), "name": username, "role": role, "iat": now, "exp": expires}
+    # ``iat`` to the microsecond (a NumericDate may have a fraction, RFC 7519 section 2), so a
+    # token from just before a deactivation is told apart from one just after a reactivation.
+    claims = {"sub": str(user_id), "name": username, "role": role, "iat": now.timestamp(), "exp": expires}
     return jwt.encode(claims, secret, algorithm=JWT_ALGORITHM), expires
 
 
@@ -76,6 +79,7 @@ def read_token(secret: str, token: str) -> TokenClaims:
             username=str(claims.get("name", "")),
             role=str(claims.get("role", "")),
             expires_at=datetime.fromtimestamp(int(claims["exp"]), UTC),
+            issued_at=datetime.fromtimestamp(float(claims["iat"]), UTC),
         )
     except (jwt.PyJWTError, ValueError, KeyError) as exc:
         raise InvalidToken(str(exc)) from exc

@@ -7,7 +7,7 @@ stored data as it was.
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select
@@ -139,7 +139,7 @@ class AccountService:
     def set_active(self, username: str, active: bool) -> dict[str, Any]:
         with self.db.session() as session:
             user = self._user(session, username)
-            user.is_active = active
+            _apply_active(user, active)
             changed = public_user(user)
         self.cache.forget_user(changed["id"])
         return changed
@@ -150,9 +150,11 @@ class AccountService:
         try:
             with self.db.session() as session:
                 user = self._user(session, user_id=user_id)
-                for field in ("email", "full_name", "role", "is_active"):
+                for field in ("email", "full_name", "role"):
                     if field in changes and changes[field] is not None:
                         setattr(user, field, changes[field].lower() if field == "email" else changes[field])
+                if changes.get("is_active") is not None:
+                    _apply_active(user, bool(changes["is_active"]))
                 session.flush()
                 changed = public_user(user)
         except IntegrityError as exc:
@@ -211,12 +213,16 @@ class AccountService:
             )
         return {"access_token": token, "token_type": "bearer", "expires_at": expires}
 
-    def first_api_key(self, username: str, password: str) -> dict[str, Any]:
+    def api_key_from_password(self, username: str, password: str) -> dict[str, Any]:
+        """The account's first key, or a new one in place of the old (which stops working at once).
+
+        A user who lost the key gets a new one with the password alone, as with any other
+        credential; the answer says (``replaced``) whether an older key was revoked.
+        """
         with self.db.session() as session:
-            user = self._verified(session, username, password)
-            if user.api_key_digest is not None:
-                raise Conflict("this account has a key already; regenerate it to get a new one")
-            return self._new_key(user)
+            issued = self._new_key(self._verified(session, username, password))
+        self.cache.forget_user(issued["user_id"])
+        return issued
 
     def regenerate_api_key(self, user_id: int) -> dict[str, Any]:
         """A new key; the old one stops working at once."""
@@ -225,12 +231,27 @@ class AccountService:
         self.cache.forget_user(user_id)
         return issued
 
+    def issue_api_key(self, username: str) -> dict[str, Any]:
+        """An admin's issue or rotation of a user's key, without the user's password.
+
+        Also for an inactive account: the key works once the account is activated (an
+        activation revokes only keys issued before the last deactivation).
+        """
+        with self.db.session() as session:
+            issued = self._new_key(self._user(session, username))
+        self.cache.forget_user(issued["user_id"])
+        return issued
+
     @staticmethod
     def _new_key(user: User) -> dict[str, Any]:
+        replaced = user.api_key_digest is not None
         key = credentials.new_api_key()
         user.api_key_digest = credentials.api_key_digest(key)
         user.api_key_created_at = utcnow()
-        return {"api_key": key, "created_at": user.api_key_created_at, "username": user.username}
+        return {
+            "api_key": key, "created_at": user.api_key_created_at, "username": user.username,
+            "user_id": user.id, "replaced": replaced,
+        }  # fmt: skip
 
     def cached_principal_for_key(self, api_key: str) -> Principal | None:
         """The caller from the cache, without I/O; None means: ask ``principal_for_key``."""
@@ -248,6 +269,8 @@ class AccountService:
                 raise AuthenticationFailed("invalid API key")
             if not user.is_active:
                 raise AccountInactive("this account is not active")
+            if _revoked(user, user.api_key_created_at):
+                raise AuthenticationFailed("this API key was revoked when the account was deactivated")
             principal = Principal(user.id, user.username, Role(user.role), "api_key")
         self.cache.put("key:" + digest, principal)
         return principal
@@ -257,7 +280,9 @@ class AccountService:
             claims = credentials.read_token(self._secret, token)
         except credentials.InvalidToken as exc:
             raise AuthenticationFailed("invalid or expired token") from exc
-        cached = self.cache.get(f"user:{claims.user_id}")
+        # Per token, not per user: a token from before a deactivation must not ride on a newer one.
+        cache_key = f"jwt:{claims.user_id}:{claims.issued_at.isoformat()}"
+        cached = self.cache.get(cache_key)
         if cached is not None:
             return cached
         with self.db.session() as session:
@@ -266,10 +291,33 @@ class AccountService:
                 raise AuthenticationFailed("invalid or expired token")
             if not user.is_active:
                 raise AccountInactive("this account is not active")
+            if _revoked(user, claims.issued_at):
+                raise AuthenticationFailed("this token was revoked when the account was deactivated")
             # The role is read now, not from the token, so a change applies at once.
             principal = Principal(user.id, user.username, Role(user.role), "jwt")
-        self.cache.put(f"user:{claims.user_id}", principal)
+        self.cache.put(cache_key, principal)
         return principal
+
+
+def _apply_active(user: User, active: bool) -> None:
+    """Every (de)activation goes through here, so that a deactivation revokes for good.
+
+    A deactivation stamps ``credentials_revoked_at``: keys and tokens issued until then never
+    work again. Until the account is activated they still name it (so the answer is 403
+    ``account_inactive``, not an unknown key); an activation then drops the revoked key.
+    """
+    if not active:
+        user.credentials_revoked_at = utcnow()
+    elif not user.is_active and _revoked(user, user.api_key_created_at):
+        user.api_key_digest = None
+        user.api_key_created_at = None
+    user.is_active = active
+
+
+def _revoked(user: User, issued_at: datetime | None) -> bool:
+    """Whether a credential issued at ``issued_at`` predates the user's last deactivation."""
+    revoked_at = user.credentials_revoked_at
+    return revoked_at is not None and (issued_at is None or issued_at <= revoked_at)
 
 
 _DUMMY_HASH = credentials.hash_password("not-a-real-password-0")

@@ -30,6 +30,7 @@ class ApiKeyPublic(BaseModel):
     api_key: str = Field(description="Shown once: only its SHA-256 digest is stored.")
     username: str
     created_at: datetime
+    replaced: bool = Field(description="True when an older key was revoked by this one, at once.")
 
 
 class UserPublic(BaseModel):

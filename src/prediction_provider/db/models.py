@@ -38,6 +38,8 @@ class User(Base):
     # Only a SHA-256 digest of the key is kept; the key itself is shown once.
     api_key_digest: Mapped[str | None] = mapped_column(String(64), unique=True, default=None)
     api_key_created_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # The last deactivation: keys and JWTs issued until then never work again.
+    credentials_revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 
 from prediction_provider.api.account_schemas import (
     USERNAME,
+    ApiKeyPublic,
     AuditPage,
     RoleName,
     Stats,
@@ -70,6 +71,17 @@ async def activate(username: Username, admin: UserManager, services: ServicesDep
 @router.post("/users/{username}/deactivate", response_model=UserPublic, summary="Deactivate a user")
 async def deactivate(username: Username, admin: UserManager, services: ServicesDep) -> dict[str, Any]:
     return await run_in_threadpool(services.accounts.set_active, username, False)
+
+
+@router.post(
+    "/users/{username}/api-key",
+    response_model=ApiKeyPublic,
+    status_code=201,
+    summary="Issue or rotate a user's API key, without its password (shown once; the old key dies)",
+)
+async def issue_api_key(username: Username, admin: UserManager, services: ServicesDep) -> dict[str, Any]:
+    # The audit trail names both sides: the admin as the caller, the user in the path.
+    return await run_in_threadpool(services.accounts.issue_api_key, username)
 
 
 @router.put("/users/{user_id}", response_model=UserPublic, summary="Edit a user")

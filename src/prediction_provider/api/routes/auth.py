@@ -25,10 +25,15 @@ async def login(body: Credentials, request: Request, services: ServicesDep) -> d
         return await run_in_threadpool(services.accounts.login, body.username, body.password)
 
 
-@router.post("/api-key", response_model=ApiKeyPublic, status_code=201, summary="The account's first API key")
+@router.post(
+    "/api-key",
+    response_model=ApiKeyPublic,
+    status_code=201,
+    summary="A new API key from username and password; an older key is revoked (`replaced`)",
+)
 async def first_api_key(body: Credentials, request: Request, services: ServicesDep) -> dict[str, Any]:
     with services.throttle.login_attempt(body.username, client_address(request)):
-        return await run_in_threadpool(services.accounts.first_api_key, body.username, body.password)
+        return await run_in_threadpool(services.accounts.api_key_from_password, body.username, body.password)
 
 
 @router.post(
