@@ -10,6 +10,14 @@ cd "$ROOT"
 bash scripts/services.sh
 # The native gRPC front end, which the gRPC tests run against too.
 bash scripts/build_grpc_frontend.sh
+# Debian's chromium for the browser tests of /docs and /redoc (tests/e2e/test_docs_browser.py);
+# playwright drives it and downloads no browser of its own.
+if [ ! -x /usr/bin/chromium ]; then
+    echo "==> installing chromium"
+    if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+    "${sudo[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null
+fi
 echo "==> ruff"
 "$VENV/bin/ruff" check src tests bench
 "$VENV/bin/ruff" format --check src tests bench
@@ -22,5 +30,6 @@ database_tests=()
 for dir in tests/integration tests/e2e tests/security; do
     [ -d "$dir" ] && database_tests+=("$dir")
 done
-# The scale-out tests always run on PostgreSQL; the first run covered them.
-PP_TEST_DATABASE=postgresql "$VENV/bin/pytest" "${database_tests[@]}" -m "not scale_out" "$@"
+# The scale-out tests always run on PostgreSQL; the first run covered them. The browser tests of
+# the docs pages do not depend on the database: the first run covered them too.
+PP_TEST_DATABASE=postgresql "$VENV/bin/pytest" "${database_tests[@]}" -m "not scale_out and not browser" "$@"

@@ -21,9 +21,11 @@ from prediction_provider.accounts.service import AccountService
 from prediction_provider.accounts.throttle import Throttle
 from prediction_provider.api.body_limit import BodySizeLimit
 from prediction_provider.api.deps import Services
+from prediction_provider.api.docs import install_docs
 from prediction_provider.api.errors import install_error_handlers
 from prediction_provider.api.hot_routes import HotRoutes, direct_routes
 from prediction_provider.api.middleware import RequestEnvelope
+from prediction_provider.api.openapi_security import install_security_docs
 from prediction_provider.api.routes import (
     admin,
     auth,
@@ -238,6 +240,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     hot_modules = (decisions, signals, predict, v2, invocations)
     app.add_middleware(
         HotRoutes,
+        # Served by install_docs from the package's own copies of Swagger UI and ReDoc.
+        docs_url=None,
+        redoc_url=None,
         routes=direct_routes((route for module in hot_modules for route in module.router.routes), HOT_PATHS),
         exception_handlers=app.exception_handlers,
     )
@@ -271,3 +276,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     ):
         app.include_router(module.router)
     return app
+    # After the routers: the docs routes are matched last, not before every API route.
+    install_docs(app)
+    install_security_docs(app)

@@ -36,10 +36,12 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 API_CSP = "default-src 'none'; frame-ancestors 'none'"
-# The interactive docs load Swagger UI from its CDN.
+# The interactive docs load Swagger UI and ReDoc from the server itself (api/docs.py), nothing
+# from outside. Inline: each page's start-up script and the styles both UIs set; ReDoc runs its
+# search index in a worker made from a blob, and Swagger UI's icons are data: images.
 DOCS_CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; "
-    "style-src 'self' 'unsafe-inline' https://cdn.jsdelivr.net; img-src 'self' data: https://fastapi.tiangolo.com"
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; worker-src 'self' blob:; frame-ancestors 'none'"
 )
 
 
