@@ -228,6 +228,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Serving trained financial prediction models over HTTP.",
         lifespan=lifespan,
+        # Served by install_docs from the package's own copies of Swagger UI and ReDoc.
+        docs_url=None,
+        redoc_url=None,
         # StripTrailingSlash serves /x/ as /x: no 307 that a client might not re-POST.
         redirect_slashes=False,
         telemetry=None
@@ -240,9 +243,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     hot_modules = (decisions, signals, predict, v2, invocations)
     app.add_middleware(
         HotRoutes,
-        # Served by install_docs from the package's own copies of Swagger UI and ReDoc.
-        docs_url=None,
-        redoc_url=None,
         routes=direct_routes((route for module in hot_modules for route in module.router.routes), HOT_PATHS),
         exception_handlers=app.exception_handlers,
     )
@@ -275,7 +275,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics,
     ):
         app.include_router(module.router)
-    return app
     # After the routers: the docs routes are matched last, not before every API route.
     install_docs(app)
     install_security_docs(app)
+    return app
