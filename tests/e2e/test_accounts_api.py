@@ -44,9 +44,16 @@ def test_user_lifecycle_from_creation_to_revocation(
     assert admin.post("/api/v1/admin/users/lifecycle/activate").json()["is_active"] is True
     issued = anonymous.post("/api/v1/auth/api-key", json=credentials)
     assert issued.status_code == 201
-    key = issued.json()["api_key"]
-    assert anonymous.post("/api/v1/auth/api-key", json=credentials).status_code == 409
+    assert issued.json()["replaced"] is False
+    rotated = anonymous.post("/api/v1/auth/api-key", json=credentials)
+    assert rotated.status_code == 201
+    assert rotated.json()["replaced"] is True
     predict = {"model": MODEL, "features": feature_rows[0]}
+    assert (
+        anonymous.post("/predict", json=predict, headers={"X-API-KEY": issued.json()["api_key"]}).status_code
+        == 401
+    )
+    key = rotated.json()["api_key"]
     assert anonymous.post("/predict", json=predict, headers={"X-API-KEY": key}).status_code == 200
     regenerated = anonymous.post("/api/v1/auth/regenerate-key", headers={"X-API-KEY": key}).json()["api_key"]
     assert anonymous.post("/predict", json=predict, headers={"X-API-KEY": key}).status_code == 401

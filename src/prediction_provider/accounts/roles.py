@@ -26,12 +26,21 @@ class Permission(StrEnum):
     BILLING_OVERSIGHT = "billing_oversight"
     READ_ALL_JOBS = "read_all_jobs"  # see every user's prediction jobs
     MANAGE_ALL_JOBS = "manage_all_jobs"  # change or cancel anyone's jobs
+    # Open and edit one's own trading accounts and positions (anyone's: MANAGE_USERS too).
+    MANAGE_TRADING_ACCOUNTS = "manage_trading_accounts"
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
-    Role.PROVIDER: frozenset({Permission.READ_MODELS, Permission.MANAGE_MODELS, Permission.PREDICT}),
-    Role.CLIENT: frozenset({Permission.READ_MODELS, Permission.PREDICT}),
+    Role.PROVIDER: frozenset(
+        {
+            Permission.READ_MODELS,
+            Permission.MANAGE_MODELS,
+            Permission.PREDICT,
+            Permission.MANAGE_TRADING_ACCOUNTS,
+        }
+    ),
+    Role.CLIENT: frozenset({Permission.READ_MODELS, Permission.PREDICT, Permission.MANAGE_TRADING_ACCOUNTS}),
     Role.EVALUATOR: frozenset({Permission.READ_MODELS, Permission.EVALUATE}),
     Role.OPERATOR: frozenset(
         {

@@ -80,8 +80,18 @@ def require_permission(principal: Principal, permission: Permission) -> Principa
     # Anonymous callers exist only with PP_REQUIRE_AUTH=false, which opens predictions to them.
     anonymous_prediction = principal.via == "anonymous" and permission is Permission.PREDICT
     if not (anonymous_prediction or allows(principal.role, permission)):
-        raise PermissionDenied(f"the {principal.role} role may not {permission.value.replace('_', ' ')}")
+        raise missing_permission(principal, permission)
     return principal
+
+
+def missing_permission(principal: Principal, *permissions: Permission) -> PermissionDenied:
+    """A 403 naming what the route requires and the caller's role, in the message and the details."""
+    names = " or ".join(f"`{p.value}`" for p in permissions)
+    noun = "permission" if len(permissions) == 1 else "permissions"
+    return PermissionDenied(
+        f"this route requires the {names} {noun}, which the {principal.role} role lacks",
+        {"required_permissions": [p.value for p in permissions], "role": str(principal.role)},
+    )
 
 
 async def authorize(request: Request, permission: Permission) -> Principal:
@@ -104,6 +114,7 @@ UserManager = Annotated[Principal, Depends(holding(Permission.MANAGE_USERS))]
 LogReader = Annotated[Principal, Depends(holding(Permission.READ_LOGS))]
 UsageReader = Annotated[Principal, Depends(holding(Permission.READ_USAGE))]
 MetricsReader = Annotated[Principal, Depends(holding(Permission.READ_METRICS))]
+TradingAccountManager = Annotated[Principal, Depends(holding(Permission.MANAGE_TRADING_ACCOUNTS))]
 
 
 async def signed_in(request: Request) -> Principal:

@@ -210,7 +210,14 @@ class TradingAccountService:
             owner_id = principal.user_id
             if owner is not None and owner != principal.username:
                 if not may_manage_any(principal):
-                    raise PermissionDenied("only an admin may open an account for another user")
+                    raise PermissionDenied(
+                        "opening an account for another user requires the `manage_users` permission, "
+                        f"which the {principal.role} role lacks",
+                        {
+                            "required_permissions": [Permission.MANAGE_USERS.value],
+                            "role": str(principal.role),
+                        },
+                    )
                 owner_id = self._user_id(session, owner)
             account = TradingAccount(
                 name=name,

@@ -14,13 +14,12 @@ from starlette.concurrency import run_in_threadpool
 from prediction_provider.accounts.principal import Principal
 from prediction_provider.accounts.roles import Permission, allows
 from prediction_provider.api.account_schemas import USERNAME
-from prediction_provider.api.auth import signed_in
+from prediction_provider.api.auth import missing_permission, signed_in
 from prediction_provider.api.decision_record_schemas import DecisionRecordPage, DecisionRecordPublic
 from prediction_provider.api.decision_schemas import Symbol
 from prediction_provider.api.deps import ServicesDep
 from prediction_provider.api.query_params import DeclaredQueryOnly, Limit, Offset
 from prediction_provider.api.schemas import ErrorBody
-from prediction_provider.errors import PermissionDenied
 from prediction_provider.trading.records import (
     READ_ALL_DECISIONS,
     DecisionFilter,
@@ -45,7 +44,7 @@ async def decision_reader(request: Request) -> Principal:
     """A signed-in caller who may predict (and so read its own decisions) or may read everyone's."""
     principal = await signed_in(request)
     if not (allows(principal.role, Permission.PREDICT) or allows(principal.role, READ_ALL_DECISIONS)):
-        raise PermissionDenied(f"the {principal.role} role may not read trading decisions")
+        raise missing_permission(principal, Permission.PREDICT, READ_ALL_DECISIONS)
     return principal
 
 

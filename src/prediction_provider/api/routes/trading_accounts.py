@@ -1,7 +1,8 @@
 """``/api/v1/accounts``: trading accounts and positions that decisions are sized and checked against.
 
-Callers who may predict open and manage their own accounts; admins (who may
-manage users) see and manage every account and may open one for another user.
+Callers with the ``manage_trading_accounts`` permission (clients, providers) open and manage
+their own accounts; admins (who may manage users) see and manage every account and may open
+one for another user.
 An account the caller may not see answers 404, as one that does not exist.
 """
 
@@ -12,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path
 from starlette.concurrency import run_in_threadpool
 
-from prediction_provider.api.auth import Predictor
+from prediction_provider.api.auth import TradingAccountManager
 from prediction_provider.api.decision_schemas import (
     ACCOUNT_NAME,
     SYMBOL,
@@ -54,7 +55,9 @@ def accounts_of(services: Services) -> TradingAccountService:
 
 
 @router.post("", response_model=AccountPublic, status_code=201, summary="Open a trading account")
-async def create_account(body: AccountCreate, caller: Predictor, services: ServicesDep) -> dict[str, Any]:
+async def create_account(
+    body: AccountCreate, caller: TradingAccountManager, services: ServicesDep
+) -> dict[str, Any]:
     return await run_in_threadpool(
         accounts_of(services).create, caller, body.name, body.equity, body.currency, body.owner
     )
@@ -62,7 +65,7 @@ async def create_account(body: AccountCreate, caller: Predictor, services: Servi
 
 @router.get("", response_model=AccountPage, summary="Your trading accounts (an admin's: all), by name")
 async def list_accounts(
-    caller: Predictor,
+    caller: TradingAccountManager,
     services: ServicesDep,
     limit: Limit = 50,
     offset: Offset = 0,
@@ -73,13 +76,15 @@ async def list_accounts(
 
 
 @router.get("/{name}", response_model=AccountPublic, summary="A trading account with its positions")
-async def get_account(name: AccountName, caller: Predictor, services: ServicesDep) -> dict[str, Any]:
+async def get_account(
+    name: AccountName, caller: TradingAccountManager, services: ServicesDep
+) -> dict[str, Any]:
     return await run_in_threadpool(accounts_of(services).get, name, caller)
 
 
 @router.put("/{name}", response_model=AccountPublic, summary="Set equity and the day's P&L")
 async def update_account(
-    name: AccountName, body: AccountChange, caller: Predictor, services: ServicesDep
+    name: AccountName, body: AccountChange, caller: TradingAccountManager, services: ServicesDep
 ) -> dict[str, Any]:
     change = AccountUpdate(body.equity, body.day_start_equity, body.realized_pnl_today)
     return await run_in_threadpool(accounts_of(services).update, name, caller, change)
@@ -91,7 +96,11 @@ async def update_account(
     summary="Create or replace a position (quantity 0 closes it)",
 )
 async def set_position(
-    name: AccountName, symbol: SymbolPath, body: PositionSet, caller: Predictor, services: ServicesDep
+    name: AccountName,
+    symbol: SymbolPath,
+    body: PositionSet,
+    caller: TradingAccountManager,
+    services: ServicesDep,
 ) -> dict[str, Any]:
     change = PositionUpdate(body.quantity, body.average_price, body.market_price, body.sector)
     return await run_in_threadpool(accounts_of(services).set_position, name, symbol, caller, change)
@@ -99,6 +108,6 @@ async def set_position(
 
 @router.delete("/{name}/positions/{symbol}", response_model=AccountPublic, summary="Close a position")
 async def close_position(
-    name: AccountName, symbol: SymbolPath, caller: Predictor, services: ServicesDep
+    name: AccountName, symbol: SymbolPath, caller: TradingAccountManager, services: ServicesDep
 ) -> dict[str, Any]:
     return await run_in_threadpool(accounts_of(services).close_position, name, symbol, caller)
