@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from pathlib import Path
 
@@ -149,3 +150,32 @@ def test_serve_with_workers_uses_a_fresh_store_under_the_data_dir(tmp_path: Path
     with shared_by_workers(given) as kept:
         assert kept.limits_dir == tmp_path / "mine"
         assert (tmp_path / "mine" / "data.mdb").exists()  # a directory the operator chose is kept
+
+
+def test_a_process_killed_inside_a_transaction_leaves_the_store_usable(tmp_path: Path) -> None:
+    """LMDB's writer mutex is robust: the next writer takes it over from a dead holder."""
+    here = machine_throttle(tmp_path, requests="2/minute")
+    with run_python(
+        "import time\n"
+        "from pathlib import Path\n"
+        "from prediction_provider.accounts.machine_limits import MachineStore\n"
+        f"transaction = MachineStore(Path({str(tmp_path)!r})).write()\n"
+        "transaction.put(b'c/never-committed', b'x')\n"
+        "print('writing', flush=True)\n"
+        "time.sleep(600)\n"
+    ) as writer:
+        try:
+            assert writer.stdout is not None
+            assert writer.stdout.readline() == "writing\n"
+        finally:
+            writer.send_signal(signal.SIGKILL)
+            writer.wait(timeout=60)
+    done = threading.Event()
+    worker = threading.Thread(
+        target=lambda: (here.request("user:1"), here.request("user:1"), done.set()), daemon=True
+    )
+    worker.start()
+    worker.join(timeout=30)
+    assert done.is_set(), "the store stayed locked by the dead writer"
+    with pytest.raises(RateLimited):
+        here.request("user:1")
