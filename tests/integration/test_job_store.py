@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -258,3 +259,38 @@ def test_a_split_job_whose_finisher_died_after_the_last_chunk_is_found(store: Jo
     assert store.stalled_parents() == [(parent.id, 1)]  # completed chunk, parent never finished
     assert store.finish_parent(parent.id, JobStatus.COMPLETED, {"result": {"rows": 5}}, "w", None)
     assert store.stalled_parents() == []
+
+
+def test_the_events_page_lists_each_transition_with_the_status_it_left(store: JobStore) -> None:
+    job, _ = store.create(OWNER, new_job())
+    assert store.release(claimed(store, job.id, "w1"), "registry away")
+    assert store.complete(claimed(store, job.id, "w2"), {"ok": 1}, model_name="m", model_version="1")
+    everything, total = store.events_page(job.id, 100, 0)
+    assert total == 5
+    moves = [(left, event.status, event.worker) for event, left in everything]
+    assert moves == [
+        (None, "pending", None),
+        ("pending", "processing", "w1"),
+        ("processing", "pending", "w1"),
+        ("pending", "processing", "w2"),
+        ("processing", "completed", "w2"),
+    ]
+    assert everything[0][0].detail == "submitted"
+    assert everything[2][0].detail == "released: registry away"
+    assert [event.at for event, _ in everything] == sorted(event.at for event, _ in everything)
+    middle, total = store.events_page(job.id, 2, 2)
+    assert total == 5
+    assert [(left, event.status) for event, left in middle] == [
+        ("processing", "pending"),
+        ("pending", "processing"),
+    ]
+    assert store.events_page(job.id, 2, 5) == ([], 5)
+    assert store.events_page("no-such-job", 10, 0) == ([], 0)
+
+
+def test_a_read_token_digest_is_stored_and_can_be_replaced(store: JobStore) -> None:
+    anonymous = Principal.guest()
+    job, _ = store.create(anonymous, replace(new_job(), read_token_digest="a" * 64))
+    assert store.get(job.id).read_token_digest == "a" * 64
+    store.replace_read_token(job.id, "b" * 64)
+    assert store.get(job.id).read_token_digest == "b" * 64

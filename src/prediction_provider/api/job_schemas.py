@@ -56,11 +56,18 @@ class ModelOfJob(BaseModel):
     version: str | None
 
 
+ANONYMOUS_READ_BACK = (
+    "Anonymous submits only (PP_REQUIRE_AUTH=false): send it as X-Job-Token to read this job back. "
+    "Shown once; only its SHA-256 digest is stored."
+)
+
+
 class PredictionAccepted(BaseModel):
     id: str
     status: str
     created: bool = Field(description="False when an Idempotency-Key matched an earlier submit.")
     links: dict[str, str]
+    read_token: str | None = Field(default=None, description=ANONYMOUS_READ_BACK)
 
 
 class PredictionPublic(BaseModel):
@@ -116,6 +123,24 @@ class PredictionPage(BaseModel):
 class AsyncTaskAccepted(BaseModel):
     task_id: str
     status: str
+    read_token: str | None = Field(default=None, description=ANONYMOUS_READ_BACK)
+
+
+class JobEventPublic(BaseModel):
+    """One transition of a job, as ``prediction_job_events`` stored it."""
+
+    at: datetime
+    from_status: str | None = Field(description="The status the job left (null: the submit).")
+    status: str = Field(description="The status the job moved to.")
+    detail: str | None = Field(description="Why: submitted, updated, released: <reason>, an error...")
+    worker: str | None = Field(description="The worker that moved it; shown to operators and admins only.")
+
+
+class JobEventPage(BaseModel):
+    items: list[JobEventPublic]
+    total: int
+    limit: int
+    offset: int
 
 
 TASK_STATES = {

@@ -99,6 +99,8 @@ class PredictionJob(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     idempotency_key: Mapped[str | None] = mapped_column(String(128), default=None)
+    # Anonymous submits only: the SHA-256 digest of the job's read token (shown once).
+    read_token_digest: Mapped[str | None] = mapped_column(String(64), default=None)
     claim_token: Mapped[str | None] = mapped_column(String(64), default=None)
     worker: Mapped[str | None] = mapped_column(String(128), default=None)
     data_as_of: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)

@@ -44,6 +44,7 @@ class NewJob:
     idempotency_key: str | None = None
     model_name: str | None = None
     model_version: str | None = None
+    read_token_digest: str | None = None  # anonymous submits (jobs.read_tokens)
 
 
 @dataclass(frozen=True, slots=True)

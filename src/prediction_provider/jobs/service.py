@@ -19,9 +19,9 @@ from typing import Any, Protocol
 from prediction_provider.accounts.principal import Principal
 from prediction_provider.accounts.roles import Permission, allows
 from prediction_provider.config import Settings
-from prediction_provider.db.models import PredictionJob
+from prediction_provider.db.models import PredictionJob, PredictionJobEvent
 from prediction_provider.errors import BrokerUnavailable, JobNotFound, JobStateConflict
-from prediction_provider.jobs import datasets
+from prediction_provider.jobs import datasets, read_tokens
 from prediction_provider.jobs.records import JobFilter, JobStatus, NewJob, input_digest
 from prediction_provider.jobs.store import JobStore
 from prediction_provider.serving.cache import ModelCache
@@ -43,6 +43,15 @@ class RowsSubmission:
     idempotency_key: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A submit's answer. ``read_token`` only for anonymous callers: shown this once."""
+
+    job: PredictionJob
+    created: bool
+    read_token: str | None = None
+
+
 class JobService:
     def __init__(
         self, settings: Settings, store: JobStore, cache: ModelCache, dispatcher: Dispatcher
@@ -54,7 +63,8 @@ class JobService:
 
     # -- submitting -------------------------------------------------------------------------------
 
-    def submit_rows(self, owner: Principal, submission: RowsSubmission) -> tuple[PredictionJob, bool]:
+    def submit_rows(self, owner: Principal, submission: RowsSubmission, address: str) -> Submitted:
+        """``address``: the caller's, which scopes an anonymous caller's Idempotency-Key."""
         resolved = self.cache.resolve(submission.model)
         new = NewJob(
             kind="rows",
@@ -71,7 +81,7 @@ class JobService:
             model_name=resolved.name,
             model_version=resolved.version,
         )
-        return self._submit(owner, new)
+        return self._submit(owner, new, address)
 
     def submit_dataset(
         self,
@@ -81,7 +91,8 @@ class JobService:
         input_hash: str,
         chunk_rows: int | None,
         idempotency_key: str | None,
-    ) -> tuple[PredictionJob, bool]:
+        address: str,
+    ) -> Submitted:
         resolved = self.cache.resolve(model)
         new = NewJob(
             kind="dataset",
@@ -97,26 +108,38 @@ class JobService:
             model_name=resolved.name,
             model_version=resolved.version,
         )
-        return self._submit(owner, new)
+        return self._submit(owner, new, address)
 
-    def _submit(self, owner: Principal, new: NewJob) -> tuple[PredictionJob, bool]:
+    def _submit(self, owner: Principal, new: NewJob, address: str) -> Submitted:
+        token = digest = None
+        if owner.user_id is None:
+            token, digest = read_tokens.issue()
+            key = read_tokens.scoped_idempotency_key(owner, new.idempotency_key, address)
+            new = replace(new, idempotency_key=key, read_token_digest=digest)
         job, created = self.store.create(owner, new)
         if not created:
-            return job, False
+            if digest is not None:
+                # The first answer (and its token) may be what the client lost: a replay of the
+                # same key from the same address answers a fresh token, which replaces the first.
+                self.store.replace_read_token(job.id, digest)
+            return Submitted(job, False, token)
         try:
             self.dispatcher.dispatch([job.id])
         except BrokerUnavailable:
             self.store.discard(job.id)
             raise
-        return job, True
+        return Submitted(job, True, token)
 
     # -- reading and changing ---------------------------------------------------------------------
 
-    def visible(self, job_id: str, principal: Principal) -> PredictionJob:
-        """The job, if the caller owns it or may see every job; otherwise it does not exist for them."""
+    def visible(self, job_id: str, principal: Principal, read_token: str | None = None) -> PredictionJob:
+        """The job, if the caller owns it, may see every job or holds its read token; otherwise it
+        does not exist for them."""
         job = self.store.get(job_id)
         if job.parent_id is not None:
             raise JobNotFound(f"no prediction job {job_id!r}", {"id": job_id})
+        if read_tokens.grants(job.read_token_digest, read_token):
+            return job
         if job.owner_id == principal.user_id and principal.user_id is not None:
             return job
         if allows(principal.role, Permission.READ_ALL_JOBS):
@@ -166,8 +189,17 @@ class JobService:
         self.changeable(job_id, principal)
         return self.store.cancel(job_id)
 
-    def result_file(self, job_id: str, principal: Principal, name: str) -> Path:
-        job = self.visible(job_id, principal)
+    def events(
+        self, job_id: str, principal: Principal, read_token: str | None, limit: int, offset: int
+    ) -> tuple[list[tuple[PredictionJobEvent, str | None]], int]:
+        """The job's transitions (``JobStore.events_page``), to whoever may read the job."""
+        self.visible(job_id, principal, read_token)
+        return self.store.events_page(job_id, limit, offset)
+
+    def result_file(
+        self, job_id: str, principal: Principal, name: str, read_token: str | None = None
+    ) -> Path:
+        job = self.visible(job_id, principal, read_token)
         if job.status != JobStatus.COMPLETED or name not in (job.result_files or []):
             raise JobNotFound(f"job {job_id} has no result file {name!r}", {"id": job_id, "file": name})
         return datasets.result_file(self.settings.results_dir, job_id, name)

@@ -75,6 +75,7 @@ class JobStore(SplitJobs, DispatchBookkeeping):
             progress=0.0,
             idempotency_key=new.idempotency_key,
             data_as_of=new.data_as_of,
+            read_token_digest=new.read_token_digest,
         )
         try:
             with self.db.session() as session:
@@ -117,6 +118,41 @@ class JobStore(SplitJobs, DispatchBookkeeping):
         if job is None:
             raise JobNotFound(f"no prediction job {job_id!r}", {"id": job_id})
         return job
+
+    def replace_read_token(self, job_id: str, digest: str) -> None:
+        """Give a job a new read token digest; the earlier token stops working."""
+        with self.db.session() as session:
+            session.execute(
+                update(PredictionJob).where(PredictionJob.id == job_id).values(read_token_digest=digest)
+            )
+
+    def events_page(
+        self, job_id: str, limit: int, offset: int
+    ) -> tuple[list[tuple[PredictionJobEvent, str | None]], int]:
+        """A job's transitions in the order they happened, ``limit`` from ``offset``, each with the
+        status it left (``None`` for the submit), and how many there are in all."""
+        with self.db.session() as session:
+            total = session.scalar(
+                select(func.count())
+                .select_from(PredictionJobEvent)
+                .where(PredictionJobEvent.job_id == job_id)
+            )
+            # One row before the page, for the status its first transition left.
+            rows = list(
+                session.scalars(
+                    select(PredictionJobEvent)
+                    .where(PredictionJobEvent.job_id == job_id)
+                    .order_by(PredictionJobEvent.id)
+                    .offset(max(offset - 1, 0))
+                    .limit(limit + (1 if offset > 0 else 0))
+                )
+            )
+        previous = rows.pop(0).status if offset > 0 and rows else None
+        page = []
+        for event in rows:
+            page.append((event, previous))
+            previous = event.status
+        return page, int(total or 0)
 
     def events(self, job_id: str) -> list[PredictionJobEvent]:
         with self.db.session() as session:

@@ -5,19 +5,23 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import AwareDatetime
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from prediction_provider.api.auth import CurrentUser, Predictor
+from prediction_provider.accounts.principal import Principal
+from prediction_provider.accounts.roles import Permission, allows
+from prediction_provider.api.auth import CurrentUser, Predictor, authenticate, client_address
 from prediction_provider.api.body import read_json_body
-from prediction_provider.api.deps import ServicesDep
+from prediction_provider.api.deps import ServicesDep, services_of
 from prediction_provider.api.job_schemas import (
     TASK_STATES,
     AsyncTaskAccepted,
     DatasetJobCreate,
+    JobEventPage,
+    JobEventPublic,
     PredictionAccepted,
     PredictionCreate,
     PredictionPage,
@@ -27,10 +31,10 @@ from prediction_provider.api.job_schemas import (
 from prediction_provider.api.query_params import DeclaredQueryOnly, Limit, Offset
 from prediction_provider.api.schemas import ErrorBody, PredictRequest
 from prediction_provider.errors import InvalidInput
-from prediction_provider.jobs import datasets
+from prediction_provider.jobs import datasets, read_tokens
 from prediction_provider.jobs.records import JobFilter, JobStatus
 from prediction_provider.jobs.runtime import JobRuntime
-from prediction_provider.jobs.service import JobService, RowsSubmission
+from prediction_provider.jobs.service import JobService, RowsSubmission, Submitted
 
 router = APIRouter(tags=["prediction jobs"])
 
@@ -45,6 +49,25 @@ IdempotencyKey = Annotated[
     ),
 ]
 JobId = Annotated[str, Query(min_length=1, max_length=64)]
+# A header, not ?token=: query strings end up in access logs, proxy logs and browser history.
+JobToken = Annotated[
+    str | None,
+    Header(
+        alias=read_tokens.HEADER,
+        min_length=1,
+        max_length=128,
+        description="The read_token an anonymous submit answered; lets its holder read that job.",
+    ),
+]
+
+
+async def job_reader(request: Request) -> Principal:
+    """Any caller, anonymous ones too where PP_REQUIRE_AUTH=false: who may read a job is decided
+    per job (its owner, operators and admins, or the holder of its read token)."""
+    return await authenticate(request, services_of(request))
+
+
+JobReader = Annotated[Principal, Depends(job_reader)]
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": description}
@@ -68,9 +91,16 @@ def jobs_of(services: ServicesDep) -> JobService:
     return runtime_of(services).service
 
 
-def _accepted(job_id: str, status: str, created: bool) -> PredictionAccepted:
-    base = f"/api/v1/predictions/{job_id}"
-    return PredictionAccepted(id=job_id, status=status, created=created, links={"self": base})
+def _accepted(submitted: Submitted) -> PredictionAccepted:
+    job = submitted.job
+    base = f"/api/v1/predictions/{job.id}"
+    return PredictionAccepted(
+        id=job.id,
+        status=job.status,
+        created=submitted.created,
+        links={"self": base, "events": f"{base}/events"},
+        read_token=submitted.read_token,
+    )
 
 
 def _check_job_id(job_id: str) -> str:
@@ -81,6 +111,7 @@ def _check_job_id(job_id: str) -> str:
 
 @router.post("/api/v1/predictions", status_code=202, response_model=PredictionAccepted, responses=ERRORS)
 async def submit_prediction(
+    request: Request,
     body: PredictionCreate,
     principal: Predictor,
     services: ServicesDep,
@@ -88,8 +119,10 @@ async def submit_prediction(
 ) -> PredictionAccepted:
     """Queue a prediction; poll ``GET /api/v1/predictions/{id}`` for its result."""
     submission = body.submission(idempotency_key)
-    job, created = await run_in_threadpool(jobs_of(services).submit_rows, principal, submission)
-    return _accepted(job.id, job.status, created)
+    submitted = await run_in_threadpool(
+        jobs_of(services).submit_rows, principal, submission, client_address(request)
+    )
+    return _accepted(submitted)
 
 
 @router.post(DATASET_UPLOAD_PATH, status_code=202, response_model=PredictionAccepted, responses=ERRORS)
@@ -108,10 +141,11 @@ async def submit_batch_job(
         roots = services.settings.dataset_roots
         path = await run_in_threadpool(datasets.resolve_dataset, body.dataset_path, roots)
         digest = await run_in_threadpool(datasets.path_digest, path)
-    job, created = await run_in_threadpool(
-        jobs_of(services).submit_dataset, principal, model, path, digest, chunk_rows, idempotency_key
-    )
-    return _accepted(job.id, job.status, created)
+    submitted = await run_in_threadpool(
+        jobs_of(services).submit_dataset,
+        principal, model, path, digest, chunk_rows, idempotency_key, client_address(request),
+    )  # fmt: skip
+    return _accepted(submitted)
 
 
 async def _read_upload(request: Request, services: ServicesDep) -> tuple[str, Path, str, int | None]:
@@ -162,9 +196,39 @@ async def list_predictions(
 
 
 @router.get("/api/v1/predictions/{job_id}", response_model=PredictionPublic, responses=ERRORS)
-async def get_prediction(job_id: str, principal: CurrentUser, services: ServicesDep) -> PredictionPublic:
-    job = await run_in_threadpool(jobs_of(services).visible, _check_job_id(job_id), principal)
+async def get_prediction(
+    job_id: str, principal: JobReader, services: ServicesDep, read_token: JobToken = None
+) -> PredictionPublic:
+    job = await run_in_threadpool(jobs_of(services).visible, _check_job_id(job_id), principal, read_token)
     return PredictionPublic.of(job)
+
+
+@router.get("/api/v1/predictions/{job_id}/events", response_model=JobEventPage, responses=ERRORS)
+async def prediction_events(
+    job_id: str,
+    principal: JobReader,
+    services: ServicesDep,
+    read_token: JobToken = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    _query: DeclaredQueryOnly = None,
+) -> JobEventPage:
+    """The job's history, oldest first: every status it took, when, and why."""
+    rows, total = await run_in_threadpool(
+        jobs_of(services).events, _check_job_id(job_id), principal, read_token, limit, offset
+    )
+    show_worker = allows(principal.role, Permission.READ_ALL_JOBS)
+    items = [
+        JobEventPublic(
+            at=event.at,
+            from_status=left,
+            status=event.status,
+            detail=event.detail,
+            worker=event.worker if show_worker else None,
+        )
+        for event, left in rows
+    ]
+    return JobEventPage(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.put("/api/v1/predictions/{job_id}", response_model=PredictionPublic, responses=ERRORS)
@@ -190,15 +254,21 @@ async def cancel_prediction(job_id: str, principal: CurrentUser, services: Servi
     responses={**ERRORS, 200: {"content": {"application/vnd.apache.parquet": {}}}},
 )
 async def download_result(
-    job_id: str, file_name: str, principal: CurrentUser, services: ServicesDep
+    job_id: str, file_name: str, principal: JobReader, services: ServicesDep, read_token: JobToken = None
 ) -> FileResponse:
-    path = await run_in_threadpool(jobs_of(services).result_file, _check_job_id(job_id), principal, file_name)
+    path = await run_in_threadpool(
+        jobs_of(services).result_file, _check_job_id(job_id), principal, file_name, read_token
+    )
     return FileResponse(path, media_type="application/vnd.apache.parquet", filename=file_name)
 
 
 @router.post("/predict/async", status_code=202, response_model=AsyncTaskAccepted, responses=ERRORS)
 async def predict_async(
-    body: PredictRequest, principal: Predictor, services: ServicesDep, idempotency_key: IdempotencyKey = None
+    request: Request,
+    body: PredictRequest,
+    principal: Predictor,
+    services: ServicesDep,
+    idempotency_key: IdempotencyKey = None,
 ) -> AsyncTaskAccepted:
     """``/predict``'s request, answered later: poll ``/monitoring/task_status/{task_id}``."""
     if body.explain:
@@ -214,11 +284,16 @@ async def predict_async(
         return_proba=body.return_proba,
         idempotency_key=idempotency_key,
     )
-    job, _ = await run_in_threadpool(jobs_of(services).submit_rows, principal, submission)
-    return AsyncTaskAccepted(task_id=job.id, status=TASK_STATES[job.status])
+    submitted = await run_in_threadpool(
+        jobs_of(services).submit_rows, principal, submission, client_address(request)
+    )
+    job = submitted.job
+    return AsyncTaskAccepted(task_id=job.id, status=TASK_STATES[job.status], read_token=submitted.read_token)
 
 
 @router.get("/monitoring/task_status/{task_id}", response_model=TaskStatus, responses=ERRORS)
-async def task_status(task_id: str, principal: CurrentUser, services: ServicesDep) -> TaskStatus:
-    job = await run_in_threadpool(jobs_of(services).visible, _check_job_id(task_id), principal)
+async def task_status(
+    task_id: str, principal: JobReader, services: ServicesDep, read_token: JobToken = None
+) -> TaskStatus:
+    job = await run_in_threadpool(jobs_of(services).visible, _check_job_id(task_id), principal, read_token)
     return TaskStatus.of(job)

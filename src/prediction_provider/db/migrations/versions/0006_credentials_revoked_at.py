@@ -1,7 +1,7 @@
 """``users.credentials_revoked_at``: the last deactivation, before which no key or token works again.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-29
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 from prediction_provider.db.base import UTCDateTime
 
 revision = "0006"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
