@@ -46,6 +46,7 @@ from prediction_provider.api.routes import (
 )
 from prediction_provider.api.trailing_slash import StripTrailingSlash
 from prediction_provider.config import Settings
+from prediction_provider.config_errors import MIN_JWT_SECRET, missing_jwt_secret
 from prediction_provider.db import migrate
 from prediction_provider.db.session import Database
 from prediction_provider.jobs.runtime import start_job_runtime
@@ -60,7 +61,6 @@ if TYPE_CHECKING:  # grpc loads only when the gRPC port is served
 
 log = logging.getLogger(__name__)
 
-MIN_JWT_SECRET = 32
 # Served by ``HotRoutes`` without FastAPI's routing: the prediction endpoints of every protocol.
 HOT_PATHS = (
     ("POST", "/api/v1/predict"),
@@ -138,10 +138,7 @@ def jwt_secret(settings: Settings) -> str:
         return settings.jwt_secret
     if settings.demo_mode:
         return secrets.token_urlsafe(48)
-    raise RuntimeError(
-        f"PP_JWT_SECRET must be set to a random string of at least {MIN_JWT_SECRET} characters "
-        "(only `prediction-provider demo` runs without one)"
-    )
+    raise missing_jwt_secret(settings)
 
 
 def open_database(settings: Settings) -> Database:

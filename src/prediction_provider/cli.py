@@ -8,13 +8,13 @@ import os
 import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
-from prediction_provider import __version__, cli_jobs, loadtest
+from prediction_provider import __version__, cli_jobs, config_errors, loadtest
 from prediction_provider.config import Settings
 
 app = typer.Typer(
@@ -39,8 +39,19 @@ class GrpcFrontend(StrEnum):
 
 
 def load_settings(**flags: Any) -> Settings:
-    """CLI flags rank above the environment and the config file; unset flags are left out."""
-    return Settings(**{key: value for key, value in flags.items() if value is not None})
+    """CLI flags rank above the environment and the config file; unset flags are left out.
+
+    A setting that does not validate ends the command with one line on stderr and exit code 2.
+    """
+    try:
+        return config_errors.load(**{key: value for key, value in flags.items() if value is not None})
+    except config_errors.ConfigurationError as exc:
+        exit_with(exc)
+
+
+def exit_with(error: config_errors.ConfigurationError) -> NoReturn:
+    typer.echo(str(error), err=True)
+    raise typer.Exit(config_errors.EXIT_CODE)
 
 
 def _configure_logging(level: str) -> None:
@@ -107,6 +118,10 @@ def serve(
         "grpc_frontend": grpc_frontend.value if grpc_frontend else None,
     }  # fmt: skip
     settings = load_settings(data_dir=data_dir, host=host, port=port, **flags)
+    try:  # here, before any worker process starts and fails on it in its lifespan
+        config_errors.require_jwt_secret(settings)
+    except config_errors.ConfigurationError as exc:
+        exit_with(exc)
     _configure_logging(settings.log_level)
     _serve(settings, workers)
 
