@@ -49,10 +49,12 @@ from prediction_provider.config import Settings
 from prediction_provider.config_errors import MIN_JWT_SECRET, missing_jwt_secret
 from prediction_provider.db import migrate
 from prediction_provider.db.session import Database
+from prediction_provider.errors import ModelUnloaded
 from prediction_provider.jobs.runtime import start_job_runtime
 from prediction_provider.observability.audit import AuditWriter
 from prediction_provider.serving.affinity import pin_worker
 from prediction_provider.serving.factory import build_model_serving
+from prediction_provider.serving.unloaded import follow_unloaded_models
 from prediction_provider.trading.factory import build_trading
 
 if TYPE_CHECKING:  # grpc loads only when the gRPC port is served
@@ -120,6 +122,10 @@ def build_services(settings: Settings) -> Services:
         AuditWriter(db),
     )
     services.decisions, services.trading_accounts = build_trading(settings, db)
+    # Before any warm-up: a name unloaded before a restart stays unloaded, and is not loaded.
+    services.unloaded = follow_unloaded_models(
+        serving.cache, db, settings.model_state_refresh_ms / 1000, settings.redis_url
+    )
     return services
 
 
@@ -189,6 +195,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             try:
                 cached = await run_in_threadpool(services.cache.warm, reference)
                 log.info("warmed %s (%s)", reference, cached.resolved.uri)
+            except ModelUnloaded:  # on purpose: not a failure, and it must not take memory
+                log.info("not warming %s: unloaded through the model repository", reference)
             except Exception as exc:  # noqa: BLE001 - report and keep serving the others
                 services.warm_errors[reference] = str(exc)
                 log.error("could not warm %s: %s", reference, exc)
@@ -214,6 +222,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.audit.close()
         if services.decisions is not None:
             services.decisions.close()  # writes the decisions still queued
+        if services.unloaded is not None:
+            services.unloaded.close()
         services.db.dispose()
         for entry in services.cache.entries():
             entry.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 from enum import StrEnum
@@ -55,7 +54,9 @@ def exit_with(error: config_errors.ConfigurationError) -> NoReturn:
 
 
 def _configure_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from prediction_provider.observability.logs import configure_logging
+
+    configure_logging(level)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -73,11 +74,14 @@ def _serve(settings: Settings, workers: int = 1) -> None:
     import uvicorn
 
     from prediction_provider.app import create_app
+    from prediction_provider.observability.logs import log_config
 
     options: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_level": settings.log_level,
+        # Each worker process configures logging from this alone (the parent's set-up is not inherited).
+        "log_config": log_config(settings.log_level),
         "access_log": settings.access_log,
     }
     if workers <= 1:

@@ -138,6 +138,14 @@ class Settings(BaseSettings):
         description="How long a moving reference (alias, bare name) stays resolved before "
         "the registry is asked again.",
     )
+    model_state_refresh_ms: int = Field(
+        default=500,
+        ge=10,
+        le=60_000,
+        description="How often each process re-reads which models are unloaded (the model repository "
+        "API). The process that answered an unload or load applies it at once, every process at once "
+        "when PP_REDIS_URL is set; without Redis the others follow within this time.",
+    )
     default_model: str | None = Field(
         default=None, description="The model POST /invocations scores (MLflow scoring protocol)."
     )

@@ -44,6 +44,12 @@ class RegistryUnavailable(PredictionProviderError):
     code = "registry_unavailable"
 
 
+class ModelUnloaded(PredictionProviderError):
+    """An operator unloaded this model name (the model repository API); it serves again after a load."""
+
+    code = "model_unloaded"
+
+
 class InvalidFeatures(PredictionProviderError):
     """``details`` is a list of ``{"field", "error"}`` entries, one per offending field."""
 

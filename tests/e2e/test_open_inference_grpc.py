@@ -96,9 +96,26 @@ def test_repository_extension(
     provider.load_model("goog-direction")
     index = provider.get_model_repository_index(as_json=True)["models"]
     assert any(m["name"] == "goog-direction" and m.get("state") == "READY" for m in index)
+    matrix = np.array([[0.0] * len(FEATURE_NAMES)])
+    tensor = triton.InferInput("input-0", list(matrix.shape), "FP64")
+    tensor.set_data_from_numpy(matrix)
     provider.unload_model("goog-direction")
-    with pytest.raises(InferenceServerException):
-        provider.unload_model("no-such-model")
+    try:
+        # Unloaded until a load: not ready, and asking does not load it back; infer is UNAVAILABLE.
+        assert not grpc_client.is_model_ready("goog-direction")
+        assert not grpc_client.is_model_ready("goog-direction", "1")
+        with pytest.raises(InferenceServerException) as refused:
+            grpc_client.infer("goog-direction", [tensor])
+        assert refused.value.status() == "StatusCode.UNAVAILABLE"
+        assert "unloaded" in str(refused.value.message())
+        index = provider.get_model_repository_index(as_json=True)["models"]
+        assert {m.get("reason") for m in index if m["name"] == "goog-direction"} == {"unloaded"}
+        with pytest.raises(InferenceServerException):
+            provider.unload_model("no-such-model")
+    finally:
+        provider.load_model("goog-direction")
+    assert grpc_client.is_model_ready("goog-direction")
+    assert grpc_client.infer("goog-direction", [tensor]).as_numpy("label") is not None
     raw.close()
 
 

@@ -155,10 +155,51 @@ def test_repository_extension(
     champion = provider.get_model_metadata("goog-direction")["parameters"]["version"]
     assert states[("goog-direction", champion)] == "READY"
     provider.unload_model("goog-direction")
-    assert all(e.resolved.name != "goog-direction" for e in live_server.services.cache.entries())
-    with pytest.raises(InferenceServerException):
-        provider.unload_model("no-such-model")
+    try:
+        assert all(e.resolved.name != "goog-direction" for e in live_server.services.cache.entries())
+        with pytest.raises(InferenceServerException):
+            provider.unload_model("no-such-model")
+    finally:
+        provider.load_model("goog-direction")
     raw.close()
+
+
+def test_an_unloaded_model_stays_unloaded_until_a_load(
+    triton_client: triton.InferenceServerClient,
+    live_server: LiveServer,
+    accounts: dict[str, Account],
+    feature_rows: list[dict[str, float]],
+) -> None:
+    """Ready is false (400, as Triton), infer is refused, nothing loads it back but a load."""
+    provider = httpx.Client(base_url=live_server.url, headers=accounts["provider"].headers, timeout=60)
+    client = httpx.Client(base_url=live_server.url, headers=accounts["client"].headers, timeout=60)
+    name, inputs = "goog-direction", rows_matrix(feature_rows, 1)
+    infer_input = triton.InferInput("input", list(inputs.shape), "FP64")
+    infer_input.set_data_from_numpy(inputs)
+    assert provider.post(f"/v2/repository/models/{name}/unload").status_code == 200
+    try:
+        for path in (f"/v2/models/{name}/ready", f"/v2/models/{name}/versions/1/ready"):
+            answer = client.get(path)
+            assert (answer.status_code, answer.json()) == (400, {"name": name, "ready": False})
+            assert client.get(path).status_code == 400  # asking did not load it back
+        assert not triton_client.is_model_ready(name)
+        with pytest.raises(InferenceServerException) as refused:
+            triton_client.infer(name, [infer_input])
+        assert refused.value.status() == "400"
+        assert "unloaded" in str(refused.value.message())
+        refused_predict = client.post("/predict", json={"model": name, "features": feature_rows[0]})
+        assert refused_predict.status_code == 503
+        assert refused_predict.json()["error"]["code"] == "model_unloaded"
+        index = provider.post("/v2/repository/index", json={}).json()
+        assert {m["reason"] for m in index if m["name"] == name} == {"unloaded"}
+        assert all(e.resolved.name != name for e in live_server.services.cache.entries())
+        assert client.get("/health/ready").status_code == 200  # unloaded on purpose: still ready
+    finally:
+        assert provider.post(f"/v2/repository/models/{name}/load").status_code == 200
+    assert client.get(f"/v2/models/{name}/ready").json() == {"name": name, "ready": True}
+    assert triton_client.infer(name, [infer_input]).as_numpy("label") is not None
+    provider.close()
+    client.close()
 
 
 def test_v2_needs_credentials_except_for_health(anonymous: httpx.Client) -> None:

@@ -18,6 +18,7 @@ from prediction_provider.serving.registry import ModelRegistry
 
 if TYPE_CHECKING:
     from prediction_provider.jobs.runtime import JobRuntime
+    from prediction_provider.serving.unloaded import UnloadedModels
     from prediction_provider.trading.accounts import TradingAccountService
     from prediction_provider.trading.decisions import DecisionService
 
@@ -40,6 +41,7 @@ class Services:
     jobs: JobRuntime | None = None
     decisions: DecisionService | None = None
     trading_accounts: TradingAccountService | None = None
+    unloaded: UnloadedModels | None = None
 
 
 def is_ready(services: Services) -> bool:

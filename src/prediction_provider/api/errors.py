@@ -25,6 +25,7 @@ STATUS_BY_ERROR: dict[type[errors.PredictionProviderError], int] = {
     errors.BatchTooLarge: 413,
     errors.ModelLoadFailed: 503,
     errors.RegistryUnavailable: 503,
+    errors.ModelUnloaded: 503,
     errors.PredictionFailed: 500,
     errors.AuthenticationFailed: 401,
     errors.PermissionDenied: 403,

@@ -133,17 +133,20 @@ def build_worker_runner(settings: Settings) -> JobRunner:
     from datetime import timedelta
 
     from prediction_provider.db.session import Database
+    from prediction_provider.errors import ModelUnloaded
     from prediction_provider.serving.factory import build_model_serving
+    from prediction_provider.serving.unloaded import follow_unloaded_models
 
     serving = build_model_serving(settings)
-    store = JobStore(
-        Database(settings.database),
-        timedelta(seconds=settings.job_lease_seconds),
-        settings.job_max_attempts,
-    )
+    db = Database(settings.database)
+    store = JobStore(db, timedelta(seconds=settings.job_lease_seconds), settings.job_max_attempts)
+    # Jobs of a model unloaded through the repository API fail here too, with model_unloaded.
+    follow_unloaded_models(serving.cache, db, settings.model_state_refresh_ms / 1000, settings.redis_url)
     for reference in settings.warm_models:
         try:
             serving.cache.warm(reference)
+        except ModelUnloaded:
+            log.info("worker not warming %s: unloaded through the model repository", reference)
         except Exception:
             log.exception("worker could not warm %s", reference)
     context = JobContext(settings, store, serving.cache, serving.predictions)

@@ -20,7 +20,7 @@ from pathlib import Path
 import anyio.to_thread
 import numpy as np
 
-from prediction_provider.errors import RegistryUnavailable
+from prediction_provider.errors import ModelUnloaded, RegistryUnavailable
 from prediction_provider.serving.batching import AdaptiveBatcher, BatchingDefaults
 from prediction_provider.serving.loaders import LoadedModel, ModelLoader, load_model, open_source
 from prediction_provider.serving.references import parse_model_reference
@@ -87,9 +87,22 @@ class ModelCache:
         self._resolutions: OrderedDict[str, _Resolution] = OrderedDict()
         self._lock = threading.Lock()
         self._load_locks: dict[str, threading.Lock] = {}
+        # Model names an operator unloaded (``serving.unloaded``): refused on every path, hit or
+        # miss. Replaced whole, never mutated, so reading it needs no lock.
+        self.unloaded_names: frozenset[str] = frozenset()
+
+    def admit(self, resolved: ResolvedModel) -> None:
+        """Raise ``ModelUnloaded`` if ``resolved``'s model name is unloaded."""
+        if resolved.name in self.unloaded_names:
+            raise ModelUnloaded(
+                f"model {resolved.name!r} is unloaded; POST /v2/repository/models/{resolved.name}/load "
+                "serves it again",
+                {"model": resolved.name},
+            )
 
     def peek(self, reference: str) -> CachedModel | None:
-        """The cached model for ``reference`` without any I/O, or None (not counted as a miss)."""
+        """The cached model for ``reference`` without any I/O, or None (not counted as a miss);
+        ``ModelUnloaded`` if its name is unloaded."""
         with self._lock:
             resolution = self._resolutions.get(reference)
             if resolution is None or resolution.expires_at < self.clock():
@@ -99,15 +112,19 @@ class ModelCache:
                 return None
             self._models.move_to_end(resolution.resolved.uri)
             self.stats.hits += 1
-            return cached
+        if self.unloaded_names:
+            self.admit(cached.resolved)
+        return cached
 
     def resolve(self, reference: str) -> ResolvedModel:
-        """Pin ``reference`` to a version without loading it (remembered like ``get``'s resolutions)."""
+        """Pin ``reference`` to a version without loading it (remembered like ``get``'s resolutions);
+        ``ModelUnloaded`` if its name is unloaded."""
         with self._lock:
             resolution = self._resolutions.get(reference)
-            if resolution is not None and resolution.expires_at >= self.clock():
-                return resolution.resolved
-        return self._resolve(reference)
+            resolved = resolution.resolved if resolution and resolution.expires_at >= self.clock() else None
+        resolved = resolved or self._resolve(reference)
+        self.admit(resolved)
+        return resolved
 
     async def aget(self, reference: str) -> CachedModel:
         """``get`` for the event loop: a hit touches no thread; a miss loads in a worker thread."""
@@ -124,6 +141,7 @@ class ModelCache:
         with self._lock:
             self.stats.misses += 1
         resolved = self._resolve(reference)
+        self.admit(resolved)
         with self._lock:
             cached = self._models.get(resolved.uri)
             if cached is not None:

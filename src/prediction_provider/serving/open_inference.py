@@ -149,15 +149,23 @@ def output_tensors(cached: CachedModel, output: ModelOutput, requested: Sequence
 
 
 def repository_index(
-    loaded: Sequence[CachedModel], models: Sequence[dict[str, Any]], only_ready: bool
+    loaded: Sequence[CachedModel],
+    models: Sequence[dict[str, Any]],
+    only_ready: bool,
+    unloaded: frozenset[str] = frozenset(),
 ) -> list[dict[str, str]]:
-    """Every registered version with its state: READY when it is in the cache."""
+    """Every registered version with its state: READY when it is in the cache, UNAVAILABLE
+    otherwise, with the reason ``unloaded`` for a name unloaded through the repository API."""
     ready = {(entry.resolved.name, entry.resolved.version) for entry in loaded}
     index = []
     for model in models:
         for version in model["versions"]:
-            is_ready = (model["name"], version["version"]) in ready
+            is_unloaded = model["name"] in unloaded
+            is_ready = not is_unloaded and (model["name"], version["version"]) in ready
             if is_ready or not only_ready:
-                state = "READY" if is_ready else "UNAVAILABLE"
-                index.append({"name": model["name"], "version": version["version"], "state": state})
+                entry = {"name": model["name"], "version": version["version"]}
+                entry["state"] = "READY" if is_ready else "UNAVAILABLE"
+                if is_unloaded:
+                    entry["reason"] = "unloaded"
+                index.append(entry)
     return index

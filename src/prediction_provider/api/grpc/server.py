@@ -29,6 +29,7 @@ from prediction_provider.api.middleware import new_request_id
 from prediction_provider.db.base import utcnow
 from prediction_provider.serving import open_inference as oip
 from prediction_provider.serving.cache import CachedModel
+from prediction_provider.serving.model_repository import ModelRepository
 from prediction_provider.serving.tensors import (
     NUMPY_BY_DATATYPE,
     Tensor,
@@ -48,6 +49,7 @@ GRPC_STATUS: dict[type[errors.PredictionProviderError], grpc.StatusCode] = {
     errors.ModelNotFound: grpc.StatusCode.NOT_FOUND,
     errors.UntrustedModelPath: grpc.StatusCode.PERMISSION_DENIED,
     errors.ModelLoadFailed: grpc.StatusCode.UNAVAILABLE,
+    errors.ModelUnloaded: grpc.StatusCode.UNAVAILABLE,
     errors.RegistryUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.PredictionFailed: grpc.StatusCode.INTERNAL,
 }
@@ -155,6 +157,9 @@ class InferenceServicer:
         _caller_of_call.set(principal)
         return require_permission(principal, permission)
 
+    def _repository(self) -> ModelRepository:
+        return ModelRepository(self.services.cache, self.services.registry, self.services.unloaded)
+
     async def _cached(self, name: str, version: str) -> CachedModel:
         return await self.services.cache.aget(oip.model_reference(name, version or None))
 
@@ -173,8 +178,10 @@ class InferenceServicer:
     async def ModelReady(self, request: Any, context: Any) -> pb.ModelReadyResponse:
         async def work() -> pb.ModelReadyResponse:
             await self._caller(context, Permission.READ_MODELS)
-            await self._cached(request.name, request.version)
-            return pb.ModelReadyResponse(ready=True)
+            ready = await run_in_threadpool(
+                self._repository().is_ready, request.name, request.version or None
+            )
+            return pb.ModelReadyResponse(ready=ready)
 
         return await _answer(self.services, "ModelReady", context, work)
 
@@ -228,7 +235,7 @@ class InferenceServicer:
             await self._caller(context, Permission.READ_MODELS)
             models = await run_in_threadpool(self.services.registry.list_models, None, 1000)
             reply = pb.RepositoryIndexResponse()
-            for entry in oip.repository_index(self.services.cache.entries(), models, request.ready):
+            for entry in self._repository().index(models, request.ready):
                 reply.models.add(**entry)
             return reply
 
@@ -236,19 +243,16 @@ class InferenceServicer:
 
     async def RepositoryModelLoad(self, request: Any, context: Any) -> pb.RepositoryModelLoadResponse:
         async def work() -> pb.RepositoryModelLoadResponse:
-            await self._caller(context, Permission.MANAGE_MODELS)
-            reference = oip.model_reference(request.model_name, None)
-            await run_in_threadpool(self.services.cache.warm, reference)
+            principal = await self._caller(context, Permission.MANAGE_MODELS)
+            await run_in_threadpool(self._repository().load, request.model_name, principal.username)
             return pb.RepositoryModelLoadResponse()
 
         return await _answer(self.services, "RepositoryModelLoad", context, work)
 
     async def RepositoryModelUnload(self, request: Any, context: Any) -> pb.RepositoryModelUnloadResponse:
         async def work() -> pb.RepositoryModelUnloadResponse:
-            await self._caller(context, Permission.MANAGE_MODELS)
-            oip.model_reference(request.model_name, None)
-            await run_in_threadpool(self.services.registry.versions, request.model_name)
-            self.services.cache.evict_named(request.model_name)
+            principal = await self._caller(context, Permission.MANAGE_MODELS)
+            await run_in_threadpool(self._repository().unload, request.model_name, principal.username)
             return pb.RepositoryModelUnloadResponse()
 
         return await _answer(self.services, "RepositoryModelUnload", context, work)

@@ -37,7 +37,10 @@ STATUS_OVERRIDES: dict[type[errors.PredictionProviderError], int] = {
 
 
 def render_mlflow_error(status: int, code: str, message: str) -> Response:
-    body = {"error_code": MLFLOW_ERROR_CODES.get(status, "INTERNAL_ERROR"), "message": message}
+    error_code = (
+        "MODEL_UNLOADED" if code == "model_unloaded" else MLFLOW_ERROR_CODES.get(status, "INTERNAL_ERROR")
+    )
+    body = {"error_code": error_code, "message": message}
     return Response(orjson.dumps(body), status_code=status, media_type="application/json")
 
 

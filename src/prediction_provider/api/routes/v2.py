@@ -20,6 +20,7 @@ from prediction_provider.api.body import parse_json
 from prediction_provider.api.deps import ServicesDep, is_ready, services_of
 from prediction_provider.api.protocol_route import protocol_route_class
 from prediction_provider.serving import open_inference as oip
+from prediction_provider.serving.model_repository import ModelRepository
 from prediction_provider.serving.tensors import (
     Tensor,
     tensor_from_bytes,
@@ -33,6 +34,8 @@ V2_STATUS: dict[type[errors.PredictionProviderError], int] = {
     errors.InvalidFeatures: 400,
     errors.InvalidModelReference: 400,
     errors.BatchTooLarge: 400,
+    # As Triton answers a request for a model with no loaded version; gRPC answers UNAVAILABLE.
+    errors.ModelUnloaded: 400,
 }
 
 
@@ -94,8 +97,9 @@ async def model_metadata(
 async def model_ready(
     name: str, reader: ModelReader, services: ServicesDep, version: str | None = None
 ) -> Response:
-    cached = await services.cache.aget(oip.model_reference(name, version))
-    return json_response({"name": cached.resolved.name, "ready": True})
+    ready = await run_in_threadpool(repository(services).is_ready, name, version)
+    # Not ready answers 400, as Triton does: clients such as tritonclient read only the status.
+    return json_response({"name": name, "ready": ready}, 200 if ready else 400)
 
 
 @router.post("/models/{name}/infer", summary="Inference")
@@ -216,18 +220,23 @@ async def repository_index(request: Request, reader: ModelReader, services: Serv
         raise errors.InvalidTensor(f"request is not valid JSON: {exc}") from exc
     only_ready = bool(options.get("ready", False)) if isinstance(options, dict) else False
     models = await run_in_threadpool(services.registry.list_models, None, 1000)
-    return json_response(oip.repository_index(services.cache.entries(), models, only_ready))
+    return json_response(repository(services).index(models, only_ready))
 
 
-@router.post("/repository/models/{name}/load", summary="Load (and warm) a model")
+def repository(services: ServicesDep) -> ModelRepository:
+    return ModelRepository(services.cache, services.registry, services.unloaded)
+
+
+@router.post("/repository/models/{name}/load", summary="Serve a model again, in every worker (and warm it)")
 async def repository_load(name: str, manager: ModelManager, services: ServicesDep) -> Response:
-    await run_in_threadpool(services.cache.warm, oip.model_reference(name, None))
+    await run_in_threadpool(repository(services).load, name, manager.username)
     return json_response({})
 
 
-@router.post("/repository/models/{name}/unload", summary="Unload every cached version of a model")
+@router.post(
+    "/repository/models/{name}/unload",
+    summary="Refuse a model (all versions) in every worker until a load, and free its memory",
+)
 async def repository_unload(name: str, manager: ModelManager, services: ServicesDep) -> Response:
-    oip.model_reference(name, None)
-    await run_in_threadpool(services.registry.versions, name)  # 404 for an unknown model
-    services.cache.evict_named(name)
+    await run_in_threadpool(repository(services).unload, name, manager.username)
     return json_response({})
