@@ -184,13 +184,6 @@ class ExplanationUnsupported(InvalidInput):
     code = "explanation_unsupported"
 
 
-class ExplanationUnsupported(InvalidInput):
-    """``explain: true`` for a model whose framework cannot attribute its output to features (422):
-    TreeSHAP needs the trees, which an ONNX graph or a pyfunc does not expose."""
-
-    code = "explanation_unsupported"
-
-
 class InsufficientHistory(InvalidInput):
     """A point-in-time request before the first bar with enough history for every feature."""
 

@@ -42,11 +42,6 @@ ExplainField = Field(
     description="Add per-feature contributions to the predicted class's raw score (TreeSHAP; LightGBM, "
     "XGBoost and scikit-learn tree models, 422 for others).",
 )
-ExplainField = Field(
-    default=False,
-    description="Add per-feature contributions to the predicted class's raw score (TreeSHAP; LightGBM, "
-    "XGBoost and scikit-learn tree models, 422 for others).",
-)
 
 
 class PredictRequest(BaseModel):
@@ -57,7 +52,6 @@ class PredictRequest(BaseModel):
         description="One value per feature of the model's signature."
     )
     return_proba: bool = ReturnProbaField
-    explain: bool = ExplainField
     explain: bool = ExplainField
 
 
@@ -71,7 +65,6 @@ class PredictBatchRequest(BaseModel):
         description="Rows as a list of {feature: value} objects, or columns as {feature: [values]}."
     )
     return_proba: bool = ReturnProbaField
-    explain: bool = ExplainField
     explain: bool = ExplainField
 
 
