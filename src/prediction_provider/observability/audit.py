@@ -72,9 +72,7 @@ def query_audit(
     with db.session() as session:
         total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
         rows = session.scalars(
-            query.order_by(AuditRecord.at.desc(), AuditRecord.id.desc())
-            .offset(offset)
-            .limit(limit)
+            query.order_by(AuditRecord.at.desc(), AuditRecord.id.desc()).offset(offset).limit(limit)
         )
         return [as_dict(r) for r in rows], total
 
