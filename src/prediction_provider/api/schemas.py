@@ -87,19 +87,6 @@ class FeatureExplanation(BaseModel):
     method: str
 
 
-class FeatureExplanation(BaseModel):
-    """The shape of a trading decision's ``explanation``: ``base_value + sum(contributions)`` is the
-    predicted class's raw score (a boosted model's margin, a forest's probability)."""
-
-    model_config = ConfigDict(populate_by_name=True)
-
-    model: str = Field(description="name/version of the model explained.")
-    class_: str | None = Field(alias="class", description="The predicted class (null for regressors).")
-    base_value: float = Field(description="The model's expected raw score over its training data.")
-    contributions: dict[str, float]
-    method: str
-
-
 class PredictResponse(BaseModel):
     prediction: str | float | int
     probability: float | None = Field(description="Probability of the predicted class.")
@@ -107,7 +94,6 @@ class PredictResponse(BaseModel):
     confidence: Literal["high", "medium", "low"] | None
     model: ModelIdentity
     latency_ms: float
-    explanation: FeatureExplanation | None = Field(default=None, description="Only with explain: true.")
     explanation: FeatureExplanation | None = Field(default=None, description="Only with explain: true.")
 
 
@@ -117,9 +103,6 @@ class PredictBatchResponse(BaseModel):
     count: int
     model: ModelIdentity
     latency_ms: float
-    explanations: list[FeatureExplanation] | None = Field(
-        default=None, description="One per row, only with explain: true."
-    )
     explanations: list[FeatureExplanation] | None = Field(
         default=None, description="One per row, only with explain: true."
     )
