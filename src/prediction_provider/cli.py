@@ -274,6 +274,33 @@ def create_admin(
     console.print(f"created admin {user['username']} (id {user['id']})")
 
 
+@users_app.command("service-key")
+def service_key(
+    username: Annotated[str, typer.Argument(help="The program's account, e.g. prometheus.")],
+    out: Annotated[Path, typer.Option(help="File to write the key to (the key alone, mode 0644).")],
+    role: Annotated[str, typer.Option(help="The account's role, if it is created.")] = "operator",
+    data_dir: DataDir = None,
+) -> None:
+    """Issue a key for a program's account (created if missing) and write it to a file.
+
+    For Prometheus in docker-compose.yml: the `setup` service writes the scrape key this way.
+    Each run issues a new key; the old one stops working at once.
+    """
+    from prediction_provider.accounts.roles import Role
+    from prediction_provider.accounts.service_accounts import service_account_key, write_key_file
+    from prediction_provider.app import account_service
+    from prediction_provider.errors import PredictionProviderError
+
+    accounts = account_service(load_settings(data_dir=data_dir))
+    try:
+        key = service_account_key(accounts, username, Role(role))
+    except (PredictionProviderError, ValueError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    write_key_file(out, key)
+    console.print(f"wrote a new API key of {username} ({role}) to {out}")
+
+
 app.command("worker")(cli_jobs.worker_command)
 app.command("batch-infer")(cli_jobs.batch_infer_command)
 app.command("loadtest")(loadtest.loadtest_command)

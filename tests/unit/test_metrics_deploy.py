@@ -39,10 +39,11 @@ def test_the_scrape_path_is_the_apps_metrics_route() -> None:
 def test_prometheus_signs_in_with_a_bearer_credential_from_a_file() -> None:
     authorization = scrape_job()["authorization"]
     assert authorization["type"] == "Bearer"
-    assert authorization["credentials_file"] == "/etc/prometheus/pp_api_key"
+    assert authorization["credentials_file"] == "/etc/prometheus/secrets/pp_api_key"
     assert "credentials" not in authorization  # never the key itself in the config
+    # The setup service writes the file (tests/unit/test_compose_settings.py); Prometheus only reads it.
     mounts = load("docker-compose.yml")["services"]["prometheus"]["volumes"]
-    assert any(mount.endswith(f":{authorization['credentials_file']}:ro") for mount in mounts)
+    assert "prometheus_key:/etc/prometheus/secrets:ro" in mounts
 
 
 def test_the_target_is_the_compose_api_service_on_the_servers_port() -> None:
