@@ -190,6 +190,10 @@ def test_an_unloaded_model_stays_unloaded_until_a_load(
         refused_predict = client.post("/predict", json={"model": name, "features": feature_rows[0]})
         assert refused_predict.status_code == 503
         assert refused_predict.json()["error"]["code"] == "model_unloaded"
+        refused_job = client.post("/api/v1/predictions", json={"model": name, "features": feature_rows[0]})
+        assert (refused_job.status_code, refused_job.json()["error"]["code"]) == (503, "model_unloaded")
+        scoring = client.post(f"/models/{name}/invocations", json={"dataframe_records": feature_rows[:1]})
+        assert (scoring.status_code, scoring.json()["error_code"]) == (503, "MODEL_UNLOADED")
         index = provider.post("/v2/repository/index", json={}).json()
         assert {m["reason"] for m in index if m["name"] == name} == {"unloaded"}
         assert all(e.resolved.name != name for e in live_server.services.cache.entries())
