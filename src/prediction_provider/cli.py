@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -15,6 +14,9 @@ from rich.table import Table
 
 from prediction_provider import __version__, cli_jobs, config_errors, loadtest
 from prediction_provider.config import Settings
+
+if TYPE_CHECKING:
+    from prediction_provider.demo.credentials import DemoCredentials
 
 app = typer.Typer(
     help="Prediction Provider: serve financial prediction models over HTTP.", no_args_is_help=True
@@ -169,6 +171,7 @@ def curl_example(settings: Settings, model: str, api_key: str) -> str:
 @app.command()
 def demo(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
     """Train the demo models if needed, then serve them with the champions warmed."""
+    from prediction_provider.demo.credentials import credentials_file, print_credentials, write_credentials
     from prediction_provider.demo.training import DemoConfig, registered_name
 
     settings = load_settings(data_dir=data_dir, host=host, port=port, demo_mode=True)
@@ -181,33 +184,29 @@ def demo(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None
             "default_model": settings.default_model or names[0],
         }
     )
-    keys = demo_accounts(settings)
-    console.print(f"\n[bold]Serving {', '.join(names)} on http://{settings.host}:{settings.port}[/bold]")
-    console.print(f"API docs: http://{settings.host}:{settings.port}/docs")
-    console.print(
-        f"Demo accounts (keys are new on every start): admin {keys['admin']}, client {keys['client']}"
-    )
-    console.print("Try:\n")
-    print(curl_example(settings, names[0], keys["client"]), flush=True)
+    credentials = demo_accounts(settings)
+    url = f"http://{settings.host}:{settings.port}"
+    # Plain lines from here: Rich wraps at 80 columns when stdout is not a terminal.
+    console.print(f"\n[bold]Serving {', '.join(names)} on {url}[/bold]", soft_wrap=True)
+    print(f"API docs: {url}/docs")
+    print_credentials(credentials, write_credentials(credentials_file(settings.data_dir), credentials, url))
+    print("Try:\n")
+    client_key = next(c.api_key for c in credentials if c.role == "client")
+    print(curl_example(settings, names[0], client_key), flush=True)
     print(flush=True)
     _serve(settings)
 
 
-def demo_accounts(settings: Settings) -> dict[str, str]:
-    """An active admin and client for the demo, with fresh API keys."""
+def demo_accounts(settings: Settings) -> list[DemoCredentials]:
+    """An active admin and client for the demo, with new passwords and API keys."""
     from prediction_provider.app import account_service
+    from prediction_provider.demo.credentials import refresh_demo_accounts
 
     accounts = account_service(settings)
-    keys = {}
-    for username, role in (("admin", "admin"), ("demo-client", "client")):
-        try:
-            user = accounts.get(username)
-        except Exception:  # noqa: BLE001 - first start: create the account
-            password = secrets.token_urlsafe(18)
-            user = accounts.create_user(username, f"{username}@demo.invalid", password, role, active=True)
-        keys[role] = accounts.regenerate_api_key(user["id"])["api_key"]
-    accounts.db.dispose()
-    return keys
+    try:
+        return refresh_demo_accounts(accounts)
+    finally:
+        accounts.db.dispose()
 
 
 @models_app.command("list")

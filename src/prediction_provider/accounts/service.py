@@ -174,6 +174,12 @@ class AccountService:
                 raise AuthenticationFailed("current password is wrong")
             user.password_hash = credentials.hash_password(new)
 
+    def set_password(self, user_id: int, new: str) -> None:
+        """Without the current password: for the CLI and the demo (no route calls this)."""
+        validate_fields(password=new)
+        with self.db.session() as session:
+            self._user(session, user_id=user_id).password_hash = credentials.hash_password(new)
+
     def list_users(
         self, role: str | None, active: bool | None, search: str | None, *, limit: int, offset: int
     ) -> tuple[list[dict[str, Any]], int]:
