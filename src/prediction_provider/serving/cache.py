@@ -112,7 +112,7 @@ class ModelCache:
                 return None
             self._models.move_to_end(resolution.resolved.uri)
             self.stats.hits += 1
-        if self.unloaded_names:
+        if cached.resolved.name in self.unloaded_names:  # a set lookup: the hot path's only check
             self.admit(cached.resolved)
         return cached
 
