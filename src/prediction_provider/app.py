@@ -235,11 +235,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Serving trained financial prediction models over HTTP.",
         lifespan=lifespan,
+        # StripTrailingSlash serves /x/ as /x: no 307 that a client might not re-POST.
+        redirect_slashes=False,
         # Served by install_docs from the package's own copies of Swagger UI and ReDoc.
         docs_url=None,
         redoc_url=None,
-        # StripTrailingSlash serves /x/ as /x: no 307 that a client might not re-POST.
-        redirect_slashes=False,
         telemetry=None
         if settings.opentelemetry
         else {"tracing": False, "metrics": False, "logs": False, "operation_spans": False},

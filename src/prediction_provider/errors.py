@@ -98,12 +98,6 @@ class InvalidInput(PredictionProviderError):
     code = "invalid_input"
 
 
-class RateLimited(PredictionProviderError):
-    code = "rate_limited"
-
-    def __init__(self, message: str, retry_after: int, details: object = None) -> None:
-        super().__init__(message, details)
-        self.retry_after = retry_after
 class UnknownQueryParameter(InvalidInput):
     """A query parameter the route does not take (422): refused, never silently ignored, so that a
     misspelt filter or a paging style the route does not speak cannot quietly change the answer.
@@ -112,6 +106,12 @@ class UnknownQueryParameter(InvalidInput):
     code = "validation_error"
 
 
+class RateLimited(PredictionProviderError):
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int, details: object = None) -> None:
+        super().__init__(message, details)
+        self.retry_after = retry_after
 
 
 class JobNotFound(PredictionProviderError):

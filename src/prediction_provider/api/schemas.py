@@ -147,8 +147,8 @@ class RegisteredModelPublic(BaseModel):
 
 class ModelList(BaseModel):
     models: list[RegisteredModelPublic]
-    count: int = Field(description="Versions on this page.")
-    total: int = Field(description="Versions in all.")
+    count: int = Field(description="Models on this page.")
+    total: int = Field(description="Models that match in all.")
     limit: int
     offset: int
 
@@ -156,8 +156,8 @@ class ModelList(BaseModel):
 class ModelVersionList(BaseModel):
     name: str
     versions: list[ModelVersionPublic]
-    count: int = Field(description="Models on this page.")
-    total: int = Field(description="Models that match in all.")
+    count: int = Field(description="Versions on this page.")
+    total: int = Field(description="Versions in all.")
     limit: int
     offset: int
 
