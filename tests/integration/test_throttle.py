@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from prediction_provider.accounts.throttle import Throttle
-from prediction_provider.errors import AuthenticationFailed, RateLimited
+from prediction_provider.errors import AccountInactive, AuthenticationFailed, RateLimited
 from tests.integration.database_fixtures import services_required
 
 REDIS_URL = os.environ.get("PP_TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
@@ -95,6 +95,15 @@ def test_right_passwords_are_never_counted(storage: Storage) -> None:
     with pytest.raises(AuthenticationFailed):
         check_password(limits, user, address, right=False)
     check_password(limits, user, address, right=True)  # one failure spends nothing it needs
+
+
+def test_the_right_password_of_an_inactive_account_is_not_a_failure(storage: Storage) -> None:
+    limits = throttle(storage, lockout="2/15 minutes")
+    user = f"u-{uuid.uuid4().hex}"
+    for _ in range(5):
+        with pytest.raises(AccountInactive), limits.login_attempt(user, "10.0.3.1"):
+            raise AccountInactive("this account is not active")
+    check_password(limits, user, "10.0.3.1", right=True)  # once activated, it signs in
 
 
 def test_failures_from_one_address_are_limited_over_all_usernames(storage: Storage) -> None:

@@ -85,11 +85,6 @@ class Throttle:
         self.login_failure_limit: RateLimitItem = parse(login_failure_limit)
         self.max_in_flight = max_in_flight
 
-    @property
-    def shared_dir(self) -> Path | None:
-        """The directory of the machine-wide store, when this throttle keeps its limits there."""
-        return self._store.directory if self._store is not None else None
-
     @staticmethod
     def _retry_after(reset_time: float) -> int:
         return max(1, math.ceil(reset_time - time.time()))
