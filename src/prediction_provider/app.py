@@ -129,6 +129,20 @@ def build_services(settings: Settings) -> Services:
     return services
 
 
+def close_services(services: Services) -> None:
+    """Stop what ``build_services`` started (writers flush what is queued, followers stop
+    polling) before the database goes: a follower left polling a dropped database logs forever."""
+    services.predictions.close()
+    services.audit.close()
+    if services.decisions is not None:
+        services.decisions.close()  # writes the decisions still queued
+    if services.unloaded is not None:
+        services.unloaded.close()
+    services.db.dispose()
+    for entry in services.cache.entries():
+        entry.close()
+
+
 def account_service(settings: Settings) -> AccountService:
     """Accounts without the rest of the server, for the CLI."""
     db = open_database(settings)
@@ -218,15 +232,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if grpc_server is not None:
             await grpc_server.stop(grace_s=5)
         job_runtime.stop()
-        services.predictions.close()
-        services.audit.close()
-        if services.decisions is not None:
-            services.decisions.close()  # writes the decisions still queued
-        if services.unloaded is not None:
-            services.unloaded.close()
-        services.db.dispose()
-        for entry in services.cache.entries():
-            entry.close()
+        close_services(services)
         if cpu_claim is not None:
             cpu_claim.release()
 

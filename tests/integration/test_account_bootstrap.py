@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from prediction_provider.app import account_service, build_services
+from prediction_provider.app import account_service, build_services, close_services
 from prediction_provider.cli import app
 from prediction_provider.config import Settings
 from prediction_provider.db import migrate
@@ -20,8 +20,7 @@ def test_the_server_refuses_to_start_without_a_jwt_secret(tmp_path: Path) -> Non
     with pytest.raises(RuntimeError, match="PP_JWT_SECRET"):
         build_services(Settings(data_dir=tmp_path, jwt_secret="too-short", grpc_enabled=False))
     demo = build_services(Settings(data_dir=tmp_path, demo_mode=True, grpc_enabled=False))
-    demo.audit.close()
-    demo.db.dispose()
+    close_services(demo)
 
 
 def test_bootstrap_admin_from_the_environment_on_first_start(
@@ -34,16 +33,14 @@ def test_bootstrap_admin_from_the_environment_on_first_start(
     admin = services.accounts.get("first-admin")
     assert (admin["role"], admin["is_active"]) == ("admin", True)
     assert services.accounts.login("first-admin", "first-admin-password")["access_token"]
-    services.audit.close()
-    services.db.dispose()
+    close_services(services)
     # A second start with other credentials adds no admin.
     monkeypatch.setenv("PP_BOOTSTRAP_ADMIN_USERNAME", "second-admin")
     again = build_services(Settings(data_dir=tmp_path, jwt_secret=TEST_JWT_SECRET, grpc_enabled=False))
     users, total = again.accounts.list_users("admin", None, None, limit=10, offset=0)
     assert [u["username"] for u in users] == ["first-admin"]
     assert total == 1
-    again.audit.close()
-    again.db.dispose()
+    close_services(again)
 
 
 def test_cli_creates_an_admin_and_migrates(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from prediction_provider.api.deps import Services
 from prediction_provider.api.grpc.server import RunningGrpcServer, start_grpc_server
-from prediction_provider.app import build_services
+from prediction_provider.app import build_services, close_services
 from prediction_provider.config import Settings
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -23,8 +23,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 def services(settings: Settings) -> Iterator[Services]:
     built = build_services(settings.model_copy(update={"grpc_reflection": False}))
     yield built
-    built.audit.close()
-    built.db.dispose()
+    close_services(built)
 
 
 @asynccontextmanager

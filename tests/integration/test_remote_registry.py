@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.linear_model import LogisticRegression
 
-from prediction_provider.app import build_services
+from prediction_provider.app import build_services, close_services
 from prediction_provider.config import Settings
 from prediction_provider.errors import UntrustedModelPath
 from tests.conftest import TEST_JWT_SECRET
@@ -77,6 +77,7 @@ def test_models_from_a_tracking_server_are_downloaded_and_served(
     assert cached.resolved.location.is_relative_to(settings.downloads_dir)
     np.testing.assert_allclose(cached.model.predict(x[:5]).probabilities[:, 1], booster.predict(x[:5]))
     assert [m["name"] for m in services.registry.list_models(None, 10)] == ["remote-lgbm"]
+    close_services(services)
 
 
 def test_pickled_models_from_a_tracking_server_are_refused(tracking_server: str, tmp_path: Path) -> None:
@@ -93,8 +94,10 @@ def test_pickled_models_from_a_tracking_server_are_refused(tracking_server: str,
     settings = Settings(
         data_dir=tmp_path, mlflow_tracking_uri=tracking_server, grpc_enabled=False, jwt_secret=TEST_JWT_SECRET
     )
+    services = build_services(settings)
     with pytest.raises(UntrustedModelPath):
-        build_services(settings).cache.get("remote-pickle")
+        services.cache.get("remote-pickle")
+    close_services(services)
     assert (
         MlflowClient(tracking_server, tracking_server).get_registered_model("remote-pickle").name
         == "remote-pickle"

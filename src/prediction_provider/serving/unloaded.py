@@ -141,11 +141,22 @@ class UnloadedModels:
         self._threads.append(thread)
 
     def _poll(self) -> None:
+        failing = False
         while not self._stop.wait(self.refresh_seconds):
             try:
                 self.refresh()
-            except Exception:
-                log.warning("could not read the model serving state; keeping the last one", exc_info=True)
+            except Exception as exc:
+                # The traceback once per outage, not every refresh_seconds while it lasts.
+                log.warning(
+                    "could not read the model serving state; keeping the last one: %s",
+                    exc,
+                    exc_info=not failing,
+                )
+                failing = True
+            else:
+                if failing:
+                    log.info("reading the model serving state again")
+                failing = False
 
     def _listen(self, subscribed: threading.Event) -> None:
         while not self._stop.is_set():

@@ -41,6 +41,7 @@ import anyio.to_thread
 from prediction_provider.accounts.principal import Principal
 from prediction_provider.config import Settings
 from prediction_provider.errors import ModelNotFound, UnknownStrategy
+from prediction_provider.serving.explanations import Explanation
 from prediction_provider.trading.accounts import TradingAccountService
 from prediction_provider.trading.market import FeatureSource, Snapshot
 from prediction_provider.trading.records import DecisionRecorder, feature_hash
@@ -53,7 +54,6 @@ from prediction_provider.trading.specialists import (
     UNIVERSAL,
     DecisionModels,
     DirectionModel,
-    Explanation,
     FloatArray,
     SymbolModels,
 )

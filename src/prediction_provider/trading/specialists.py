@@ -24,6 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from prediction_provider.errors import UnknownSymbol
+from prediction_provider.serving.explanations import Explanation
 from prediction_provider.trading.regime import REGIMES, RegimeModel
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 SPECIALISTS = tuple(f"{regime}_specialist" for regime in REGIMES)
 UNIVERSAL = "universal"
 STRATEGIES = (*SPECIALISTS, UNIVERSAL)
+EXPLANATION_METHOD = "lightgbm pred_contrib (TreeSHAP), raw score of the class"
 MANIFEST = "manifest.json"
 REGIME_FILE = "regime.json"
 FloatArray = npt.NDArray[np.float64]
@@ -51,25 +53,6 @@ def model_name(symbol: str, strategy: str) -> str:
 
 def content_version(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:12]
-
-
-@dataclass(frozen=True, slots=True)
-class Explanation:
-    """Per-feature contributions to the chosen class's raw score (log-odds), from the model itself."""
-
-    model: str
-    predicted_class: str
-    base_value: float
-    contributions: dict[str, float]
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model,
-            "class": self.predicted_class,
-            "base_value": self.base_value,
-            "contributions": self.contributions,
-            "method": "lightgbm pred_contrib (TreeSHAP), raw score of the class",
-        }
 
 
 @dataclass(frozen=True)
@@ -103,7 +86,9 @@ class DirectionModel:
         contributions = {
             name: float(value) for name, value in zip(self.feature_names, block[:-1], strict=True)
         }
-        return Explanation(self.name, self.classes[class_index], float(block[-1]), contributions)
+        return Explanation(
+            self.name, self.classes[class_index], float(block[-1]), contributions, EXPLANATION_METHOD
+        )
 
 
 @dataclass
