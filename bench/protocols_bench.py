@@ -387,7 +387,7 @@ def bench_api_key(accounts: Any) -> str:
     accounts.create_user(
         BENCH_USER, f"{BENCH_USER}@localhost.localdomain", password, role="client", active=True
     )
-    return str(accounts.first_api_key(BENCH_USER, password)["api_key"])
+    return str(accounts.api_key_from_password(BENCH_USER, password)["api_key"])
 
 
 # --- requests ---------------------------------------------------------------------------------------------

@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         "login failures and in-flight counts (an LMDB file). `serve --workers N` uses a fresh "
         "directory under data_dir when unset; one process keeps them in memory.",
     )
+    limits_scope: Literal["machine", "process"] = Field(
+        default="machine",
+        description="Without PP_REDIS_URL, what `serve --workers N` counts limits over: every worker "
+        "of the machine together (exact, through limits_dir), or each worker alone (faster under "
+        "heavy load; a limit then lets N times through).",
+    )
     max_concurrent_predictions: int = Field(default=10, ge=1, description="In-flight predictions per user.")
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
 

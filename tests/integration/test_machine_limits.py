@@ -152,6 +152,18 @@ def test_serve_with_workers_uses_a_fresh_store_under_the_data_dir(tmp_path: Path
         assert (tmp_path / "mine" / "data.mdb").exists()  # a directory the operator chose is kept
 
 
+def test_process_scope_keeps_each_workers_limits_in_its_own_memory(tmp_path: Path) -> None:
+    """PP_LIMITS_SCOPE=process: no shared store, not even one the operator named."""
+    for settings in (
+        Settings(data_dir=tmp_path, limits_scope="process"),
+        Settings(data_dir=tmp_path, limits_scope="process", limits_dir=tmp_path / "mine"),
+    ):
+        with shared_by_workers(settings) as workers:
+            assert workers.limits_dir is None
+    assert not (tmp_path / "limits").exists()
+    assert not (tmp_path / "mine").exists()
+
+
 def test_a_process_killed_inside_a_transaction_leaves_the_store_usable(tmp_path: Path) -> None:
     """LMDB's writer mutex is robust: the next writer takes it over from a dead holder."""
     here = machine_throttle(tmp_path, requests="2/minute")
