@@ -286,13 +286,12 @@ class MachineInFlight:
     """In-flight slots in a :class:`MachineStore`, each tagged with its holder's pid and start time.
 
     A key holds a count (``n/<key>``) and one record per slot (``f/<key>\\0<token>``), so taking
-    and giving back a slot costs the same with 1 or 64 held: the write lock every worker
-    waits on is held for a few lookups, never for a list of the user's slots (with one user at
-    64 in flight that list made each acquire and release parse and rewrite 64 entries, and
-    halved a 2-worker server's throughput). A worker that dies holding slots cannot release
-    them; when a key is at its cap, its slot records are recounted, dropping those of
-    processes that are gone or older than ``ttl_seconds``, before refusing. Recounting runs
-    only then, so the hot path pays nothing for it.
+    and giving back a slot costs the same with 1 or 64 held: the write lock every worker waits
+    on is held for a few lookups, never while a list of the user's slots is parsed and rewritten.
+    A worker that dies holding slots cannot release them; when a key is at its cap, its slot
+    records are recounted, dropping those of processes that are gone or older than
+    ``ttl_seconds``, before refusing. Recounting runs only then, so the hot path pays nothing
+    for it.
     """
 
     def __init__(self, store: MachineStore, ttl_seconds: float) -> None:

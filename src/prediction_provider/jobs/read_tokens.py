@@ -16,10 +16,9 @@ the stored key is a digest of address and key.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import secrets
 
-from prediction_provider.accounts.principal import Principal
+from prediction_provider.accounts import credentials
 
 TOKEN_PREFIX = "ppj_"  # noqa: S105 - a prefix that tells the token apart, not a secret
 TOKEN_BYTES = 32
@@ -27,24 +26,20 @@ HEADER = "X-Job-Token"
 
 
 def issue() -> tuple[str, str]:
-    """A new read token and the digest to store for it."""
+    """A new read token and the digest to store for it (kept as API keys are)."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(TOKEN_BYTES)
-    return token, digest_of(token)
-
-
-def digest_of(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
+    return token, credentials.api_key_digest(token)
 
 
 def grants(stored_digest: str | None, token: str | None) -> bool:
     """Whether ``token`` is the one issued for a job whose digest is ``stored_digest``."""
     if stored_digest is None or not token:
         return False
-    return hmac.compare_digest(stored_digest, digest_of(token))
+    return credentials.digests_match(stored_digest, credentials.api_key_digest(token))
 
 
-def scoped_idempotency_key(owner: Principal, key: str | None, address: str) -> str | None:
-    """The key as stored: an account's own key as sent, an anonymous caller's bound to its address."""
-    if key is None or owner.user_id is not None:
-        return key
+def scoped_idempotency_key(key: str | None, address: str) -> str | None:
+    """An anonymous caller's key as stored: bound to the caller's address."""
+    if key is None:
+        return None
     return "anon:" + hashlib.sha256(f"{address}\0{key}".encode()).hexdigest()

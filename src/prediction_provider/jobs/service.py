@@ -114,7 +114,7 @@ class JobService:
         token = digest = None
         if owner.user_id is None:
             token, digest = read_tokens.issue()
-            key = read_tokens.scoped_idempotency_key(owner, new.idempotency_key, address)
+            key = read_tokens.scoped_idempotency_key(new.idempotency_key, address)
             new = replace(new, idempotency_key=key, read_token_digest=digest)
         job, created = self.store.create(owner, new)
         if not created:

@@ -30,12 +30,19 @@ AUDIT_FIELDS = (
 )  # fmt: skip
 
 
+# The one split of failures, for usage (in Python) and stats (in SQL): ours to fix, or refused.
+SERVER_ERROR_STATUSES = range(500, 600)
+REJECTED_STATUSES = range(400, 500)
+SERVER_ERROR = AuditRecord.status.between(500, 599)
+REJECTED = AuditRecord.status.between(400, 499)
+
+
 def is_server_error(status: int) -> bool:
-    return status >= 500
+    return status in SERVER_ERROR_STATUSES
 
 
 def is_rejected(status: int) -> bool:
-    return 400 <= status < 500
+    return status in REJECTED_STATUSES
 
 
 def as_dict(record: AuditRecord) -> dict[str, Any]:

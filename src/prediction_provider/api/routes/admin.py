@@ -29,7 +29,7 @@ from prediction_provider.api.routes.predict import ERROR_RESPONSES
 from prediction_provider.db.base import utcnow
 from prediction_provider.db.models import AuditRecord, User
 from prediction_provider.errors import InvalidInput
-from prediction_provider.observability.audit import query_audit, usage_of
+from prediction_provider.observability.audit import REJECTED, SERVER_ERROR, query_audit, usage_of
 
 router = APIRouter(prefix="/api/v1/admin", tags=["admin"], responses=ERROR_RESPONSES)
 
@@ -171,8 +171,8 @@ def _stats(services: Services) -> dict[str, Any]:
         active = session.scalar(select(func.count()).select_from(User).where(User.is_active)) or 0
         recent = select(func.count()).select_from(AuditRecord).where(AuditRecord.at >= since)
         requests = session.scalar(recent) or 0
-        server_errors = session.scalar(recent.where(AuditRecord.status >= 500)) or 0
-        rejected = session.scalar(recent.where(AuditRecord.status.between(400, 499))) or 0
+        server_errors = session.scalar(recent.where(SERVER_ERROR)) or 0
+        rejected = session.scalar(recent.where(REJECTED)) or 0
     return {
         "users_by_role": by_role, "active_users": active, "requests_24h": requests,
         "server_errors_24h": server_errors, "rejected_24h": rejected, "cached_models": len(services.cache),

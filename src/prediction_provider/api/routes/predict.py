@@ -83,23 +83,28 @@ async def predict_batch(request: Request) -> Response:
 async def _explained_row(
     services: Services, cached: CachedModel, body: PredictRequest, started: float
 ) -> Response:
-    predictions = services.predictions
-    result, explanations = await run_in_threadpool(
-        predictions.explain_rows, cached, [body.features], "features", started
-    )
-    payload = single_payload(result, body.return_proba, predictions.bands)
-    payload["explanation"] = explanations[0].as_dict()
+    result, explanations = await _explain(services, cached, [body.features], "features", started)
+    payload = single_payload(result, body.return_proba, services.predictions.bands)
+    payload["explanation"] = explanations[0]
     return json_response(payload)
 
 
 async def _explained_rows(services: Services, body: PredictBatchRequest, started: float) -> Response:
     cached = await services.cache.aget(body.model)
-    result, explanations = await run_in_threadpool(
-        services.predictions.explain_rows, cached, body.features_list, "features_list", started
-    )
+    result, explanations = await _explain(services, cached, body.features_list, "features_list", started)
     payload = batch_payload(result, body.return_proba)
-    payload["explanations"] = [explanation.as_dict() for explanation in explanations]
+    payload["explanations"] = explanations
     return json_response(payload)
+
+
+async def _explain(
+    services: Services, cached: CachedModel, rows: Any, prefix: str, started: float
+) -> tuple[BatchResult, list[dict[str, Any]]]:
+    """Predicted and explained off the event loop; the explanations in their JSON shape."""
+    result, explanations = await run_in_threadpool(
+        services.predictions.explain_rows, cached, rows, prefix, started
+    )
+    return result, [explanation.as_dict() for explanation in explanations]
 
 
 async def _predict_rows(services: Services, body: PredictBatchRequest, started: float) -> BatchResult:
