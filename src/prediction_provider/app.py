@@ -50,6 +50,8 @@ from prediction_provider.config_errors import MIN_JWT_SECRET, missing_jwt_secret
 from prediction_provider.db import migrate
 from prediction_provider.db.session import Database
 from prediction_provider.errors import ModelUnloaded
+from prediction_provider.features.market_sources import MarketSources
+from prediction_provider.forecasts.factory import build_forecasts
 from prediction_provider.jobs.runtime import start_job_runtime
 from prediction_provider.observability.audit import AuditWriter
 from prediction_provider.serving.affinity import pin_worker
@@ -121,7 +123,9 @@ def build_services(settings: Settings) -> Services:
         throttle,
         AuditWriter(db),
     )
+    services.market = MarketSources(settings)
     services.decisions, services.trading_accounts = build_trading(settings, db)
+    services.forecasts = build_forecasts(serving.registry, serving.cache, db, services.market, warm=True)
     # Before any warm-up: a name unloaded before a restart stays unloaded, and is not loaded.
     services.unloaded = follow_unloaded_models(
         serving.cache, db, settings.model_state_refresh_ms / 1000, settings.redis_url
@@ -136,6 +140,10 @@ def close_services(services: Services) -> None:
     services.audit.close()
     if services.decisions is not None:
         services.decisions.close()  # writes the decisions still queued
+    if services.forecasts is not None:
+        services.forecasts.close()  # writes the forecast records still queued
+    if services.market is not None:
+        services.market.close()
     if services.unloaded is not None:
         services.unloaded.close()
     services.db.dispose()
@@ -215,7 +223,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 services.warm_errors[reference] = str(exc)
                 log.error("could not warm %s: %s", reference, exc)
         job_runtime = await run_in_threadpool(
-            start_job_runtime, settings, services.db, services.cache, services.predictions
+            start_job_runtime, settings, services.db, services.cache, services.predictions, services.forecasts
         )
         services.jobs = job_runtime
         grpc_server = await start_grpc(services) if settings.grpc_enabled else None

@@ -17,6 +17,8 @@ from prediction_provider.serving.inference import PredictionService
 from prediction_provider.serving.registry import ModelRegistry
 
 if TYPE_CHECKING:
+    from prediction_provider.features.market_sources import MarketSources
+    from prediction_provider.forecasts.service import ForecastService
     from prediction_provider.jobs.runtime import JobRuntime
     from prediction_provider.serving.unloaded import UnloadedModels
     from prediction_provider.trading.accounts import TradingAccountService
@@ -42,6 +44,8 @@ class Services:
     decisions: DecisionService | None = None
     trading_accounts: TradingAccountService | None = None
     unloaded: UnloadedModels | None = None
+    market: MarketSources | None = None
+    forecasts: ForecastService | None = None
 
 
 def is_ready(services: Services) -> bool:

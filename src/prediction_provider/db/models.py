@@ -1,5 +1,5 @@
 """Tables: users, the audit log, prediction jobs, cached bars, trading accounts, positions, decisions and
-model serving state."""
+model serving state, and the record of every answer served."""
 
 from __future__ import annotations
 
@@ -223,3 +223,44 @@ class ModelServingState(Base):
     state: Mapped[str] = mapped_column(String(16))
     changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     changed_by: Mapped[str | None] = mapped_column(String(64), default=None)
+
+
+class PredictionRecord(Base):
+    """One answer served, one row per answered row or forecast step: who asked, which model and
+    version answered, what it saw (feature hash, data as-of) and said, and, for forecasts, the market
+    context it is later scored against (symbol, interval, as-of, horizon, target time). Append-only;
+    written off the request path by ``forecasts.records.PredictionRecorder``."""
+
+    __tablename__ = "prediction_records"
+    __table_args__ = (
+        Index("ix_prediction_records_market", "symbol", "interval", "target_time"),
+        Index("ix_prediction_records_model", "model_name", "model_version", "created_at"),
+        Index("ix_prediction_records_user_created", "user_id", "created_at"),
+        Index("ix_prediction_records_job", "job_id"),
+        Index("ix_prediction_records_created", "created_at"),
+    )
+
+    request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    row: Mapped[int] = mapped_column(Integer, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    channel: Mapped[str] = mapped_column(String(16))  # predict | batch | job
+    job_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), default=None)
+    username: Mapped[str | None] = mapped_column(String(64), default=None)
+    model_name: Mapped[str] = mapped_column(String(256))
+    model_version: Mapped[str | None] = mapped_column(String(64), default=None)
+    role: Mapped[str] = mapped_column(String(8), default="primary")  # primary | shadow
+    served_by: Mapped[str] = mapped_column(String(64), default="primary")
+    symbol: Mapped[str | None] = mapped_column(String(20), default=None)
+    interval: Mapped[str | None] = mapped_column(String(8), default=None)
+    as_of: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    data_as_of: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    horizon: Mapped[int | None] = mapped_column(Integer, default=None)
+    target_time: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    feature_hash: Mapped[str] = mapped_column(String(64))
+    label: Mapped[str | None] = mapped_column(String(64), default=None)
+    probabilities: Mapped[dict[str, float] | None] = mapped_column(JSON, default=None)
+    value: Mapped[float | None] = mapped_column(Float, default=None)
+    answer: Mapped[dict[str, Any]] = mapped_column(JSON)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    status: Mapped[str] = mapped_column(String(16), default="ok")

@@ -203,6 +203,7 @@ def train_demo_models(
 
     signal_config = SignalTrainingConfig(max_bars=config.max_bars, seed=config.seed)
     train_signal_models(settings, signal_config, force=force, progress=report)
+    _train_forecast_models(settings, config, force, report)
     if not force and already_trained(settings, config.symbols):
         report("demo models already registered; skipping training")
         return DemoSummary(skipped=True)
@@ -229,6 +230,31 @@ def train_demo_models(
         # MLflow's fluent API is process-global: leave it as the caller had it.
         mlflow.set_tracking_uri(previous[0])
         mlflow.set_registry_uri(previous[1])
+
+
+def _train_forecast_models(
+    settings: Settings, config: DemoConfig, force: bool, report: Callable[[str], None]
+) -> None:
+    """The multi-horizon forecast model of each sample symbol at its own interval (EURUSD 1h for
+    1, 3, 6, 12 and 24 bars; GOOG 1d for 1, 5 and 10), registered as ``<symbol>-<interval>-forecast``."""
+    from prediction_provider.forecasts.training import (
+        ForecastTraining,
+        forecast_model_name,
+        forecast_registered,
+        train_forecast_model,
+    )
+
+    training = ForecastTraining(
+        config.max_bars, config.n_estimators, config.flat_band, config.test_fraction, config.seed
+    )
+    for symbol in config.symbols:
+        interval = SAMPLE_SERIES[symbol.upper()].interval
+        if not force and forecast_registered(settings, forecast_model_name(symbol, interval)):
+            continue
+        train_forecast_model(
+            settings, symbol, interval, load_sample_bars(symbol), source="backtesting", config=training,
+            progress=report,
+        )  # fmt: skip
 
 
 def _train_decision_models(

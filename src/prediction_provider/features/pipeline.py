@@ -251,19 +251,26 @@ def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(matrix, index=bars.index[WARMUP_BARS:], columns=list(FEATURE_NAMES))
 
 
-def direction_labels(bars: pd.DataFrame, flat_band: float) -> pd.Series:
-    """Next-bar direction: 0 down, 1 flat, 2 up (see ``DIRECTION_CLASSES``).
+def direction_labels(bars: pd.DataFrame, flat_band: float, horizon: int = 1) -> pd.Series:
+    """Direction over ``horizon`` bars: 0 down, 1 flat, 2 up (see ``DIRECTION_CLASSES``).
 
-    A move is flat when the next bar's log return is within ``flat_band`` times
-    the trailing 20-bar volatility, so one setting suits hourly FX and daily
-    equities alike. The last bar has no next bar and gets no label.
+    A move is flat when the log return from a bar's close to the close ``horizon``
+    bars later is within ``flat_band`` times the trailing 20-bar volatility times
+    sqrt(horizon), so one setting suits hourly FX and daily equities, and every
+    horizon. The last ``horizon`` bars have no outcome yet and get no label.
     """
+    return horizon_labels(bars, flat_band, horizon)["direction"]
+
+
+def horizon_labels(bars: pd.DataFrame, flat_band: float, horizon: int) -> pd.DataFrame:
+    """``direction`` (as ``direction_labels``) and ``log_return`` over ``horizon`` bars, per bar."""
     arrays = BarArrays.from_frame(bars)
     with np.errstate(divide="ignore", invalid="ignore"):
-        next_return = np.log(np.append(arrays.close[1:], np.nan) / arrays.close)
-        band = flat_band * _volatility(arrays, 20)
+        later = np.append(arrays.close[horizon:], np.full(min(horizon, len(arrays)), np.nan))
+        log_return = np.log(later / arrays.close)
+        band = flat_band * _volatility(arrays, 20) * np.sqrt(horizon)
     labels = np.ones(len(arrays))
-    labels[next_return > band] = 2.0
-    labels[next_return < -band] = 0.0
-    labels[np.isnan(next_return) | np.isnan(band)] = np.nan
-    return pd.Series(labels, index=bars.index, name="direction")
+    labels[log_return > band] = 2.0
+    labels[log_return < -band] = 0.0
+    labels[np.isnan(log_return) | np.isnan(band)] = np.nan
+    return pd.DataFrame({"direction": labels, "log_return": log_return}, index=bars.index)

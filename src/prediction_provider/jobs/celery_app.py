@@ -149,13 +149,22 @@ def build_worker_runner(settings: Settings) -> JobRunner:
             log.info("worker not warming %s: unloaded through the model repository", reference)
         except Exception:
             log.exception("worker could not warm %s", reference)
-    context = JobContext(settings, store, serving.cache, serving.predictions)
+    forecasts = _worker_forecasts(settings, serving, db)
+    context = JobContext(settings, store, serving.cache, serving.predictions, forecasts)
     runner = JobRunner(context, process_worker_name("celery"))
     try:
         runner.finish_stalled()  # a worker that died between a last chunk and its merge
     except Exception:
         log.exception("could not finish stalled batch jobs")
     return runner
+
+
+def _worker_forecasts(settings: Settings, serving: Any, db: Any) -> Any:
+    """Symbol jobs read bars and record forecasts in the worker, as the API process does."""
+    from prediction_provider.features.market_sources import MarketSources
+    from prediction_provider.forecasts.factory import build_forecasts
+
+    return build_forecasts(serving.registry, serving.cache, db, MarketSources(settings), warm=True)
 
 
 def worker_runner() -> JobRunner:

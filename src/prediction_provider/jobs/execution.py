@@ -21,7 +21,14 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 from prediction_provider.config import Settings
-from prediction_provider.errors import InvalidInput, PredictionProviderError, RegistryUnavailable
+from prediction_provider.errors import (
+    InvalidInput,
+    PredictionFailed,
+    PredictionProviderError,
+    RegistryUnavailable,
+)
+from prediction_provider.forecasts.records import Requester
+from prediction_provider.forecasts.service import ForecastService, forecast_request
 from prediction_provider.jobs import datasets
 from prediction_provider.jobs.records import Claim, ClaimRefused, JobStatus
 from prediction_provider.jobs.store import JobStore
@@ -61,6 +68,7 @@ class JobContext:
     store: JobStore
     cache: ModelCache
     predictions: PredictionService
+    forecasts: ForecastService | None = None
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
@@ -134,6 +142,8 @@ class JobRunner:
         kind = claim.job.kind
         if kind == "rows":
             return self._run_rows(claim)
+        if kind == "forecast":
+            return self._run_forecast(claim)
         if kind == "dataset":
             return self._split_dataset(claim)
         if kind == "chunk":
@@ -179,6 +189,23 @@ class JobRunner:
             body = batch_payload(result, return_proba)
         resolved = cached.resolved
         stored = self.store.complete(claim, body, model_name=resolved.name, model_version=resolved.version)
+        return self._finished(claim, stored, Outcome.COMPLETED)
+
+    # -- forecasts by symbol ----------------------------------------------------------------------
+
+    def _run_forecast(self, claim: Claim) -> RunReport:
+        job = claim.job
+        forecasts = self.context.forecasts
+        if forecasts is None:
+            raise PredictionFailed("this worker does not serve forecasts by symbol")
+        # The version pinned at submit: a champion moved meanwhile does not change the job's answer.
+        request = forecast_request({**(job.input or {}), "model": job.parameters.get("model_uri")})
+        requester = Requester(job.owner_id, job.owner_username, "job", job.id)
+        forecast = forecasts.forecast(request, requester)
+        stored = self.store.complete(
+            claim, forecast.as_dict(), model_name=forecast.model_name, model_version=forecast.model_version,
+            data_as_of=forecast.data_as_of,
+        )  # fmt: skip
         return self._finished(claim, stored, Outcome.COMPLETED)
 
     # -- datasets ---------------------------------------------------------------------------------

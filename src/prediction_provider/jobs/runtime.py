@@ -19,6 +19,8 @@ from prediction_provider.serving.inference import PredictionService
 if TYPE_CHECKING:
     from celery import Celery
 
+    from prediction_provider.forecasts.service import ForecastService
+
 
 @dataclass(slots=True)
 class JobRuntime:
@@ -76,7 +78,11 @@ class JobRuntime:
 
 
 def start_job_runtime(
-    settings: Settings, db: Database, cache: ModelCache, predictions: PredictionService
+    settings: Settings,
+    db: Database,
+    cache: ModelCache,
+    predictions: PredictionService,
+    forecasts: ForecastService | None = None,
 ) -> JobRuntime:
     store = JobStore(db, timedelta(seconds=settings.job_lease_seconds), settings.job_max_attempts)
     precomputed = None
@@ -90,10 +96,12 @@ def start_job_runtime(
         redispatcher = Redispatcher(store, dispatcher, timedelta(seconds=settings.job_redispatch_seconds))
         redispatcher.start()
         return JobRuntime(
-            JobService(settings, store, cache, dispatcher), None, celery, redispatcher, precomputed
+            JobService(settings, store, cache, dispatcher, forecasts), None, celery, redispatcher, precomputed
         )
-    runner = JobRunner(JobContext(settings, store, cache, predictions), process_worker_name("inprocess"))
+    context = JobContext(settings, store, cache, predictions, forecasts)
+    runner = JobRunner(context, process_worker_name("inprocess"))
     executor = InProcessExecutor(store, runner, settings.job_workers, settings.job_poll_seconds)
     if settings.job_workers > 0:
         executor.start()
-    return JobRuntime(JobService(settings, store, cache, executor), executor, None, None, precomputed)
+    service = JobService(settings, store, cache, executor, forecasts)
+    return JobRuntime(service, executor, None, None, precomputed)

@@ -20,7 +20,8 @@ from prediction_provider.accounts.principal import Principal
 from prediction_provider.accounts.roles import Permission, allows
 from prediction_provider.config import Settings
 from prediction_provider.db.models import PredictionJob, PredictionJobEvent
-from prediction_provider.errors import BrokerUnavailable, JobNotFound, JobStateConflict
+from prediction_provider.errors import BrokerUnavailable, JobNotFound, JobStateConflict, PredictionFailed
+from prediction_provider.forecasts.service import ForecastRequest, ForecastService, request_payload
 from prediction_provider.jobs import datasets, read_tokens
 from prediction_provider.jobs.records import JobFilter, JobStatus, NewJob, input_digest
 from prediction_provider.jobs.store import JobStore
@@ -54,12 +55,18 @@ class Submitted:
 
 class JobService:
     def __init__(
-        self, settings: Settings, store: JobStore, cache: ModelCache, dispatcher: Dispatcher
+        self,
+        settings: Settings,
+        store: JobStore,
+        cache: ModelCache,
+        dispatcher: Dispatcher,
+        forecasts: ForecastService | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.cache = cache
         self.dispatcher = dispatcher
+        self.forecasts = forecasts
 
     # -- submitting -------------------------------------------------------------------------------
 
@@ -80,6 +87,36 @@ class JobService:
             idempotency_key=submission.idempotency_key,
             model_name=resolved.name,
             model_version=resolved.version,
+        )
+        return self._submit(owner, new, address)
+
+    def submit_forecast(
+        self,
+        owner: Principal,
+        request: ForecastRequest,
+        idempotency_key: str | None,
+        address: str,
+        extra: dict[str, Any] | None = None,
+    ) -> Submitted:
+        """A forecast by symbol, run later. Everything a submit can check is checked first (the
+        symbol, interval, horizons, model and ``as_of``, and that the feeder has the bars), so a
+        request that cannot be answered gets its 4xx/503 now and leaves no job behind.
+        ``extra``: kept in the job's parameters (the seed API's request fields)."""
+        if self.forecasts is None:
+            raise PredictionFailed("forecasts by symbol are not configured on this server")
+        symbol, interval, cached = self.forecasts.check(request)
+        pinned = replace(request, symbol=symbol, interval=interval, model=cached.resolved.uri)
+        payload = request_payload(replace(request, symbol=symbol, interval=interval))
+        new = NewJob(
+            kind="forecast",
+            model_reference=cached.resolved.name,
+            input=payload,
+            input_hash=input_digest(payload),
+            parameters={"shape": "forecast", "model_uri": pinned.model, **(extra or {})},
+            data_as_of=None,
+            idempotency_key=idempotency_key,
+            model_name=cached.resolved.name,
+            model_version=cached.resolved.version,
         )
         return self._submit(owner, new, address)
 

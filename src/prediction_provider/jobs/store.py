@@ -13,7 +13,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
@@ -324,20 +324,20 @@ class JobStore(SplitJobs, DispatchBookkeeping):
         model_name: str | None,
         model_version: str | None,
         result_files: Sequence[str] = (),
+        data_as_of: datetime | None = None,
     ) -> bool:
-        """Store the result; ``False`` (and nothing stored) when the claim was lost meanwhile."""
-        return self._finish(
-            claim,
-            JobStatus.COMPLETED,
-            {
-                "result": result,
-                "result_files": list(result_files),
-                "model_name": model_name,
-                "model_version": model_version,
-                "progress": 100.0,
-            },
-            None,
-        )
+        """Store the result; ``False`` (and nothing stored) when the claim was lost meanwhile.
+        ``data_as_of``: the time of the data the result was computed from, when the job read it."""
+        values = {
+            "result": result,
+            "result_files": list(result_files),
+            "model_name": model_name,
+            "model_version": model_version,
+            "progress": 100.0,
+        }
+        if data_as_of is not None:
+            values["data_as_of"] = data_as_of
+        return self._finish(claim, JobStatus.COMPLETED, values, None)
 
     def fail(self, claim: Claim, error: dict[str, Any]) -> bool:
         return self._finish(claim, JobStatus.FAILED, {"error": error}, error.get("message"))

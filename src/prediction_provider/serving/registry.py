@@ -239,6 +239,24 @@ class ModelRegistry:
                 matching.append(_model_entry(registered, versions))
         return matching[offset : offset + limit], len(matching)
 
+    def tagged_models(self, key: str, value: str) -> dict[str, dict[str, str]]:
+        """Registered models whose tag ``key`` is ``value``, by name, with all their tags."""
+        found: dict[str, dict[str, str]] = {}
+        token: str | None = None
+        try:
+            while True:
+                page = self.client.search_registered_models(
+                    filter_string=f"tags.`{key}` = '{value}'", max_results=1000, page_token=token
+                )
+                found.update({str(model.name): dict(model.tags or {}) for model in page})
+                token = page.token
+                if not token:
+                    return found
+        except MlflowException as exc:
+            raise RegistryUnavailable(f"model registry error: {exc.message}") from exc
+        except (OSError, ConnectionError) as exc:
+            raise RegistryUnavailable(f"model registry unreachable: {exc}") from exc
+
     def _registered_models(self) -> list[Any]:
         """Every registered model, by name, through MLflow's pages."""
         found: list[Any] = []

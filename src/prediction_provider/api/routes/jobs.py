@@ -7,15 +7,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, BaseModel
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
+from starlette.responses import Response
 
 from prediction_provider.accounts.principal import Principal
 from prediction_provider.accounts.roles import Permission, allows
 from prediction_provider.api.auth import CurrentUser, Predictor, authenticate, client_address
-from prediction_provider.api.body import read_json_body
+from prediction_provider.api.body import openapi_body, read_json, read_json_body
 from prediction_provider.api.deps import ServicesDep, services_of
+from prediction_provider.api.forecast_schemas import ForecastJobCreate
 from prediction_provider.api.job_schemas import (
     TASK_STATES,
     AsyncTaskAccepted,
@@ -109,20 +111,50 @@ def _check_job_id(job_id: str) -> str:
     return job_id
 
 
-@router.post("/api/v1/predictions", status_code=202, response_model=PredictionAccepted, responses=ERRORS)
+def asks_by_symbol(data: Any) -> bool:
+    """A job body without feature rows that names a symbol is a forecast by symbol."""
+    return (
+        isinstance(data, dict)
+        and ("symbol" in data or "ticker" in data)
+        and "features" not in data
+        and "features_list" not in data
+    )
+
+
+@router.post(
+    "/api/v1/predictions",
+    status_code=202,
+    response_model=PredictionAccepted,
+    responses={**ERRORS, 201: {"model": PredictionAccepted, "description": "A forecast job by symbol"}},
+    openapi_extra=openapi_body(PredictionCreate, ForecastJobCreate),
+)
 async def submit_prediction(
     request: Request,
-    body: PredictionCreate,
     principal: Predictor,
     services: ServicesDep,
     idempotency_key: IdempotencyKey = None,
-) -> PredictionAccepted:
-    """Queue a prediction; poll ``GET /api/v1/predictions/{id}`` for its result."""
-    submission = body.submission(idempotency_key)
+) -> Response:
+    """Queue a prediction; poll ``GET /api/v1/predictions/{id}`` for its result. With ``features``
+    or ``features_list``: the model's answers for those rows (202). With ``symbol`` instead: the
+    symbol's forecast from its market data as of ``as_of`` (201)."""
+    data = await read_json(request)
+    if asks_by_symbol(data):
+        forecast_body = ForecastJobCreate.model_validate(data)
+        submitted = await run_in_threadpool(
+            jobs_of(services).submit_forecast,
+            principal, forecast_body.forecast_request(forecast_body.as_of), idempotency_key,
+            client_address(request),
+        )  # fmt: skip
+        return _json(_accepted(submitted), 201 if submitted.created else 200)
+    submission = PredictionCreate.model_validate(data).submission(idempotency_key)
     submitted = await run_in_threadpool(
         jobs_of(services).submit_rows, principal, submission, client_address(request)
     )
-    return _accepted(submitted)
+    return _json(_accepted(submitted), 202)
+
+
+def _json(model: BaseModel, status: int) -> Response:
+    return Response(model.model_dump_json(), status_code=status, media_type="application/json")
 
 
 @router.post(DATASET_UPLOAD_PATH, status_code=202, response_model=PredictionAccepted, responses=ERRORS)

@@ -10,9 +10,17 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from prediction_provider.accounts.principal import Principal
 from prediction_provider.api.auth import prediction_slot
-from prediction_provider.api.body import openapi_body, read_json_body
+from prediction_provider.api.body import openapi_body, read_json
 from prediction_provider.api.deps import Services, services_of
+from prediction_provider.api.forecast_schemas import (
+    ForecastBatchPublic,
+    ForecastBatchRequest,
+    ForecastPredictRequest,
+    ForecastPublic,
+    forecast_payload,
+)
 from prediction_provider.api.schemas import (
     ErrorBody,
     PredictBatchRequest,
@@ -20,6 +28,9 @@ from prediction_provider.api.schemas import (
     PredictRequest,
     PredictResponse,
 )
+from prediction_provider.errors import PredictionFailed, PredictionProviderError
+from prediction_provider.forecasts.records import Forecast, Requester
+from prediction_provider.forecasts.service import ForecastRequest, ForecastService
 from prediction_provider.serving.cache import CachedModel
 from prediction_provider.serving.inference import BatchResult
 from prediction_provider.serving.responses import batch_payload, single_payload
@@ -43,18 +54,30 @@ def json_response(payload: dict[str, Any]) -> Response:
     return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
 
+def asks_by_symbol(data: Any) -> bool:
+    """A body without features that names a symbol asks for a forecast computed from market data."""
+    return isinstance(data, dict) and "symbol" in data and "features" not in data
+
+
 @router.post(
     "/predict",
-    response_model=PredictResponse,
+    response_model=PredictResponse | ForecastPublic,
     responses=ERROR_RESPONSES,
-    openapi_extra=openapi_body(PredictRequest),
-    summary="Predict one row",
+    openapi_extra=openapi_body(PredictRequest, ForecastPredictRequest),
+    summary="Predict one row, or forecast a symbol from its market data",
 )
 async def predict(request: Request) -> Response:
+    """With ``features``: the model's answer for that row. With ``symbol`` and no features: the
+    symbol's forecast for every horizon (or ``horizon``/``horizons``) as of ``timestamp``."""
     services = services_of(request)
     started = time.perf_counter()
-    async with prediction_slot(request):
-        body = await read_json_body(request, PredictRequest)
+    async with prediction_slot(request) as principal:
+        data = await read_json(request)
+        if asks_by_symbol(data):
+            forecast_body = ForecastPredictRequest.model_validate(data)
+            forecast = await _forecast(services, principal, forecast_body.request(), "predict")
+            return json_response(forecast_payload(forecast))
+        body = PredictRequest.model_validate(data)
         cached = await services.cache.aget(body.model)
         if body.explain:
             return await _explained_row(services, cached, body, started)
@@ -64,20 +87,69 @@ async def predict(request: Request) -> Response:
 
 @router.post(
     "/predict/batch",
-    response_model=PredictBatchResponse,
+    response_model=PredictBatchResponse | ForecastBatchPublic,
     responses=ERROR_RESPONSES,
-    openapi_extra=openapi_body(PredictBatchRequest),
-    summary="Predict many rows, given as records or as columns",
+    openapi_extra=openapi_body(PredictBatchRequest, ForecastBatchRequest),
+    summary="Predict many rows, given as records or as columns; or forecast many symbols and times",
 )
 async def predict_batch(request: Request) -> Response:
+    """With ``features_list``: one answer per row. With ``requests`` (``{symbol, timestamp?, ...}``
+    each): one forecast per request, in order; the first that cannot be answered fails the call
+    with its error, its index in ``details``."""
     services = services_of(request)
     started = time.perf_counter()
-    async with prediction_slot(request):
-        body = await read_json_body(request, PredictBatchRequest)
+    async with prediction_slot(request) as principal:
+        data = await read_json(request)
+        if isinstance(data, dict) and "requests" in data and "features_list" not in data:
+            batch = ForecastBatchRequest.model_validate(data)
+            forecasts = await run_in_threadpool(
+                _forecast_all, forecasting(services), principal, [item.request() for item in batch.requests]
+            )
+            return json_response(
+                {
+                    "results": [forecast_payload(forecast) for forecast in forecasts],
+                    "count": len(forecasts),
+                    "latency_ms": round((time.perf_counter() - started) * 1000, 3),
+                }
+            )
+        body = PredictBatchRequest.model_validate(data)
         if body.explain:
             return await _explained_rows(services, body, started)
         result = await _predict_rows(services, body, started)
     return json_response(batch_payload(result, body.return_proba))
+
+
+def forecasting(services: Services) -> ForecastService:
+    if services.forecasts is None:
+        raise PredictionFailed("forecasts by symbol are not configured on this server")
+    return services.forecasts
+
+
+async def _forecast(
+    services: Services, principal: Principal, request: ForecastRequest, channel: str
+) -> Forecast:
+    """Answered on the event loop when nothing needs loading (a few hundred microseconds of
+    trees), else in a worker thread: a model load or a feeder read must not stall the loop."""
+    forecasts = forecasting(services)
+    requester = Requester(principal.user_id, principal.username, channel)
+    if forecasts.is_warm(request):
+        return forecasts.forecast(request, requester)
+    return await run_in_threadpool(forecasts.forecast, request, requester)
+
+
+def _forecast_all(
+    forecasts: ForecastService, principal: Principal, requests: list[ForecastRequest]
+) -> list[Forecast]:
+    requester = Requester(principal.user_id, principal.username, "batch")
+    answers = []
+    for index, request in enumerate(requests):
+        try:
+            answers.append(forecasts.forecast(request, requester))
+        except PredictionProviderError as exc:
+            exc.message = f"requests[{index}]: {exc.message}"
+            exc.details = {"index": index, "details": exc.details}
+            raise
+    return answers
 
 
 async def _explained_row(

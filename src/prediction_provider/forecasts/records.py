@@ -1,0 +1,144 @@
+"""The record of every forecast served: one ``prediction_records`` row per forecast step.
+
+Recording costs the request a deque append (``BatchWriter.record``); the row is
+built and inserted by the writer's thread. A forecast and its request id are
+the primary key, so a batch stored twice after a dropped connection is refused
+the second time instead of counted twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from prediction_provider.db.batch_writer import BatchWriter, Row
+from prediction_provider.db.models import PredictionRecord
+from prediction_provider.db.session import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ForecastStep:
+    step: int
+    target_time: datetime
+    direction: str
+    probabilities: dict[str, float]
+    expected_return: float
+    interval_80: tuple[float, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.step,
+            "target_time": self.target_time.isoformat(),
+            "direction": self.direction,
+            "probabilities": self.probabilities,
+            "expected_return": self.expected_return,
+            "interval_80": list(self.interval_80),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Forecast:
+    """One answered forecast: what was asked about, what the model saw and what it said."""
+
+    forecast_id: str
+    symbol: str
+    interval: str
+    as_of: datetime  # the time asked about (now when none was given)
+    data_as_of: datetime  # open time of the last bar the features read
+    model_name: str
+    model_version: str | None
+    feature_hash: str
+    steps: tuple[ForecastStep, ...]
+    created_at: datetime
+    latency_ms: float
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "forecast_id": self.forecast_id,
+            "symbol": self.symbol,
+            "interval": self.interval,
+            "as_of": self.as_of.isoformat(),
+            "data_as_of": self.data_as_of.isoformat(),
+            "model": {"name": self.model_name, "version": self.model_version},
+            "feature_hash": self.feature_hash,
+            "forecasts": [step.as_dict() for step in self.steps],
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    user_id: int | None
+    username: str | None
+    channel: str  # predict | batch | job
+    job_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedForecast:
+    forecast: Forecast
+    requester: Requester
+
+
+def record_rows(recorded: RecordedForecast) -> list[dict[str, Any]]:
+    forecast, requester = recorded.forecast, recorded.requester
+    return [
+        {
+            "request_id": forecast.forecast_id,
+            "row": row,
+            "created_at": forecast.created_at,
+            "channel": requester.channel,
+            "job_id": requester.job_id,
+            "user_id": requester.user_id,
+            "username": requester.username,
+            "model_name": forecast.model_name,
+            "model_version": forecast.model_version,
+            "role": "primary",
+            "served_by": "primary",
+            "symbol": forecast.symbol,
+            "interval": forecast.interval,
+            "as_of": forecast.as_of,
+            "data_as_of": forecast.data_as_of,
+            "horizon": step.step,
+            "target_time": step.target_time,
+            "feature_hash": forecast.feature_hash,
+            "label": step.direction,
+            "probabilities": step.probabilities,
+            "value": step.expected_return,
+            "answer": step.as_dict(),
+            "latency_ms": forecast.latency_ms,
+            "status": "ok",
+        }
+        for row, step in enumerate(forecast.steps)
+    ]
+
+
+class PredictionRecorder(BatchWriter[RecordedForecast]):
+    """Writes ``prediction_records`` rows in batches from a thread of its own; a forecast of n steps
+    is one queued item and n rows, built on the writer's thread."""
+
+    def __init__(self, db: Database, flush_interval_s: float = 0.2) -> None:
+        super().__init__(
+            db, PredictionRecord, _unused, name="prediction-recorder", flush_interval_s=flush_interval_s
+        )
+
+    def record_forecast(self, forecast: Forecast, requester: Requester) -> None:
+        self.record(RecordedForecast(forecast, requester))
+
+    def _rows(self, items: Sequence[RecordedForecast]) -> list[Row]:
+        rows: list[Row] = []
+        for item in items:
+            try:
+                rows.extend(record_rows(item))
+            except Exception:
+                self.lost += 1
+                log.exception("%s: could not turn a forecast into rows", self.name)
+        return rows
+
+
+def _unused(item: RecordedForecast) -> Row:
+    raise AssertionError("PredictionRecorder builds rows in _rows")
