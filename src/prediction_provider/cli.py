@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from prediction_provider import __version__, cli_jobs, config_errors, loadtest
+from prediction_provider import __version__, cli_jobs, cli_train, config_errors, loadtest
 from prediction_provider.config import Settings
 
 if TYPE_CHECKING:
@@ -300,6 +300,7 @@ def service_key(
     console.print(f"wrote a new API key of {username} ({role}) to {out}")
 
 
+app.command("train")(cli_train.train_command)
 app.command("worker")(cli_jobs.worker_command)
 app.command("batch-infer")(cli_jobs.batch_infer_command)
 app.command("loadtest")(loadtest.loadtest_command)

@@ -99,6 +99,9 @@ class SymbolModels:
     regime: RegimeModel
     strategies: dict[str, DirectionModel] = field(default_factory=dict)
     trained_at: str = ""
+    # The bars' interval and the feeder spec they are read from (None: PP_FEEDER), from the manifest.
+    interval: str | None = None
+    source: str | None = None
 
     @property
     def universal(self) -> DirectionModel | None:
@@ -112,7 +115,13 @@ def load_symbol(directory: Path) -> SymbolModels:
     manifest = json.loads((directory / MANIFEST).read_text(encoding="utf-8"))
     symbol = str(manifest["symbol"])
     regime = RegimeModel.load(directory / str(manifest["regime"]["file"]))
-    loaded = SymbolModels(symbol=symbol, regime=regime, trained_at=str(manifest.get("trained_at", "")))
+    loaded = SymbolModels(
+        symbol=symbol,
+        regime=regime,
+        trained_at=str(manifest.get("trained_at", "")),
+        interval=_optional_text(manifest.get("interval")),
+        source=_optional_text(manifest.get("source")),
+    )
     for strategy, entry in manifest["models"].items():
         if strategy not in STRATEGIES:
             log.warning("%s: ignoring unknown strategy %r in %s", symbol, strategy, directory)
@@ -131,6 +140,10 @@ def load_symbol(directory: Path) -> SymbolModels:
             classes=tuple(str(name) for name in manifest["classes"]),
         )
     return loaded
+
+
+def _optional_text(value: object) -> str | None:
+    return None if value is None or value == "" else str(value)
 
 
 class DecisionModels:
@@ -160,7 +173,14 @@ class DecisionModels:
         models = self._symbols.get(symbol)
         if models is None:
             raise UnknownSymbol(
-                f"no decision models for {symbol}; train them with `prediction-provider train-demo`",
+                f"no decision models for {symbol}; train them with `prediction-provider train "
+                f"--symbol {symbol} --interval <interval> --source <feeder spec>` (csv:<path>, "
+                "parquet:<path>, database, yfinance)",
                 {"symbol": symbol, "available": self.symbols()},
             )
         return models
+
+    def market_of(self, symbol: str) -> tuple[str | None, str | None]:
+        """The (interval, feeder spec) a symbol's bars are read at; (None, None) for an unknown one."""
+        models = self._symbols.get(symbol)
+        return (None, None) if models is None else (models.interval, models.source)

@@ -6,6 +6,10 @@ bar's direction on its regime's bars only. The universal model learns on all
 of them and stands in for a specialist whose regime had too few bars to train
 on. The split is by time, as for the demo models: the last bars are the test
 set, one bar left out between, and each model's test metrics go to the manifest.
+
+The manifest also names the bars' source (a feeder spec, ``features.feeders.spec``):
+the server reads that symbol's bars from it. Symbols trained without one (the
+demo's sample bars) are read from ``PP_FEEDER``.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from prediction_provider.errors import InsufficientHistory
 from prediction_provider.features.market_data import SAMPLE_SERIES, load_sample_bars
 from prediction_provider.features.pipeline import (
     DIRECTION_CLASSES,
@@ -40,6 +45,9 @@ from prediction_provider.trading.specialists import (
 log = logging.getLogger(__name__)
 
 MIN_TRAIN_ROWS = 80
+# The regime HMM needs 150 observations; the universal model 80 training rows after the 40 warm-up
+# bars, the last (unlabelled) bar and the test split.
+MIN_BARS = 200
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,30 +59,50 @@ class DecisionTraining:
     seed: int = 7
 
 
+@dataclass(frozen=True, slots=True)
+class TrainingBars:
+    """One symbol's bars to train on (a feeder's normalised OHLCV frame), and ``source``: the feeder
+    spec the server reads the symbol's bars from (``None``: ``PP_FEEDER``)."""
+
+    symbol: str
+    interval: str
+    bars: pd.DataFrame
+    source: str | None = None
+
+
+def sample_training_bars(symbol: str) -> TrainingBars:
+    """A sample series (``features.market_data``), read at serving time from ``PP_FEEDER``."""
+    return TrainingBars(symbol.upper(), SAMPLE_SERIES[symbol.upper()].interval, load_sample_bars(symbol))
+
+
 def decision_models_exist(data_dir: Path, symbols: Sequence[str]) -> bool:
     return all((symbol_dir(data_dir, symbol) / MANIFEST).is_file() for symbol in symbols)
 
 
 def train_decision_models(
     data_dir: Path,
-    symbols: Sequence[str],
+    symbols: Sequence[str | TrainingBars],
     config: DecisionTraining,
     *,
     force: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> list[Path]:
-    """Train and save the decision models of each sample symbol; skip symbols already trained."""
+    """Train and save the decision models of each symbol; skip symbols already trained.
+
+    A name stands for its sample series; ``TrainingBars`` carry any feeder's bars.
+    """
     report = progress or (lambda message: log.info("%s", message))
     written = []
-    for symbol in symbols:
+    for entry in symbols:
+        symbol = entry.symbol if isinstance(entry, TrainingBars) else entry.upper()
         directory = symbol_dir(data_dir, symbol)
         if not force and (directory / MANIFEST).is_file():
             continue
-        bars = load_sample_bars(symbol)
-        if config.max_bars:
-            bars = bars.iloc[-config.max_bars :]
-        interval = SAMPLE_SERIES[symbol.upper()].interval
-        written.append(train_symbol(symbol.upper(), interval, bars, directory, config, report))
+        series = entry if isinstance(entry, TrainingBars) else sample_training_bars(symbol)
+        bars = series.bars.iloc[-config.max_bars :] if config.max_bars else series.bars
+        written.append(
+            train_symbol(symbol, series.interval, bars, directory, config, report, source=series.source)
+        )
     return written
 
 
@@ -90,14 +118,29 @@ def train_symbol(
     directory: Path,
     config: DecisionTraining,
     report: Callable[[str], None],
+    *,
+    source: str | None = None,
 ) -> Path:
-    """Fit everything on ``bars`` and write it to ``directory``; the manifest is written last."""
+    """Fit everything on ``bars`` and write it to ``directory``; the manifest is written last.
+
+    ``source`` (a feeder spec) is where the server will read the symbol's bars; ``None``: ``PP_FEEDER``.
+    """
+    if len(bars) < MIN_BARS:
+        raise InsufficientHistory(
+            f"{symbol} has {len(bars)} {interval} bars; decision models need at least {MIN_BARS}",
+            [{"field": "bars", "error": f"{len(bars)} < {MIN_BARS}"}],
+        )
     regime_model = fit_regime_model(bars, seed=config.seed)
     regimes = regime_model.regime_per_bar(bars)
     features = compute_features(bars).loc[:, list(FEATURE_NAMES)]
     labels = direction_labels(bars, config.flat_band)
     frame = features.assign(direction=labels, regime=regimes).dropna()
     train, test = _split(frame, config.test_fraction)
+    if len(train) < MIN_TRAIN_ROWS:
+        raise InsufficientHistory(
+            f"{symbol}: only {len(train)} training rows; the universal model needs {MIN_TRAIN_ROWS}",
+            [{"field": "bars", "error": f"{len(train)} training rows < {MIN_TRAIN_ROWS}"}],
+        )
     directory.mkdir(parents=True, exist_ok=True)
     regime_model.save(directory / REGIME_FILE)
 
@@ -122,6 +165,7 @@ def train_symbol(
     manifest = {
         "symbol": symbol,
         "interval": interval,
+        "source": source,
         "trained_at": datetime.now(UTC).isoformat(),
         "bars": {"first": bars.index[0].isoformat(), "last": bars.index[-1].isoformat(), "count": len(bars)},
         "feature_names": list(FEATURE_NAMES),
