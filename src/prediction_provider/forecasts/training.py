@@ -88,6 +88,8 @@ class HorizonData:
     x_test: np.ndarray[Any, Any]
     direction_test: np.ndarray[Any, Any]
     return_test: np.ndarray[Any, Any]
+    train_times: pd.DatetimeIndex
+    test_times: pd.DatetimeIndex
 
 
 def horizon_data(bars: pd.DataFrame, horizon: int, config: ForecastTraining) -> HorizonData:
@@ -111,6 +113,8 @@ def horizon_data(bars: pd.DataFrame, horizon: int, config: ForecastTraining) -> 
         test[names].to_numpy(np.float64),
         test["direction"].to_numpy(np.int64),
         test["log_return"].to_numpy(np.float64),
+        pd.DatetimeIndex(train.index),
+        pd.DatetimeIndex(test.index),
     )
 
 
