@@ -26,6 +26,7 @@ from prediction_provider.api.errors import install_error_handlers
 from prediction_provider.api.hot_routes import HotRoutes, direct_routes
 from prediction_provider.api.middleware import RequestEnvelope
 from prediction_provider.api.openapi_security import install_security_docs
+from prediction_provider.api.options import AnswerOptions
 from prediction_provider.api.routes import (
     admin,
     auth,
@@ -37,8 +38,10 @@ from prediction_provider.api.routes import (
     metrics,
     models,
     monitoring,
+    plugins,
     precomputed,
     predict,
+    root,
     signals,
     trading_accounts,
     users,
@@ -124,7 +127,7 @@ def build_services(settings: Settings) -> Services:
         AuditWriter(db),
     )
     services.market = MarketSources(settings)
-    services.decisions, services.trading_accounts = build_trading(settings, db)
+    services.decisions, services.trading_accounts = build_trading(settings, db, services.market)
     services.forecasts = build_forecasts(serving.registry, serving.cache, db, services.market, warm=True)
     # Before any warm-up: a name unloaded before a restart stays unloaded, and is not loaded.
     services.unloaded = follow_unloaded_models(
@@ -272,6 +275,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         upload_limits={jobs.DATASET_UPLOAD_PATH: settings.max_upload_bytes},
     )
+    app.add_middleware(AnswerOptions)  # inside the envelope: an OPTIONS answer is audited and headed too
     app.add_middleware(RequestEnvelope, metrics=metrics.install(app))
     if settings.cors_origins:
         app.add_middleware(
@@ -294,6 +298,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         monitoring,
         precomputed,
         metrics,
+        plugins,
+        root,
     ):
         app.include_router(module.router)
     # After the routers: the docs routes are matched last, not before every API route.
