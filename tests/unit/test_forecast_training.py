@@ -16,8 +16,8 @@ from prediction_provider.features.pipeline import (
     direction_labels,
     horizon_labels,
 )
+from prediction_provider.forecasts.answers import step_offset
 from prediction_provider.forecasts.model import MANIFEST, ForecastLoader, ForecastManifest, ForecastModel
-from prediction_provider.forecasts.service import step_offset
 from prediction_provider.forecasts.training import ForecastTraining, fit_horizon, horizon_data
 from prediction_provider.serving.loaders import open_source
 

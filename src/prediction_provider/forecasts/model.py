@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import ctypes
 import json
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,19 +118,22 @@ class StepForecast:
 class SingleRowBooster:
     """A LightGBM booster behind the C API's single-row fast path (see the module docstring).
 
-    The prepared handle keeps buffers of its own, so calls are serialised by a lock; each
-    call holds it for a few microseconds, and ctypes lets the GIL go meanwhile.
+    The call goes through a ``ctypes.PyDLL`` handle of LightGBM's own library, which keeps the
+    GIL for the ~10 us the trees take. Releasing it (as ``ctypes.CDLL`` does) would invite
+    another thread to take it for up to a switch interval (5 ms) before each booster's result
+    could be read back; holding it also serialises the calls, as the prepared handle's buffers
+    require, without a lock of our own.
     """
 
     def __init__(self, booster: Any, features: int, outputs: int) -> None:
         from lightgbm.basic import _LIB, _c_str, _safe_call  # type: ignore[attr-defined]
 
         self._booster = booster  # keeps the native booster alive as long as the handle
-        self._outputs = outputs
-        self._lib, self._check = _LIB, _safe_call
+        self._check = _safe_call
+        self._lib = _LIB
         self._handle = ctypes.c_void_p()
         self._check(
-            self._lib.LGBM_BoosterPredictForMatSingleRowFastInit(
+            _LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
                 booster._handle,
                 ctypes.c_int(0),  # C_API_PREDICT_NORMAL: probabilities / values
                 ctypes.c_int(0),  # start iteration
@@ -142,27 +144,41 @@ class SingleRowBooster:
                 ctypes.byref(self._handle),
             )
         )
-        self._lock = threading.Lock()
+        self._predict = _holding_gil(_LIB).LGBM_BoosterPredictForMatSingleRowFast
+        self._out = np.empty(outputs, dtype=np.float64)
+        self._out_pointer = self._out.ctypes.data
         self._written = ctypes.c_int64(0)
+        self._written_pointer = ctypes.addressof(self._written)
 
     def predict(self, row: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
         """``row``: C-contiguous float64 of the booster's features."""
-        out = np.empty(self._outputs, dtype=np.float64)
-        with self._lock:
-            self._check(
-                self._lib.LGBM_BoosterPredictForMatSingleRowFast(
-                    self._handle,
-                    row.ctypes.data_as(ctypes.c_void_p),
-                    ctypes.byref(self._written),
-                    out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)),
-                )
-            )
-        return out
+        return self.predict_at(row.ctypes.data)
+
+    def predict_at(self, row_address: int) -> npt.NDArray[np.float64]:
+        """The same, given the address of such a row (computed once for many boosters)."""
+        if self._predict(self._handle, row_address, self._written_pointer, self._out_pointer) != 0:
+            self._check(-1)  # raises LightGBM's last error
+        return self._out.copy()
 
     def close(self) -> None:
         if self._handle:
             self._check(self._lib.LGBM_FastConfigFree(self._handle))
             self._handle = ctypes.c_void_p()
+
+
+_GIL_HOLDING_LIBRARIES: dict[str, ctypes.PyDLL] = {}
+
+
+def _holding_gil(library: ctypes.CDLL) -> ctypes.PyDLL:
+    """The same shared library, called without releasing the GIL; argument types declared once."""
+    found = _GIL_HOLDING_LIBRARIES.get(library._name)
+    if found is None:
+        found = ctypes.PyDLL(library._name)
+        function = found.LGBM_BoosterPredictForMatSingleRowFast
+        function.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
+        function.restype = ctypes.c_int
+        _GIL_HOLDING_LIBRARIES[library._name] = found
+    return found
 
 
 class ForecastModel(LoadedModel):
@@ -188,14 +204,15 @@ class ForecastModel(LoadedModel):
 
     def forecast(self, row: npt.ArrayLike, steps: Sequence[int]) -> list[StepForecast]:
         vector = np.ascontiguousarray(row, dtype=np.float64)
+        address = vector.ctypes.data
         answers = []
         for step in steps:
             direction, quantile_boosters = self._steps[step]
-            probabilities = direction.predict(vector)
+            probabilities = direction.predict_at(address).tolist()
             # Separately fitted quantiles can cross; sorting is the standard rearrangement and
             # keeps each value a prediction of one of the models.
-            values = sorted(float(booster.predict(vector)[0]) for booster in quantile_boosters)
-            answers.append(StepForecast(step, tuple(float(p) for p in probabilities), tuple(values)))
+            values = sorted(booster.predict_at(address)[0].item() for booster in quantile_boosters)
+            answers.append(StepForecast(step, tuple(probabilities), tuple(values)))
         return answers
 
     def predict_scores(self, matrix: FloatMatrix) -> npt.NDArray[Any]:

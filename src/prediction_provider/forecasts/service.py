@@ -25,7 +25,6 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
-import pandas as pd
 
 from prediction_provider.errors import (
     FeederUnavailable,
@@ -34,15 +33,10 @@ from prediction_provider.errors import (
     UnknownSymbol,
 )
 from prediction_provider.features.feeders.base import normalise_symbol
-from prediction_provider.features.feeders.intervals import Interval
 from prediction_provider.features.point_in_time import FeatureSnapshot, PointInTimeFeatures
+from prediction_provider.forecasts.answers import ForecastAnswers
 from prediction_provider.forecasts.model import ForecastModel
-from prediction_provider.forecasts.records import (
-    Forecast,
-    ForecastStep,
-    PredictionRecorder,
-    Requester,
-)
+from prediction_provider.forecasts.records import Forecast, PredictionRecorder, Requester
 from prediction_provider.serving.cache import CachedModel, ModelCache
 from prediction_provider.serving.registry import ModelRegistry
 from prediction_provider.trading.records import feature_hash
@@ -131,6 +125,7 @@ class ForecastService:
         self.recorder = recorder
         self._clock = clock
         self._warm: set[tuple[str, str | None, str | None]] = set()
+        self.answers = ForecastAnswers()
 
     def model_reference(self, request: ForecastRequest) -> tuple[str, str, str]:
         """(symbol, interval, model reference) for ``request``; 404/422 when nothing serves it."""
@@ -201,19 +196,9 @@ class ForecastService:
         steps = steps_of(request, manifest.horizons)
         snapshot = self._snapshot(symbol, interval, manifest.source, request.as_of)
         row = np.fromiter((snapshot.values[name] for name in manifest.feature_names), np.float64)
-        answers = model.forecast(row, steps)
-        offset = step_offset(interval)
-        classes = manifest.classes
-        forecast_steps = tuple(
-            ForecastStep(
-                step=answer.step,
-                target_time=(pd.Timestamp(snapshot.data_as_of) + answer.step * offset).to_pydatetime(),
-                direction=classes[int(np.argmax(answer.probabilities))],
-                probabilities=dict(zip(classes, answer.probabilities, strict=True)),
-                expected_return=answer.quantiles[len(answer.quantiles) // 2],
-                interval_80=(answer.quantiles[0], answer.quantiles[-1]),
-            )
-            for answer in answers
+        digest = feature_hash(row)
+        forecast_steps = self.answers.steps(
+            cached.resolved.uri, model, row, digest, snapshot.data_as_of, steps
         )
         forecast = Forecast(
             forecast_id=str(uuid.uuid4()),
@@ -223,7 +208,7 @@ class ForecastService:
             data_as_of=snapshot.data_as_of,
             model_name=cached.resolved.name,
             model_version=cached.resolved.version,
-            feature_hash=feature_hash(row),
+            feature_hash=digest,
             steps=forecast_steps,
             created_at=self._clock(),
             latency_ms=(time.perf_counter() - started) * 1000,
@@ -280,16 +265,6 @@ class ForecastService:
     def close(self) -> None:
         if self.recorder is not None:
             self.recorder.close()
-
-
-def step_offset(interval: str) -> pd.DateOffset | pd.Timedelta:
-    """What one step of ``interval`` adds to a bar's time: business days for daily bars (the labels
-    count bars, and markets that close at weekends have no weekend bars), the interval otherwise.
-    Computed from the calendar alone, so later bars never change a forecast's target times."""
-    delta = Interval.parse(interval).delta
-    if delta == pd.Timedelta(days=1):
-        return pd.offsets.BDay(1)
-    return delta
 
 
 def steps_of(request: ForecastRequest, trained: tuple[int, ...]) -> tuple[int, ...]:
