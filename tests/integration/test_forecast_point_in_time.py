@@ -64,3 +64,22 @@ def test_the_served_forecast_is_the_point_in_time_one(live_server: LiveServer) -
         service_over(live_server, BARS).forecast(
             ForecastRequest("EURUSD", "1h", as_of=BARS.index[5]), REQUESTER
         )
+
+
+def test_a_corrected_bar_is_forecast_afresh_not_from_the_kept_answer(live_server: LiveServer) -> None:
+    bars = BARS.iloc[:-100]
+    service = service_over(live_server, bars)
+    request = ForecastRequest("EURUSD", "1h")
+    before = service.forecast(request, REQUESTER)
+    assert service.forecast(request, REQUESTER).steps == before.steps  # answered from the kept steps
+    corrected = bars.iloc[-1:].copy()
+    corrected["close"] *= 1.01
+    corrected["high"] = corrected[["high", "close"]].max(axis=1)
+    market = service.market
+    assert isinstance(market, FixedMarket)
+    market.features.append_bars("EURUSD", corrected)
+    after = service.forecast(request, REQUESTER)
+    fresh = service_over(live_server, pd.concat([bars.iloc[:-1], corrected])).forecast(request, REQUESTER)
+    assert after.feature_hash != before.feature_hash
+    assert after.steps == fresh.steps
+    assert after.steps != before.steps
