@@ -245,6 +245,13 @@ class Settings(BaseSettings):
         default=0.0, ge=0, le=1, description="Chance that the oracle flips each answer (noise_probability)."
     )
     oracle_noise_seed: int = Field(default=42, description="Seed of the oracle's one noise stream.")
+    oracle_noise_std: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="noisy_ideal_oracle: standard deviation of the Gaussian noise added to each 0/1 answer "
+        "before it is thresholded at 0.5 (POST /api/v1/predict/set_noise changes it while serving).",
+    )
     mc_dropout_passes: int = Field(
         default=30, ge=2, le=1000, description="Stochastic passes of the mc_dropout signal predictor."
     )

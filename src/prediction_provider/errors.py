@@ -197,6 +197,25 @@ class FeederUnavailable(PredictionProviderError):
     code = "feeder_unavailable"
 
 
+class PipelineUnavailable(PredictionProviderError):
+    """No feature pipeline plugin by that name, or one that cannot be imported."""
+
+    code = "pipeline_unavailable"
+
+
+class NoiseUnsupported(Conflict):
+    """``set_noise`` or the noise metrics asked of a signal predictor that takes no noise (409);
+    ``details`` names the predictor serving and the ones that do take it."""
+
+    code = "noise_unsupported"
+
+
+class RoleChangeForbidden(PermissionDenied):
+    """A user's own profile edit that names a role (403): only an admin changes roles."""
+
+    code = "role_change_forbidden"
+
+
 class DecisionNotFound(PredictionProviderError):
     """No recorded trading decision with this id, or one the caller may not see (not told apart)."""
 

@@ -67,7 +67,8 @@ def test_user_lifecycle_from_creation_to_revocation(
 
 def test_profile_edits_cannot_touch_role_or_active_flag(client: httpx.Client) -> None:
     raised = client.put("/api/v1/users/profile", json={"role": "admin"})
-    assert raised.status_code == 422
+    assert raised.status_code == 403
+    assert raised.json()["error"]["code"] == "role_change_forbidden"
     revived = client.put("/api/v1/users/profile", json={"is_active": True})
     assert revived.status_code == 422
     renamed = client.put("/api/v1/users/profile", json={"full_name": "Test Client"})

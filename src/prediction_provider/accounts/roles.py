@@ -28,6 +28,8 @@ class Permission(StrEnum):
     MANAGE_ALL_JOBS = "manage_all_jobs"  # change or cancel anyone's jobs
     # Open and edit one's own trading accounts and positions (anyone's: MANAGE_USERS too).
     MANAGE_TRADING_ACCOUNTS = "manage_trading_accounts"
+    # Set the signal predictor's noise (POST /api/v1/predict/set_noise): it changes every caller's answers.
+    TUNE_SIGNAL_NOISE = "tune_signal_noise"
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -49,6 +51,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.READ_USAGE,
             Permission.READ_METRICS,
             Permission.READ_ALL_JOBS,
+            Permission.TUNE_SIGNAL_NOISE,
         }
     ),
     Role.GUEST: frozenset({Permission.READ_MODELS}),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 RoleName = Literal["admin", "provider", "client", "evaluator", "operator"]
 USERNAME = r"^[a-z0-9][a-z0-9_.-]{2,63}$"
@@ -31,6 +31,11 @@ class ApiKeyPublic(BaseModel):
     username: str
     created_at: datetime
     replaced: bool = Field(description="True when an older key was revoked by this one, at once.")
+    expires_in_days: int | None = Field(
+        default=None,
+        description="Days the key stays valid; null: keys do not expire (one lasts until it is "
+        "regenerated, revoked or its account deactivated).",
+    )
 
 
 class UserPublic(BaseModel):
@@ -62,10 +67,28 @@ class UserUpdate(Strict):
 
 
 class ProfileUpdate(Strict):
-    """Deliberately without role or active flag: a user cannot raise or revive itself."""
+    """Deliberately without an editable role or active flag: a user cannot raise or revive itself.
+
+    ``role`` is accepted only to be refused with a 403 ``role_change_forbidden`` (the seed
+    project's clients expect a refusal, not a malformed request); ``is_active`` stays a 422.
+    """
 
     email: str | None = Field(default=None, max_length=254)
     full_name: str | None = Field(default=None, max_length=200)
+    role: JsonValue = Field(
+        default=None, description="Refused: a profile edit naming a role answers 403 role_change_forbidden."
+    )
+
+
+class SeedPasswordChange(Strict):
+    """``PUT /api/v1/users/password``: the seed project's field names."""
+
+    old_password: str = Field(min_length=1, max_length=128)
+    new_password: str = Field(min_length=10, max_length=128)
+
+
+class Message(BaseModel):
+    message: str
 
 
 class PasswordChange(Strict):

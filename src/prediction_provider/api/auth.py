@@ -115,6 +115,7 @@ LogReader = Annotated[Principal, Depends(holding(Permission.READ_LOGS))]
 UsageReader = Annotated[Principal, Depends(holding(Permission.READ_USAGE))]
 MetricsReader = Annotated[Principal, Depends(holding(Permission.READ_METRICS))]
 TradingAccountManager = Annotated[Principal, Depends(holding(Permission.MANAGE_TRADING_ACCOUNTS))]
+SignalNoiseTuner = Annotated[Principal, Depends(holding(Permission.TUNE_SIGNAL_NOISE))]
 
 
 async def signed_in(request: Request) -> Principal:

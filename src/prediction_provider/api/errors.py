@@ -36,6 +36,7 @@ STATUS_BY_ERROR: dict[type[errors.PredictionProviderError], int] = {
     errors.UnknownSymbol: 404,
     errors.InvalidMarketData: 422,
     errors.FeederUnavailable: 503,
+    errors.PipelineUnavailable: 503,
     errors.UnknownStrategy: 400,
     errors.TradingAccountNotFound: 404,
     errors.JobNotFound: 404,

@@ -47,6 +47,7 @@ CREDENTIALS: list[dict[str, list[str]]] = [{API_KEY_SCHEME: []}, {BEARER_SCHEME:
 # Answered without credentials (paths as the schema spells them, without a trailing slash).
 PUBLIC_OPERATIONS: frozenset[tuple[str, str]] = frozenset(
     {
+        ("get", "/"),
         ("get", "/health"),
         ("get", "/health/live"),
         ("get", "/health/ready"),

@@ -10,6 +10,8 @@ value of 0 or less does (``signals.levels``).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from pydantic import BaseModel, Field, FiniteFloat
 
 from prediction_provider.signals.levels import DEFAULT_SL_POINTS, DEFAULT_TP_POINTS
@@ -88,3 +90,34 @@ class ModelInfoResponse(BaseModel):
     required_columns: list[str]
     accepts_ohlc_window: bool
     look_ahead: bool = Field(description="True for the oracle, which reads bars after the request time.")
+
+
+class NoiseSetting(BaseModel):
+    """``POST /api/v1/predict/set_noise``: the seed project's body."""
+
+    noise_std: FiniteFloat = Field(
+        ge=0, description="Standard deviation of the Gaussian noise on each 0/1 answer (0: the ideal oracle)."
+    )
+
+
+class NoiseSet(BaseModel):
+    noise_std: float
+    status: str = Field(description='"ok": set, and the counts of /api/v1/predict/metrics reset.')
+    predictor: str
+
+
+class NoiseMetrics(BaseModel):
+    """Confusion matrix of the noisy answers against the noiseless oracle (positive: 1)."""
+
+    tp: int
+    fp: int
+    tn: int
+    fn: int
+    total_predictions: int
+    precision: float
+    recall: float
+    f1: float
+    accuracy: float
+    noise_std: float
+    predictor: str
+    since: datetime = Field(description="The last reset: the predictor's start or the last set_noise.")

@@ -70,6 +70,19 @@ class NoiseStream:
         return 1 - answer if draw < self.probability else answer
 
 
+def oracle_bars(predictor: str, settings: Settings) -> PriceBars:
+    """The bars of ``PP_ORACLE_CSV``, which every look-ahead predictor reads; ``ModelLoadFailed`` else."""
+    path = settings.oracle_csv
+    if path is None:
+        raise ModelLoadFailed(f"{predictor} reads its bars from PP_ORACLE_CSV, which is not set")
+    if not path.is_file():
+        raise ModelLoadFailed(f"PP_ORACLE_CSV names {path}, which is not a file", {"path": str(path)})
+    try:
+        return read_bars_csv(path)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadFailed(f"cannot read the oracle's bars from {path.name}: {exc}") from exc
+
+
 class BinaryIdealOracle(SignalPredictor):
     name = "binary_ideal_oracle"
     answers_inline = True
@@ -85,17 +98,8 @@ class BinaryIdealOracle(SignalPredictor):
 
     @classmethod
     def from_settings(cls, settings: Settings) -> BinaryIdealOracle:
-        path = settings.oracle_csv
-        if path is None:
-            raise ModelLoadFailed(f"{cls.name} reads its bars from PP_ORACLE_CSV, which is not set")
-        if not path.is_file():
-            raise ModelLoadFailed(f"PP_ORACLE_CSV names {path}, which is not a file", {"path": str(path)})
-        try:
-            bars = read_bars_csv(path)
-        except (OSError, ValueError) as exc:
-            raise ModelLoadFailed(f"cannot read the oracle's bars from {path.name}: {exc}") from exc
         noise = NoiseStream(settings.oracle_noise_probability, settings.oracle_noise_seed)
-        return cls(bars, settings.pip_size, settings.prediction_horizon, noise)
+        return cls(oracle_bars(cls.name, settings), settings.pip_size, settings.prediction_horizon, noise)
 
     def info(self) -> PredictorInfo:
         return PredictorInfo(self.name, window_size=0, prediction_scope="path_scanning", look_ahead=True)

@@ -4,6 +4,11 @@
 ``predict``, counted against the caller's in-flight predictions) and
 ``GET /api/v1/model/info`` (``read_models``). Which predictor answers is set
 by ``PP_SIGNAL_PREDICTOR`` (``signals.registry``).
+
+The seed project's noise sweeps: ``POST /api/v1/predict/set_noise``
+(``tune_signal_noise``: operators and admins) and ``GET /api/v1/predict/metrics``
+(``read_models``), answered by a predictor that takes noise
+(``signals.noisy_oracle``); any other answers 409 ``noise_unsupported``.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
-from prediction_provider.api.auth import ModelReader, prediction_slot
+from prediction_provider.api.auth import ModelReader, SignalNoiseTuner, prediction_slot
 from prediction_provider.api.body import openapi_body, read_json_body
 from prediction_provider.api.deps import services_of
 from prediction_provider.api.schemas import ErrorBody
@@ -26,8 +31,12 @@ from prediction_provider.api.signal_schemas import (
     ExitSignalRequest,
     ExitSignalResponse,
     ModelInfoResponse,
+    NoiseMetrics,
+    NoiseSet,
+    NoiseSetting,
 )
 from prediction_provider.signals.levels import TradeCosts
+from prediction_provider.signals.noisy_oracle import noise_control
 from prediction_provider.signals.predictor import EntryQuery, ExitQuery, SignalPredictor
 from prediction_provider.signals.registry import SignalPredictorSlot
 from prediction_provider.signals.request_fields import parse_direction, parse_request_time
@@ -129,3 +138,52 @@ async def predict_exit(request: Request) -> Response:
         predictor = await signal_predictor(request)
         signal = await answer(predictor, predictor.exit, query)
     return json_response(signal.payload())
+
+
+NOISE_UNSUPPORTED = (409, "The signal predictor serving takes no noise (noise_unsupported)")
+CREDENTIALS_MISSING = (401, "No valid credentials")
+
+
+@router.post(
+    "/api/v1/predict/set_noise",
+    response_model=NoiseSet,
+    responses=_errors(
+        CREDENTIALS_MISSING,
+        (403, "The caller may not tune the signal noise (operators and admins may)"),
+        NOISE_UNSUPPORTED,
+        (422, "noise_std missing, negative or not a finite number"),
+        UNAVAILABLE,
+    ),
+    summary="Set the noisy oracle's noise_std; resets its metrics and restarts its random stream",
+)
+async def set_noise(body: NoiseSetting, request: Request, _: SignalNoiseTuner) -> NoiseSet:
+    predictor = await signal_predictor(request)
+    noise_control(predictor).set_noise(body.noise_std)
+    return NoiseSet(noise_std=body.noise_std, status="ok", predictor=predictor.name)
+
+
+@router.get(
+    "/api/v1/predict/metrics",
+    response_model=NoiseMetrics,
+    responses=_errors(
+        CREDENTIALS_MISSING, (403, "The caller may not read models"), NOISE_UNSUPPORTED, UNAVAILABLE
+    ),
+    summary="Precision, recall, F1 and accuracy of the noisy answers against the noiseless oracle",
+)
+async def noise_metrics(request: Request, _: ModelReader) -> NoiseMetrics:
+    predictor = await signal_predictor(request)
+    metrics = noise_control(predictor).metrics()
+    return NoiseMetrics(
+        tp=metrics.tp,
+        fp=metrics.fp,
+        tn=metrics.tn,
+        fn=metrics.fn,
+        total_predictions=metrics.total,
+        precision=round(metrics.precision, 6),
+        recall=round(metrics.recall, 6),
+        f1=round(metrics.f1, 6),
+        accuracy=round(metrics.accuracy, 6),
+        noise_std=metrics.noise_std,
+        predictor=predictor.name,
+        since=metrics.since,
+    )
