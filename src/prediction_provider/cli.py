@@ -168,6 +168,14 @@ def curl_example(settings: Settings, model: str, api_key: str) -> str:
     )
 
 
+def forecast_curl_example(settings: Settings, api_key: str) -> str:
+    body = json.dumps({"symbol": "EURUSD", "prediction_horizon": 6})
+    return (
+        f"curl -s -X POST http://{settings.host}:{settings.port}/predict "
+        f"-H 'X-API-KEY: {api_key}' -H 'Content-Type: application/json' -d '{body}'"
+    )
+
+
 @app.command()
 def demo(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
     """Train the demo models if needed, then serve them with the champions warmed."""
@@ -193,6 +201,8 @@ def demo(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None
     print("Try:\n")
     client_key = next(c.api_key for c in credentials if c.role == "client")
     print(curl_example(settings, names[0], client_key), flush=True)
+    print("\nor ask for a forecast by symbol (the server reads the bars and computes the features):\n")
+    print(forecast_curl_example(settings, client_key), flush=True)
     print(flush=True)
     _serve(settings)
 
