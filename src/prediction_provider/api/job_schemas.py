@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, Field, WithJsonSchema, model_validator
+from pydantic import AwareDatetime, BaseModel, Field, SerializeAsAny, WithJsonSchema, model_validator
 
 from prediction_provider.api.schemas import FEATURES_SCHEMA, ROWS_SCHEMA, ModelField, ReturnProbaField
 from prediction_provider.db.models import PredictionJob
@@ -114,7 +114,8 @@ class PredictionPublic(BaseModel):
 
 
 class PredictionPage(BaseModel):
-    items: list[PredictionPublic]
+    # Serialized as what each item is: a job by symbol carries the seed project's fields too.
+    items: list[SerializeAsAny[PredictionPublic]]
     total: int
     limit: int
     offset: int

@@ -16,14 +16,22 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from sqlalchemy import func, select
+
 from prediction_provider.accounts.principal import Principal
 from prediction_provider.accounts.roles import Permission, allows
 from prediction_provider.config import Settings
 from prediction_provider.db.models import PredictionJob, PredictionJobEvent
-from prediction_provider.errors import BrokerUnavailable, JobNotFound, JobStateConflict, PredictionFailed
+from prediction_provider.errors import (
+    BrokerUnavailable,
+    JobNotFound,
+    JobStateConflict,
+    PredictionFailed,
+    RateLimited,
+)
 from prediction_provider.forecasts.service import ForecastRequest, ForecastService, request_payload
 from prediction_provider.jobs import datasets, read_tokens
-from prediction_provider.jobs.records import JobFilter, JobStatus, NewJob, input_digest
+from prediction_provider.jobs.records import TERMINAL, JobFilter, JobStatus, NewJob, input_digest
 from prediction_provider.jobs.store import JobStore
 from prediction_provider.serving.cache import ModelCache
 
@@ -67,6 +75,10 @@ class JobService:
         self.cache = cache
         self.dispatcher = dispatcher
         self.forecasts = forecasts
+        # Per owner: the count of unfinished symbol jobs and the submit that may add one are one
+        # step in this process (a server of several processes may overshoot by one per process).
+        self._owner_locks: dict[int, threading.Lock] = {}
+        self._owner_locks_guard = threading.Lock()
 
     # -- submitting -------------------------------------------------------------------------------
 
@@ -118,7 +130,43 @@ class JobService:
             model_name=cached.resolved.name,
             model_version=cached.resolved.version,
         )
-        return self._submit(owner, new, address)
+        if owner.user_id is None:
+            return self._submit(owner, new, address)
+        with self._owner_lock(owner.user_id):
+            self._check_in_flight(owner.user_id, new.idempotency_key)
+            return self._submit(owner, new, address)
+
+    def _owner_lock(self, owner_id: int) -> threading.Lock:
+        with self._owner_locks_guard:
+            return self._owner_locks.setdefault(owner_id, threading.Lock())
+
+    def _check_in_flight(self, owner_id: int, idempotency_key: str | None) -> None:
+        """At most ``max_concurrent_predictions`` symbol jobs of one account pending or running at
+        once (the seed project's cap of 10 per user): 429 with Retry-After beyond it. A retry of
+        a submit already made (same Idempotency-Key) is answered its job, never refused."""
+        cap = self.settings.max_concurrent_predictions
+        with self.store.db.session() as session:
+            if idempotency_key is not None and session.scalar(
+                select(PredictionJob.id).where(
+                    PredictionJob.owner_id == owner_id, PredictionJob.idempotency_key == idempotency_key
+                )
+            ):
+                return
+            unfinished = session.scalar(
+                select(func.count())
+                .select_from(PredictionJob)
+                .where(
+                    PredictionJob.owner_id == owner_id,
+                    PredictionJob.kind == "forecast",
+                    PredictionJob.status.in_([JobStatus.PENDING, JobStatus.PROCESSING]),
+                )
+            )
+        if int(unfinished or 0) >= cap:
+            raise RateLimited(
+                f"at most {cap} forecast jobs pending or running per user; wait for one to finish",
+                1,
+                {"max_in_flight": cap, "in_flight": int(unfinished or 0)},
+            )
 
     def submit_dataset(
         self,
@@ -225,6 +273,40 @@ class JobService:
     def cancel(self, job_id: str, principal: Principal) -> PredictionJob:
         self.changeable(job_id, principal)
         return self.store.cancel(job_id)
+
+    def remove_forecast(self, job_id: str, principal: Principal) -> PredictionJob:
+        """The seed API's DELETE of a job by symbol: cancelled if it has not finished, then gone
+        from the job list. Its forecast is not lost: every forecast served stays in the
+        prediction records, under the job's id. Other kinds of job are only cancelled."""
+        job = self.changeable(job_id, principal)
+        if job.kind != "forecast":
+            return self.store.cancel(job_id)
+        if job.status not in TERMINAL:
+            try:
+                job = self.store.cancel(job_id)
+            except JobStateConflict:  # it finished meanwhile
+                job = self.store.get(job_id)
+        with self.store.db.session() as session:
+            row = session.get(PredictionJob, job_id)
+            if row is not None and row.status in TERMINAL:
+                session.delete(row)
+        return job
+
+    def by_client_key(self, principal: Principal, key: str, address: str) -> PredictionJob | None:
+        """The caller's job submitted with idempotency key ``key`` (anonymous callers' keys are
+        scoped by their address, as at submit); never another caller's."""
+        owned: Any
+        if principal.user_id is None:
+            stored = read_tokens.scoped_idempotency_key(key, address)
+            owned = PredictionJob.owner_id.is_(None)
+        else:
+            stored, owned = key, PredictionJob.owner_id == principal.user_id
+        with self.store.db.session() as session:
+            return session.scalars(
+                select(PredictionJob).where(
+                    owned, PredictionJob.idempotency_key == stored, PredictionJob.parent_id.is_(None)
+                )
+            ).first()
 
     def events(
         self, job_id: str, principal: Principal, read_token: str | None, limit: int, offset: int

@@ -9,11 +9,13 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from prediction_provider.api.auth import prediction_slot
-from prediction_provider.api.body import openapi_body, read_json_body
+from prediction_provider.api.body import openapi_body, read_json
 from prediction_provider.api.decision_schemas import DecisionBody, DecisionPublic
 from prediction_provider.api.deps import services_of
 from prediction_provider.api.errors import error_response
+from prediction_provider.api.routes.jobs import idempotency_key, submit_symbol_job
 from prediction_provider.api.schemas import ErrorBody
+from prediction_provider.api.seed_schemas import SeedPredictionAccepted, SeedPredictionCreate, asks_seed_job
 from prediction_provider.errors import PredictionFailed
 from prediction_provider.trading.decisions import Decision, DecisionRequest, decision_payload
 
@@ -62,16 +64,28 @@ def rejection(decision: Decision, payload: dict[str, Any]) -> Response:
 @router.post(
     "/predict",
     response_model=DecisionPublic,
-    responses=ERROR_RESPONSES,
-    openapi_extra=openapi_body(DecisionBody),
-    summary="A trading decision: action, size, regime and risk validation",
+    responses={
+        **ERROR_RESPONSES,
+        201: {
+            "model": SeedPredictionAccepted,
+            "description": "The seed project's prediction request (recognised by its fields: ticker, "
+            "prediction_type, prediction_horizon, interval, baseline_datetime, *_plugin, model_name): "
+            "a forecast job by symbol, as POST /api/v1/predictions answers it",
+        },
+    },
+    openapi_extra=openapi_body(DecisionBody, SeedPredictionCreate),
+    summary="A trading decision: action, size, regime and risk validation (or the seed's prediction job)",
 )
 async def decide(request: Request) -> Response:
     services = services_of(request)
     if services.decisions is None:
         raise PredictionFailed("trading decisions are not configured on this server")
     async with prediction_slot(request) as principal:
-        body = await read_json_body(request, DecisionBody)
+        data = await read_json(request)
+        if asks_seed_job(data):
+            # The seed project's prediction request (its fields, not a decision's): a job by symbol.
+            return await submit_symbol_job(request, principal, services, data, idempotency_key(request))
+        body = DecisionBody.model_validate(data)
         decision = await services.decisions.decide(
             DecisionRequest(
                 symbol=body.symbol,

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import AwareDatetime, BaseModel
@@ -17,7 +18,6 @@ from prediction_provider.accounts.roles import Permission, allows
 from prediction_provider.api.auth import CurrentUser, Predictor, authenticate, client_address
 from prediction_provider.api.body import openapi_body, read_json, read_json_body
 from prediction_provider.api.deps import ServicesDep, services_of
-from prediction_provider.api.forecast_schemas import ForecastJobCreate
 from prediction_provider.api.job_schemas import (
     TASK_STATES,
     AsyncTaskAccepted,
@@ -31,7 +31,16 @@ from prediction_provider.api.job_schemas import (
     TaskStatus,
 )
 from prediction_provider.api.query_params import DeclaredQueryOnly, Limit, Offset
+from prediction_provider.api.routes import seed as seed_routes
 from prediction_provider.api.schemas import ErrorBody, PredictRequest
+from prediction_provider.api.seed_jobs import submit_seed_job
+from prediction_provider.api.seed_schemas import (
+    SeedPredictionAccepted,
+    SeedPredictionCreate,
+    SymbolPredictionPublic,
+    accepted,
+    public_of,
+)
 from prediction_provider.errors import InvalidInput
 from prediction_provider.jobs import datasets, read_tokens
 from prediction_provider.jobs.records import JobFilter, JobStatus
@@ -125,8 +134,16 @@ def asks_by_symbol(data: Any) -> bool:
     "/api/v1/predictions",
     status_code=202,
     response_model=PredictionAccepted,
-    responses={**ERRORS, 201: {"model": PredictionAccepted, "description": "A forecast job by symbol"}},
-    openapi_extra=openapi_body(PredictionCreate, ForecastJobCreate),
+    responses={
+        **ERRORS,
+        201: {
+            "model": SeedPredictionAccepted,
+            "description": "A forecast job by symbol, answered as the seed project's PredictionResponse; "
+            "anonymous callers get its read token in the X-Job-Token header",
+        },
+        429: {"model": ErrorBody, "description": "Too many of your forecast jobs pending or running"},
+    },
+    openapi_extra=openapi_body(PredictionCreate, SeedPredictionCreate),
 )
 async def submit_prediction(
     request: Request,
@@ -136,21 +153,42 @@ async def submit_prediction(
 ) -> Response:
     """Queue a prediction; poll ``GET /api/v1/predictions/{id}`` for its result. With ``features``
     or ``features_list``: the model's answers for those rows (202). With ``symbol`` instead: the
-    symbol's forecast from its market data as of ``as_of`` (201)."""
+    symbol's forecast from its market data as of ``as_of`` (201), in the seed project's words
+    too (``ticker``, ``prediction_type``, ``baseline_datetime``, ``model_name``, ``*_plugin``)."""
     data = await read_json(request)
     if asks_by_symbol(data):
-        forecast_body = ForecastJobCreate.model_validate(data)
-        submitted = await run_in_threadpool(
-            jobs_of(services).submit_forecast,
-            principal, forecast_body.forecast_request(forecast_body.as_of), idempotency_key,
-            client_address(request),
-        )  # fmt: skip
-        return _json(_accepted(submitted), 201 if submitted.created else 200)
+        return await submit_symbol_job(request, principal, services, data, idempotency_key)
     submission = PredictionCreate.model_validate(data).submission(idempotency_key)
     submitted = await run_in_threadpool(
         jobs_of(services).submit_rows, principal, submission, client_address(request)
     )
     return _json(_accepted(submitted), 202)
+
+
+def idempotency_key(request: Request) -> str | None:
+    """The Idempotency-Key header of a route that reads its request itself (a hot route)."""
+    key = request.headers.get("idempotency-key")
+    if key is not None and not 1 <= len(key) <= 128:
+        raise InvalidInput(
+            "Idempotency-Key must be 1 to 128 characters", [{"field": "Idempotency-Key", "error": "length"}]
+        )
+    return key
+
+
+async def submit_symbol_job(
+    request: Request, principal: Principal, services: ServicesDep, data: Any, idempotency_key: str | None
+) -> Response:
+    """A job by symbol, answered as the seed's ``PredictionResponse`` (201; 200 for a replayed
+    Idempotency-Key). The anonymous caller's read token travels in the ``X-Job-Token`` header:
+    the body holds no credential (the seed's clients check it for one)."""
+    body = SeedPredictionCreate.model_validate(data)
+    submitted = await run_in_threadpool(
+        submit_seed_job, jobs_of(services), principal, body, idempotency_key, client_address(request)
+    )
+    response = _json(accepted(submitted.job, submitted.created), 201 if submitted.created else 200)
+    if submitted.read_token is not None:
+        response.headers[read_tokens.HEADER] = submitted.read_token
+    return response
 
 
 def _json(model: BaseModel, status: int) -> Response:
@@ -222,17 +260,21 @@ async def list_predictions(
     """Your jobs, newest first; admins and operators see everyone's."""
     filters = JobFilter(owner_id, status, model, created_after, created_before)
     rows, total = await run_in_threadpool(jobs_of(services).search, principal, filters, limit, offset)
-    return PredictionPage(
-        items=[PredictionPublic.of(job) for job in rows], total=total, limit=limit, offset=offset
-    )
+    return PredictionPage(items=[public_of(job) for job in rows], total=total, limit=limit, offset=offset)
 
 
-@router.get("/api/v1/predictions/{job_id}", response_model=PredictionPublic, responses=ERRORS)
+@router.get(
+    "/api/v1/predictions/{job_id}",
+    response_model=SymbolPredictionPublic | PredictionPublic,
+    responses=ERRORS,
+)
 async def get_prediction(
     job_id: str, principal: JobReader, services: ServicesDep, read_token: JobToken = None
 ) -> PredictionPublic:
+    """A job by symbol answers the seed project's fields too (``prediction_id``, ``symbol``,
+    ``prediction_type``, ... ``result: {request, ...forecast}``, ``output`` once completed)."""
     job = await run_in_threadpool(jobs_of(services).visible, _check_job_id(job_id), principal, read_token)
-    return PredictionPublic.of(job)
+    return public_of(job)
 
 
 @router.get("/api/v1/predictions/{job_id}/events", response_model=JobEventPage, responses=ERRORS)
@@ -273,11 +315,28 @@ async def update_prediction(
     return PredictionPublic.of(job)
 
 
-@router.delete("/api/v1/predictions/{job_id}", response_model=PredictionPublic, responses=ERRORS)
-async def cancel_prediction(job_id: str, principal: CurrentUser, services: ServicesDep) -> PredictionPublic:
-    """Cancel a pending or running job (409 once it has finished); its result, if any arrives, is dropped."""
-    job = await run_in_threadpool(jobs_of(services).cancel, _check_job_id(job_id), principal)
-    return PredictionPublic.of(job)
+@router.delete(
+    "/api/v1/predictions/{job_id}",
+    response_model=PredictionPublic,
+    responses={
+        **ERRORS,
+        200: {
+            "model": SymbolPredictionPublic | PredictionPublic,
+            "description": "The job as it was cancelled; a job by symbol is also removed (the seed "
+            "project's delete: message, its fields, then 404), its forecast kept in the prediction records",
+        },
+    },
+)
+async def cancel_prediction(job_id: str, principal: CurrentUser, services: ServicesDep) -> Response:
+    """Cancel a pending or running job (409 once it has finished); its result, if any arrives, is
+    dropped. A job by symbol is deleted as the seed project did, finished or not: cancelled if
+    still pending or running, then gone from the job list (GET answers 404); every forecast it
+    made stays in the prediction records, under its job id."""
+    job = await run_in_threadpool(jobs_of(services).remove_forecast, _check_job_id(job_id), principal)
+    if job.kind != "forecast":
+        return _json(PredictionPublic.of(job), 200)
+    answer = {"message": "Prediction deleted successfully", **public_of(job).model_dump(mode="json")}
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 @router.get(
@@ -329,3 +388,7 @@ async def task_status(
 ) -> TaskStatus:
     job = await run_in_threadpool(jobs_of(services).visible, _check_job_id(task_id), principal, read_token)
     return TaskStatus.of(job)
+
+
+# The seed project's legacy GET /status/{id} rides on this router (its POST is /predict's).
+router.include_router(seed_routes.router)

@@ -21,6 +21,7 @@ from prediction_provider.api.forecast_schemas import (
     ForecastPublic,
     forecast_payload,
 )
+from prediction_provider.api.routes.seed import legacy_predict
 from prediction_provider.api.schemas import (
     ErrorBody,
     PredictBatchRequest,
@@ -28,6 +29,7 @@ from prediction_provider.api.schemas import (
     PredictRequest,
     PredictResponse,
 )
+from prediction_provider.api.seed_schemas import LegacyAccepted, LegacyPredict, asks_legacy_predict
 from prediction_provider.errors import PredictionFailed, PredictionProviderError
 from prediction_provider.forecasts.records import Forecast, Requester
 from prediction_provider.forecasts.service import ForecastRequest, ForecastService
@@ -61,18 +63,21 @@ def asks_by_symbol(data: Any) -> bool:
 
 @router.post(
     "/predict",
-    response_model=PredictResponse | ForecastPublic,
+    response_model=PredictResponse | ForecastPublic | LegacyAccepted,
     responses=ERROR_RESPONSES,
-    openapi_extra=openapi_body(PredictRequest, ForecastPredictRequest),
+    openapi_extra=openapi_body(PredictRequest, ForecastPredictRequest, LegacyPredict),
     summary="Predict one row, or forecast a symbol from its market data",
 )
 async def predict(request: Request) -> Response:
     """With ``features``: the model's answer for that row. With ``symbol`` and no features: the
-    symbol's forecast for every horizon (or ``horizon``/``horizons``) as of ``timestamp``."""
+    symbol's forecast for every horizon (or ``horizon``/``horizons``) as of ``timestamp``. With
+    ``instrument`` (the seed project's legacy body): a job by symbol, polled at ``/status/{id}``."""
     services = services_of(request)
     started = time.perf_counter()
     async with prediction_slot(request) as principal:
         data = await read_json(request)
+        if asks_legacy_predict(data):
+            return await legacy_predict(request, principal, data)
         if asks_by_symbol(data):
             forecast_body = ForecastPredictRequest.model_validate(data)
             forecast = await _forecast(services, principal, forecast_body.request(), "predict")
