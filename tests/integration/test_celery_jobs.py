@@ -27,7 +27,7 @@ from sqlalchemy import func, select
 
 from prediction_provider.config import Settings
 from prediction_provider.db import migrate
-from prediction_provider.db.models import PredictionJob, PredictionJobEvent
+from prediction_provider.db.models import PredictionJob, PredictionJobEvent, PredictionRecord
 from prediction_provider.db.session import Database
 from tests.conftest import MODEL, TEST_JWT_SECRET, Account, LiveServer
 from tests.integration.database_fixtures import services_required
@@ -211,6 +211,40 @@ def test_a_thousand_concurrent_jobs_all_complete_exactly_once(
     with httpx.Client(base_url=api.url, headers=headers(api)) as http:
         direct = http.post("/predict", json=bodies[7]).json()
     assert jobs[ids[7]].result["prediction"] == direct["prediction"]
+
+
+def test_symbol_jobs_run_on_the_workers_and_record_their_forecasts(
+    api: LiveServer, workers: Workers, database: Database
+) -> None:
+    bodies = [
+        {"symbol": "EURUSD", "as_of": f"2018-01-{day:02d}T12:00:00Z", "horizons": [1, 6]}
+        for day in range(2, 22)
+    ]
+    responses = asyncio.run(_submit_all(api.url, api.api_key, bodies, concurrency=10))  # type: ignore[attr-defined]
+    assert [response.status_code for response in responses] == [201] * len(bodies), responses[0].text
+    ids = [response.json()["id"] for response in responses]
+    jobs = wait_for_jobs(database, ids, workers)
+    assert {job.status for job in jobs.values()} == {"completed"}, [job.error for job in jobs.values()]
+    assert all(job.worker is not None and job.worker.startswith("celery@") for job in jobs.values())
+    # The worker's answer is the API's own for the same question.
+    with httpx.Client(base_url=api.url, headers=headers(api)) as http:
+        direct = http.post(
+            "/predict", json={**bodies[3], "timestamp": bodies[3]["as_of"], "as_of": None}
+        ).json()
+    assert jobs[ids[3]].result["forecasts"] == direct["forecasts"]
+    forecast_ids = [job.result["forecast_id"] for job in jobs.values()]
+    deadline = time.monotonic() + 30
+    while True:  # the workers' recorders flush on their own schedule
+        with database.session() as session:
+            rows = session.scalars(
+                select(PredictionRecord).where(PredictionRecord.request_id.in_(forecast_ids))
+            ).all()
+        if len(rows) == 2 * len(ids) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert len(rows) == 2 * len(ids)
+    assert {(row.channel, row.symbol) for row in rows} == {("job", "EURUSD")}
+    assert {row.job_id for row in rows} == set(ids)
 
 
 def test_a_worker_killed_mid_job_has_the_job_redelivered_and_completed_once(
