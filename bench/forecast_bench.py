@@ -1,7 +1,8 @@
 """What does a forecast by symbol cost, next to a prediction from given features?
 
-1. Through one server (``serve``, the demo models, the bars cached after warm-up),
-   alternating rounds so that load from elsewhere weighs on all alike:
+1. Through two servers (``serve``, the demo models, the bars cached after warm-up;
+   one keeps forecast answers per bar, the default, one runs the model for every
+   request), alternating rounds so that load from elsewhere weighs on all alike:
    ``POST /predict`` with given features (the LightGBM direction model) and
    ``POST /predict {"symbol": "EURUSD"}`` (features computed by the server, all
    five horizons), at c=1 (p50) and c=8 (p50, P95). Targets: the symbol forecast's
@@ -21,10 +22,13 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from loadgen import build_request, percentile, run_load
@@ -35,6 +39,8 @@ SYMBOL_BODY = {"symbol": "EURUSD"}
 
 
 def through_server(data_dir: Path, rounds: int, duration_s: float, jobs: int) -> dict[str, float]:
+    """Two servers at once, one keeping forecast answers (the default) and one running the model
+    for every request (``PP_FORECAST_ANSWER_CACHE=0``), measured in alternating rounds."""
     from prediction_provider.app import build_services, close_services
     from prediction_provider.config import Settings
 
@@ -44,15 +50,25 @@ def through_server(data_dir: Path, rounds: int, duration_s: float, jobs: int) ->
     row = real_features(feature_names).iloc[-1]
     features_body = {"model": MODEL, "features": {name: float(value) for name, value in row.items()}}
     figures: dict[str, list[float]] = {}
-    with running_server(data_dir, MODEL) as (port, _, api_key):
-        headers = {"X-API-KEY": api_key}
+    with ExitStack() as servers:
+        kept = servers.enter_context(running_server(data_dir, MODEL))
+        with environment(PP_FORECAST_ANSWER_CACHE="0"):
+            fresh = servers.enter_context(running_server(data_dir, MODEL))
 
-        def request(body: dict[str, object]) -> bytes:
-            return build_request("POST", "/predict", HOST, port, json.dumps(body).encode(), headers=headers)
+        def request(server: tuple[int, float, str], body: dict[str, object]) -> tuple[int, bytes]:
+            port, _, api_key = server
+            payload = json.dumps(body).encode()
+            return port, build_request(
+                "POST", "/predict", HOST, port, payload, headers={"X-API-KEY": api_key}
+            )
 
-        cases = {"features": request(features_body), "symbol": request(SYMBOL_BODY)}
+        cases = {
+            "features": request(kept, features_body),
+            "symbol": request(kept, SYMBOL_BODY),
+            "symbol_fresh": request(fresh, SYMBOL_BODY),
+        }
         for _ in range(rounds):
-            for name, payload in cases.items():
+            for name, (port, payload) in cases.items():
                 for concurrency in (1, 8):
                     load = run_load(
                         HOST, port, payload, concurrency=concurrency, duration_s=duration_s, warmup_s=0.3
@@ -61,11 +77,22 @@ def through_server(data_dir: Path, rounds: int, duration_s: float, jobs: int) ->
                     figures.setdefault(f"{name}_c{concurrency}_p50", []).append(load.percentile_ms(50))
                     figures.setdefault(f"{name}_c{concurrency}_p95", []).append(load.percentile_ms(95))
                     figures.setdefault(f"{name}_c{concurrency}_rps", []).append(load.requests_per_s)
-        figures["job_ms"] = job_latencies(port, api_key, jobs)
+        figures["job_ms"] = job_latencies(kept[0], kept[2], jobs)
     medians = {name: statistics.median(values) for name, values in figures.items() if name != "job_ms"}
     medians["job_p50"] = percentile(figures["job_ms"], 50)
     medians["job_p95"] = percentile(figures["job_ms"], 95)
     return medians
+
+
+@contextmanager
+def environment(**variables: str) -> Iterator[None]:
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            os.environ.pop(name, None) if value is None else os.environ.__setitem__(name, value)
 
 
 def job_latencies(port: int, api_key: str, jobs: int) -> list[float]:
@@ -109,10 +136,12 @@ def in_process(data_dir: Path, calls: int) -> dict[str, float]:
         recording = services.forecasts
         assert recording is not None
         silent = ForecastService(recording.cache, recording.catalog, recording.market, None)
+        fresh = ForecastService(recording.cache, recording.catalog, recording.market, None, answer_cache=0)
         request = ForecastRequest("EURUSD", "1h")
         requester = Requester(None, None, "predict")
         figures = {}
-        for name, service in (("without record", silent), ("with record", recording)):
+        cases = (("without record", silent), ("with record", recording), ("model every time", fresh))
+        for name, service in cases:
             for _ in range(200):
                 service.forecast(request, requester)
             rounds = []
@@ -149,24 +178,40 @@ def main(argv: list[str] | None = None) -> int:
         train_demo_models(Settings(data_dir=args.data_dir, demo_mode=True), progress=lambda message: None)
     local = in_process(args.data_dir, args.calls)
     served = through_server(args.data_dir, args.rounds, args.duration, args.jobs)
-    print("| measure | given features | by symbol (5 horizons) |")
-    print("|---|---|---|")
+    rows = [
+        "| measure | given features | by symbol, kept answers | by symbol, model every time |",
+        "|---|---|---|---|",
+    ]
     for concurrency in (1, 8):
         for stat in ("p50", "p95"):
             key = f"c{concurrency}_{stat}"
-            print(f"| POST /predict c={concurrency} {stat} | {served[f'features_{key}']:.3f} ms "
-                  f"| {served[f'symbol_{key}']:.3f} ms |")  # fmt: skip
-        print(f"| POST /predict c={concurrency} req/s | {served[f'features_c{concurrency}_rps']:.0f} "
-              f"| {served[f'symbol_c{concurrency}_rps']:.0f} |")  # fmt: skip
-    print(f"| symbol job end to end (embedded executor) p50 / p95 | | "
-          f"{served['job_p50']:.1f} / {served['job_p95']:.1f} ms |")  # fmt: skip
-    print(f"| ForecastService.forecast in process, no record | | {local['forecast_us_without record']:.1f} µs |")
-    print(f"| ForecastService.forecast in process, recorded | | {local['forecast_us_with record']:.1f} µs |")
-    print(f"| prediction_records written (SQLite, writer thread) | | {local['records_per_s']:.0f} rows/s |")
-    gap = served["symbol_c1_p50"] - served["features_c1_p50"]
-    print(f"\nby-symbol minus features, c=1 p50: {gap:.3f} ms (target < 1 ms); "
-          f"by-symbol c=8 P95 {served['symbol_c8_p95']:.3f} ms (target < 5 ms); "
-          f"job p50 {served['job_p50']:.1f} ms (target < 50 ms)")  # fmt: skip
+            cells = " | ".join(
+                f"{served[f'{case}_{key}']:.3f} ms" for case in ("features", "symbol", "symbol_fresh")
+            )
+            rows.append(f"| POST /predict c={concurrency} {stat} | {cells} |")
+        key = f"c{concurrency}_rps"
+        cells = " | ".join(
+            f"{served[f'{case}_{key}']:.0f}" for case in ("features", "symbol", "symbol_fresh")
+        )
+        rows.append(f"| POST /predict c={concurrency} req/s | {cells} |")
+    rows.append(f"| symbol job, submit to completed (embedded executor), p50 / p95 | | "
+                f"{served['job_p50']:.1f} / {served['job_p95']:.1f} ms | |")  # fmt: skip
+    kept_us, fresh_us = local["forecast_us_without record"], local["forecast_us_model every time"]
+    rows.append(
+        f"| ForecastService.forecast in process, no record | | {kept_us:.1f} µs | {fresh_us:.1f} µs |"
+    )
+    rows.append(
+        f"| ForecastService.forecast in process, recorded | | {local['forecast_us_with record']:.1f} µs | |"
+    )
+    rows.append(
+        f"| prediction_records rows written (SQLite, writer thread) | | {local['records_per_s']:.0f}/s | |"
+    )
+    print("\n".join(rows))
+    for case in ("symbol", "symbol_fresh"):
+        gap = served[f"{case}_c1_p50"] - served["features_c1_p50"]
+        print(f"{case}: minus features at c=1 p50 {gap:.3f} ms (target < 1 ms); "
+              f"c=8 P95 {served[f'{case}_c8_p95']:.3f} ms (target < 5 ms)")  # fmt: skip
+    print(f"job p50 {served['job_p50']:.1f} ms (target < 50 ms)")
     return 0
 
 

@@ -128,7 +128,10 @@ def build_services(settings: Settings) -> Services:
     )
     services.market = MarketSources(settings)
     services.decisions, services.trading_accounts = build_trading(settings, db, services.market)
-    services.forecasts = build_forecasts(serving.registry, serving.cache, db, services.market, warm=True)
+    services.forecasts = build_forecasts(
+        serving.registry, serving.cache, db, services.market, warm=True,
+        answer_cache=settings.forecast_answer_cache,
+    )  # fmt: skip
     # Before any warm-up: a name unloaded before a restart stays unloaded, and is not loaded.
     services.unloaded = follow_unloaded_models(
         serving.cache, db, settings.model_state_refresh_ms / 1000, settings.redis_url

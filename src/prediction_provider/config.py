@@ -300,6 +300,11 @@ class Settings(BaseSettings):
     feeder_refresh_seconds: float = Field(
         default=60.0, ge=0, description="database cache: how often the upstream is asked for newer bars."
     )
+    forecast_answer_cache: int = Field(
+        default=4096,
+        ge=0,
+        description="Forecast steps kept per model version, bar and features (0: run the model every time).",
+    )
     risk_budget: float = Field(
         default=0.1,
         gt=0,

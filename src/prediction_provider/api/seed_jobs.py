@@ -23,7 +23,9 @@ refused at submit (422 naming what is available) and leaves no job behind:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -66,19 +68,23 @@ def type_of(up_to: int | None, horizons: tuple[int, ...] | None, trained: tuple[
     return "medium_term"
 
 
-def _installed(group: str) -> list[str]:
-    return sorted({entry_point.name for entry_point in entry_points(group=group)})
+@lru_cache(maxsize=8)
+def _installed(group: str) -> tuple[str, ...]:
+    """Entry points read once per process: scanning the installed distributions takes tens of
+    milliseconds, and plugins installed later need a restart to be served anyway."""
+    return tuple(sorted({entry_point.name for entry_point in entry_points(group=group)}))
 
 
-def _check_plugin(field: str, sent: str | None, own: set[str], installed: list[str]) -> str:
-    """The plugin name to report: the seed's default when none was sent."""
+def _check_plugin(field: str, sent: str | None, own: set[str], installed: Callable[[], Sequence[str]]) -> str:
+    """The plugin name to report: the seed's default when none was sent. ``installed`` is only
+    read when a name other than the default or the model's own was sent."""
     default = DEFAULT_PLUGINS[field]
     if sent is None or sent == default or sent in own:
         return sent or default
-    if sent in installed:
+    if sent in installed():
         error = f"this symbol's model uses {', '.join(sorted(own))}; send that or {default}"
     else:
-        error = f"unknown plugin; installed: {', '.join(installed)} (or {default})"
+        error = f"unknown plugin; installed: {', '.join(installed())} (or {default})"
     raise InvalidInput(f"{field} {sent!r} cannot serve this forecast", [{"field": field, "error": error}])
 
 
@@ -103,15 +109,16 @@ def seed_job(forecasts: ForecastService, body: SeedPredictionCreate) -> SeedJob:
     plugins = {
         "predictor_plugin": _check_plugin(
             "predictor_plugin", body.predictor_plugin,
-            {FORECAST_LOADER, cached.resolved.name or ""}, [*_installed(PREDICTOR_GROUP), FORECAST_LOADER],
+            {FORECAST_LOADER, cached.resolved.name or ""},
+            lambda: [*_installed(PREDICTOR_GROUP), FORECAST_LOADER],
         ),
         "feeder_plugin": _check_plugin(
             "feeder_plugin", body.feeder_plugin,
-            {manifest.source.partition(":")[0]}, sorted(feeder_plugins()),
+            {manifest.source.partition(":")[0]}, lambda: sorted(feeder_plugins()),
         ),
         "pipeline_plugin": _check_plugin(
             "pipeline_plugin", body.pipeline_plugin,
-            {manifest.feature_pipeline.partition("/")[0]}, _installed(PIPELINE_GROUP),
+            {manifest.feature_pipeline.partition("/")[0]}, lambda: _installed(PIPELINE_GROUP),
         ),
     }  # fmt: skip
     request = ForecastRequest(

@@ -64,6 +64,9 @@ class ForecastAnswers:
                 self.hits += 1
                 return found
         answer = self._compute(model, row, data_as_of, steps)
+        if self.size == 0:
+            self.misses += 1
+            return answer
         with self._lock:
             self.misses += 1
             self._answers[key] = answer

@@ -7,6 +7,7 @@ import logging
 from prediction_provider.db.session import Database
 from prediction_provider.errors import PredictionProviderError
 from prediction_provider.features.market_sources import MarketSources
+from prediction_provider.forecasts.answers import ANSWER_CACHE_SIZE
 from prediction_provider.forecasts.records import PredictionRecorder
 from prediction_provider.forecasts.service import ForecastCatalog, ForecastRequest, ForecastService
 from prediction_provider.serving.cache import ModelCache
@@ -16,13 +17,19 @@ log = logging.getLogger(__name__)
 
 
 def build_forecasts(
-    registry: ModelRegistry, cache: ModelCache, db: Database, market: MarketSources, *, warm: bool
+    registry: ModelRegistry,
+    cache: ModelCache,
+    db: Database,
+    market: MarketSources,
+    *,
+    warm: bool,
+    answer_cache: int = ANSWER_CACHE_SIZE,
 ) -> ForecastService:
     """The forecast service; with ``warm``, every served symbol's model and bars are loaded now
     (blocking), so that no request waits for them. A symbol that fails to warm is logged and left
     to fail on its own requests, as decisions do."""
     catalog = ForecastCatalog(registry)
-    service = ForecastService(cache, catalog, market, PredictionRecorder(db))
+    service = ForecastService(cache, catalog, market, PredictionRecorder(db), answer_cache=answer_cache)
     try:
         catalog.refresh()
     except PredictionProviderError as exc:

@@ -34,7 +34,7 @@ from prediction_provider.errors import (
 )
 from prediction_provider.features.feeders.base import normalise_symbol
 from prediction_provider.features.point_in_time import FeatureSnapshot, PointInTimeFeatures
-from prediction_provider.forecasts.answers import ForecastAnswers
+from prediction_provider.forecasts.answers import ANSWER_CACHE_SIZE, ForecastAnswers
 from prediction_provider.forecasts.model import ForecastModel
 from prediction_provider.forecasts.records import Forecast, PredictionRecorder, Requester
 from prediction_provider.serving.cache import CachedModel, ModelCache
@@ -118,6 +118,7 @@ class ForecastService:
         recorder: PredictionRecorder | None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        answer_cache: int = ANSWER_CACHE_SIZE,
     ) -> None:
         self.cache = cache
         self.catalog = catalog
@@ -125,7 +126,7 @@ class ForecastService:
         self.recorder = recorder
         self._clock = clock
         self._warm: set[tuple[str, str | None, str | None]] = set()
-        self.answers = ForecastAnswers()
+        self.answers = ForecastAnswers(answer_cache)
 
     def model_reference(self, request: ForecastRequest) -> tuple[str, str, str]:
         """(symbol, interval, model reference) for ``request``; 404/422 when nothing serves it."""

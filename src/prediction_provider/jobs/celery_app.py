@@ -164,7 +164,10 @@ def _worker_forecasts(settings: Settings, serving: Any, db: Any) -> Any:
     from prediction_provider.features.market_sources import MarketSources
     from prediction_provider.forecasts.factory import build_forecasts
 
-    return build_forecasts(serving.registry, serving.cache, db, MarketSources(settings), warm=True)
+    return build_forecasts(
+        serving.registry, serving.cache, db, MarketSources(settings), warm=True,
+        answer_cache=settings.forecast_answer_cache,
+    )  # fmt: skip
 
 
 def worker_runner() -> JobRunner:
