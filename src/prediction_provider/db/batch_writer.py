@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import insert
@@ -50,6 +50,11 @@ Item = TypeVar("Item")
 Row = Mapping[str, Any]
 
 
+def _one_row(to_row: Callable[[Item], Row] | None) -> Callable[[Item], Iterable[Row]]:
+    assert to_row is not None
+    return lambda item: (to_row(item),)
+
+
 class _Marker:
     """Queued behind the items of a ``flush`` (or ``close``): set once they are written."""
 
@@ -59,16 +64,18 @@ class _Marker:
 
 
 class BatchWriter(Generic[Item]):
-    """Inserts ``to_row(item)`` for every recorded item into ``table``; every row must have the same
-    keys (one statement inserts many)."""
+    """Inserts ``to_row(item)`` for every recorded item into ``table`` (or every row of
+    ``to_rows(item)``, for items that are several rows, e.g. a forecast's steps); every row must
+    have the same keys (one statement inserts many)."""
 
     def __init__(
         self,
         db: Database,
         table: type[Base],
-        to_row: Callable[[Item], Row],
+        to_row: Callable[[Item], Row] | None,
         *,
         name: str,
+        to_rows: Callable[[Item], Iterable[Row]] | None = None,
         flush_interval_s: float = 0.2,
         retry_delays_s: Sequence[float] = RETRY_DELAYS_S,
     ) -> None:
@@ -78,7 +85,9 @@ class BatchWriter(Generic[Item]):
         self.failed_attempts = 0  # database errors met so far, retried or not
         self.lost = 0  # items given up on
         self._insert_rows = insert(table.metadata.tables[table.__tablename__])
-        self._to_row = to_row
+        if (to_row is None) == (to_rows is None):
+            raise TypeError("give exactly one of to_row and to_rows")
+        self._to_rows = to_rows if to_rows is not None else _one_row(to_row)
         # deque.append and popleft are atomic: callers and the writer share it without a lock.
         self._items: deque[Item | _Marker] = deque()
         self._interval = flush_interval_s
@@ -193,10 +202,10 @@ class BatchWriter(Generic[Item]):
                 log.error("%s: the database refused a row: %s", self.name, exc)
 
     def _rows(self, items: Sequence[Item]) -> list[Row]:
-        rows = []
+        rows: list[Row] = []
         for item in items:
             try:
-                rows.append(self._to_row(item))
+                rows.extend(self._to_rows(item))
             except Exception:
                 self.lost += 1
                 log.exception("%s: could not turn an item into a row", self.name)

@@ -66,6 +66,12 @@ class MarketSources:
             self._seen[(source, interval)] = features
         return features
 
+    def loaded(self, symbol: str, interval: str | None = None, source: str | None = None) -> bool:
+        """Whether ``for_symbol`` with these arguments was answered before and the symbol's bars are
+        loaded: a snapshot then reads no feeder (checked without building anything)."""
+        features = self._seen.get((source, interval))
+        return features is not None and features.has_bars(symbol)
+
     def canonical(self, source: str | None) -> str:
         """The spec as stored and shared: a path made absolute and confined; the default for ``None``."""
         if source is None or source == self._default:

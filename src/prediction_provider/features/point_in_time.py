@@ -192,6 +192,10 @@ class PointInTimeFeatures:
             for key in [key for key in self._vectors if key[0] == symbol]:
                 del self._vectors[key]
 
+    def has_bars(self, symbol: str) -> bool:
+        """Whether ``symbol``'s bars are loaded: a snapshot of it then reads no feeder."""
+        return normalise_symbol(symbol) in self._series
+
     def cached_vectors(self) -> int:
         return len(self._vectors)
 

@@ -39,7 +39,7 @@ def build_forecasts(
         for symbol in catalog.symbols():
             for interval in catalog.intervals(symbol):
                 try:
-                    service.warm(ForecastRequest(symbol, interval))
+                    service.check(ForecastRequest(symbol, interval))
                 except (PredictionProviderError, OSError, ValueError, KeyError) as exc:
                     log.error("forecasts of %s %s are unavailable: %s", symbol, interval, exc)
     log.info("forecasts for %s", ", ".join(catalog.symbols()) or "no symbol")

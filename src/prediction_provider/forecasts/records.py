@@ -8,17 +8,13 @@ the second time instead of counted twice.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from prediction_provider.db.batch_writer import BatchWriter, Row
+from prediction_provider.db.batch_writer import BatchWriter
 from prediction_provider.db.models import PredictionRecord
 from prediction_provider.db.session import Database
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,22 +119,9 @@ class PredictionRecorder(BatchWriter[RecordedForecast]):
 
     def __init__(self, db: Database, flush_interval_s: float = 0.2) -> None:
         super().__init__(
-            db, PredictionRecord, _unused, name="prediction-recorder", flush_interval_s=flush_interval_s
-        )
+            db, PredictionRecord, None, to_rows=record_rows, name="prediction-recorder",
+            flush_interval_s=flush_interval_s,
+        )  # fmt: skip
 
     def record_forecast(self, forecast: Forecast, requester: Requester) -> None:
         self.record(RecordedForecast(forecast, requester))
-
-    def _rows(self, items: Sequence[RecordedForecast]) -> list[Row]:
-        rows: list[Row] = []
-        for item in items:
-            try:
-                rows.extend(record_rows(item))
-            except Exception:
-                self.lost += 1
-                log.exception("%s: could not turn a forecast into rows", self.name)
-        return rows
-
-
-def _unused(item: RecordedForecast) -> Row:
-    raise AssertionError("PredictionRecorder builds rows in _rows")

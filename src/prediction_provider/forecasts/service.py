@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -60,6 +60,8 @@ class MarketFeatures(Protocol):
     """Point-in-time features per symbol, interval and feeder spec (``features.market_sources``)."""
 
     def for_symbol(self, symbol: str, interval: str, source: str | None) -> PointInTimeFeatures: ...
+
+    def loaded(self, symbol: str, interval: str, source: str | None) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +127,6 @@ class ForecastService:
         self.market = market
         self.recorder = recorder
         self._clock = clock
-        self._warm: set[tuple[str, str | None, str | None]] = set()
         self.answers = ForecastAnswers(answer_cache)
 
     def model_reference(self, request: ForecastRequest) -> tuple[str, str, str]:
@@ -216,7 +217,6 @@ class ForecastService:
         )
         if self.recorder is not None:
             self.recorder.record_forecast(forecast, requester)
-        self._warm.add((request.symbol, request.interval, request.model))
         return forecast
 
     def check(self, request: ForecastRequest) -> tuple[str, str, CachedModel]:
@@ -228,21 +228,15 @@ class ForecastService:
         self._snapshot(symbol, interval, model.manifest.source, request.as_of)
         return symbol, interval, cached
 
-    def warm(self, request: ForecastRequest) -> None:
-        """Load the model and read the bars ``request`` needs, recording nothing."""
-        symbol, interval, cached = self.validate(request)
-        model = cached.model
-        assert isinstance(model, ForecastModel)
-        self._snapshot(symbol, interval, model.manifest.source, None)
-        self._warm.add((symbol, request.interval, request.model))
-
     def is_warm(self, request: ForecastRequest) -> bool:
         """True when answering ``request`` reads neither the registry, a model file nor a feeder
         (the model is cached, the bars are loaded): it may then be answered on the event loop."""
-        if (request.symbol, request.interval, request.model) not in self._warm:
-            return False
         reference = request.model or self.catalog.model_name(request.symbol.upper(), request.interval)
-        return reference is not None and self.cache.peek(reference) is not None
+        cached = None if reference is None else self.cache.peek(reference)
+        if cached is None or not isinstance(cached.model, ForecastModel):
+            return False
+        manifest = cached.model.manifest
+        return self.market.loaded(manifest.symbol, manifest.interval, manifest.source)
 
     def _snapshot(self, symbol: str, interval: str, source: str, as_of: datetime | None) -> FeatureSnapshot:
         """The point-in-time features; a feeder that fails is a 503 naming its reason."""
@@ -260,9 +254,6 @@ class ForecastService:
                 f"the {source} feeder failed: {type(exc).__name__}: {exc}", {"source": source}
             ) from exc
 
-    def forecast_many(self, requests: Sequence[ForecastRequest], requester: Requester) -> list[Forecast]:
-        return [self.forecast(request, requester) for request in requests]
-
     def close(self) -> None:
         if self.recorder is not None:
             self.recorder.close()
@@ -276,7 +267,7 @@ def steps_of(request: ForecastRequest, trained: tuple[int, ...]) -> tuple[int, .
     return trained
 
 
-def forecast_request(payload: dict[str, Any], model: str | None = None) -> ForecastRequest:
+def forecast_request(payload: dict[str, Any]) -> ForecastRequest:
     """A ``ForecastRequest`` from its stored JSON form (``request_payload``), as a job keeps it."""
     as_of = payload.get("as_of")
     horizons = payload.get("horizons")
@@ -286,7 +277,7 @@ def forecast_request(payload: dict[str, Any], model: str | None = None) -> Forec
         horizons=None if horizons is None else tuple(int(h) for h in horizons),
         up_to=None if payload.get("up_to") is None else int(payload["up_to"]),
         as_of=None if as_of is None else datetime.fromisoformat(str(as_of)),
-        model=payload.get("model") or model,
+        model=payload.get("model"),
     )
 
 
