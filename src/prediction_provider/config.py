@@ -8,6 +8,7 @@ as keyword arguments, which pydantic-settings ranks highest.
 from __future__ import annotations
 
 import os
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Literal
@@ -300,6 +301,38 @@ class Settings(BaseSettings):
     feeder_refresh_seconds: float = Field(
         default=60.0, ge=0, description="database cache: how often the upstream is asked for newer bars."
     )
+    clock: Literal["system", "manual"] = Field(
+        default="system",
+        description="What every deadline, lease, quote expiry and sweep reads: the system clock, or a "
+        "manual one set through POST /api/v1/admin/clock (tests).",
+    )
+    clock_start: datetime | None = Field(default=None, description="Where a manual clock starts (UTC).")
+    currencies: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["USD", "EUR", "GBP"],
+        description="ISO-4217 currencies wallets and offers may use (comma-separated).",
+    )
+    default_currency: str = Field(default="USD", pattern=r"^[A-Z]{3}$")
+    platform_fee_bps: int = Field(
+        default=1000, ge=0, le=10_000, description="The platform's share of a price, in basis points."
+    )
+    quote_ttl_s: float = Field(default=300.0, gt=0, description="How long a quote locks its price.")
+    lease_s: float = Field(default=120.0, gt=0, description="An evaluator's lease, renewed by heartbeat.")
+    result_margin_s: float = Field(
+        default=60.0, ge=0, description="Results are refused this long before the target time."
+    )
+    request_ttl_s: float = Field(
+        default=900.0,
+        gt=0,
+        description="Deadline of a request whose target time is already past (historical bars).",
+    )
+    hold_grace_s: float = Field(default=300.0, ge=0, description="A hold times out this long after its deadline.")
+    sweep_interval_s: float = Field(
+        default=5.0, gt=0, description="How often expired leases, deadlines and holds are swept."
+    )
+    market_max_attempts: int = Field(default=3, ge=1, description="Evaluator claims before a request fails.")
+    max_open_requests: int = Field(
+        default=5, ge=1, description="Open marketplace requests per client (the seed's 429)."
+    )
     forecast_answer_cache: int = Field(
         default=4096,
         ge=0,
@@ -356,7 +389,9 @@ class Settings(BaseSettings):
         "the database on every decision.",
     )
 
-    @field_validator("warm_models", "trusted_model_roots", "cors_origins", "data_roots", mode="before")
+    @field_validator(
+        "warm_models", "trusted_model_roots", "cors_origins", "data_roots", "currencies", mode="before"
+    )
     @classmethod
     def _lists_from_strings(cls, value: object) -> object:
         return _split_list(value)

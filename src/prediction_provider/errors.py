@@ -220,3 +220,37 @@ class DecisionNotFound(PredictionProviderError):
     """No recorded trading decision with this id, or one the caller may not see (not told apart)."""
 
     code = "decision_not_found"
+
+
+class PaymentRequired(PredictionProviderError):
+    """Money stops the request (HTTP 402): ``code`` says which rule, ``details`` the amounts."""
+
+    code = "payment_required"
+
+
+class InsufficientFunds(PaymentRequired):
+    code = "insufficient_funds"
+
+
+class MaxCostExceeded(PaymentRequired):
+    code = "max_cost_exceeded"
+
+
+class SpendingLimitExceeded(PaymentRequired):
+    code = "spending_limit_exceeded"
+
+
+class LedgerConflict(Conflict):
+    """A transfer id already used for a different transfer, or a hold already resolved."""
+
+    code = "ledger_conflict"
+
+
+class MarketNotFound(PredictionProviderError):
+    """An offer, quote, request, claim or webhook that does not exist or is not the caller's."""
+
+    code = "not_found"
+
+
+class IdempotencyKeyMissing(PredictionProviderError):
+    code = "idempotency_key_missing"

@@ -17,7 +17,10 @@ from prediction_provider.serving.inference import PredictionService
 from prediction_provider.serving.registry import ModelRegistry
 
 if TYPE_CHECKING:
+    from prediction_provider.clock import ManualClock, SystemClock
     from prediction_provider.features.market_sources import MarketSources
+    from prediction_provider.marketplace.service import Marketplace
+    from prediction_provider.webhooks.outbox import WebhookDispatcher
     from prediction_provider.forecasts.service import ForecastService
     from prediction_provider.jobs.runtime import JobRuntime
     from prediction_provider.serving.unloaded import UnloadedModels
@@ -46,6 +49,9 @@ class Services:
     unloaded: UnloadedModels | None = None
     market: MarketSources | None = None
     forecasts: ForecastService | None = None
+    clock: SystemClock | ManualClock | None = None
+    marketplace: Marketplace | None = None  # offers, quotes, paid requests, leases, the ledger
+    webhooks: WebhookDispatcher | None = None
 
 
 def is_ready(services: Services) -> bool:

@@ -46,6 +46,9 @@ STATUS_BY_ERROR: dict[type[errors.PredictionProviderError], int] = {
     errors.InvalidDatetime: 400,
     errors.UnknownDirection: 400,
     errors.DecisionNotFound: 404,
+    errors.PaymentRequired: 402,
+    errors.MarketNotFound: 404,
+    errors.IdempotencyKeyMissing: 400,
 }
 
 
@@ -60,6 +63,7 @@ def headers_for(exc: errors.PredictionProviderError) -> dict[str, str] | None:
 CODE_BY_STATUS = {
     400: "bad_request",
     401: "unauthorized",
+    402: "payment_required",
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",

@@ -72,7 +72,7 @@ class PredictionAccepted(BaseModel):
 
 class PredictionPublic(BaseModel):
     id: str
-    status: Literal["pending", "processing", "completed", "failed", "cancelled"]
+    status: Literal["pending", "processing", "completed", "failed", "cancelled", "expired"]
     kind: str
     owner: str | None
     model: ModelOfJob

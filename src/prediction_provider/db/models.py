@@ -9,6 +9,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     Float,
@@ -73,6 +74,7 @@ class PredictionJob(Base):
         UniqueConstraint("owner_id", "idempotency_key"),
         Index("ix_prediction_jobs_owner_created", "owner_id", "created_at"),
         Index("ix_prediction_jobs_status_created", "status", "created_at"),
+        Index("ix_prediction_jobs_kind_status_created", "kind", "status", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -110,6 +112,21 @@ class PredictionJob(Base):
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # A marketplace request is a job with money attached (kind "market"); NULL on other jobs.
+    offer_id: Mapped[str | None] = mapped_column(String(36), default=None, index=True)
+    price_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    quote_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    price: Mapped[int | None] = mapped_column(BigInteger, default=None)  # micro-units
+    max_cost: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    currency: Mapped[str | None] = mapped_column(String(3), default=None)
+    execution: Mapped[str | None] = mapped_column(String(12), default=None)  # platform | evaluators
+    lease_counter: Mapped[int] = mapped_column(Integer, default=0)
+    target_time: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    deadline_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    hold_transfer_id: Mapped[str | None] = mapped_column(String(96), default=None)
+    executed_by: Mapped[int | None] = mapped_column(Integer, default=None)  # the evaluator's user id
+    webhook_url: Mapped[str | None] = mapped_column(String(2048), default=None)
+    result_sha256: Mapped[str | None] = mapped_column(String(64), default=None)
 
 
 class PredictionJobEvent(Base):
@@ -264,3 +281,8 @@ class PredictionRecord(Base):
     answer: Mapped[dict[str, Any]] = mapped_column(JSON)
     latency_ms: Mapped[float] = mapped_column(Float)
     status: Mapped[str] = mapped_column(String(16), default="ok")
+
+
+# The ledger's and the marketplace's tables live beside these; importing them registers them.
+from prediction_provider.db import ledger_models as ledger_models  # noqa: E402
+from prediction_provider.db import market_models as market_models  # noqa: E402
