@@ -325,7 +325,9 @@ class Settings(BaseSettings):
         gt=0,
         description="Deadline of a request whose target time is already past (historical bars).",
     )
-    hold_grace_s: float = Field(default=300.0, ge=0, description="A hold times out this long after its deadline.")
+    hold_grace_s: float = Field(
+        default=300.0, ge=0, description="A hold times out this long after its deadline."
+    )
     sweep_interval_s: float = Field(
         default=5.0, gt=0, description="How often expired leases, deadlines and holds are swept."
     )

@@ -39,7 +39,8 @@ class LedgerAccount(Base):
             "NOT flag_dmnec OR debits_pending + debits_posted <= credits_posted", name="debits_within_credits"
         ),
         CheckConstraint(
-            "NOT flag_cmned OR credits_pending + credits_posted <= debits_posted", name="credits_within_debits"
+            "NOT flag_cmned OR credits_pending + credits_posted <= debits_posted",
+            name="credits_within_debits",
         ),
     )
 

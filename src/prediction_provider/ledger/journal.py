@@ -128,7 +128,9 @@ class Journal:
         meta["timeout_at"] = timeout_at
         return self._write(session, transfer_id, debit, credit, amount, currency, kind, "pending", None, meta)
 
-    def post(self, session: Session, transfer_id: str, pending_id: str, kind: str, **meta: Any) -> LedgerTransfer:
+    def post(
+        self, session: Session, transfer_id: str, pending_id: str, kind: str, **meta: Any
+    ) -> LedgerTransfer:
         """Settle a hold in full."""
         return self._resolve(session, transfer_id, pending_id, kind, "post", meta)
 
@@ -144,7 +146,8 @@ class Journal:
         held = session.get(LedgerTransfer, pending_id)
         if held is None or held.phase != "pending":
             return False
-        return session.scalar(select(LedgerTransfer.id).where(LedgerTransfer.pending_id == pending_id)) is None
+        resolution = select(LedgerTransfer.id).where(LedgerTransfer.pending_id == pending_id)
+        return session.scalar(resolution) is None
 
     def _resolve(
         self, session: Session, transfer_id: str, pending_id: str, kind: str, phase: str, meta: dict[str, Any]
@@ -163,9 +166,7 @@ class Journal:
                     {"pending_id": pending_id, "resolved_by": resolved.id, "phase": resolved.phase},
                 )
         meta.setdefault("request_id", held.request_id)
-        return self._write(
-            session, transfer_id, "", "", held.amount, held.currency, kind, phase, held, meta
-        )
+        return self._write(session, transfer_id, "", "", held.amount, held.currency, kind, phase, held, meta)
 
     def _write(
         self, session: Session, transfer_id: str, debit_code: str, credit_code: str, amount: int,
@@ -221,10 +222,12 @@ class Journal:
             debit_guard = A.debits_pending + A.debits_posted + amount <= A.credits_posted
         elif phase == "post":
             debit_values = {
-                "debits_pending": A.debits_pending - amount, "debits_posted": A.debits_posted + amount
+                "debits_pending": A.debits_pending - amount,
+                "debits_posted": A.debits_posted + amount,
             }
             credit_values = {
-                "credits_pending": A.credits_pending - amount, "credits_posted": A.credits_posted + amount
+                "credits_pending": A.credits_pending - amount,
+                "credits_posted": A.credits_posted + amount,
             }
             debit_guard = None  # the hold already reserved it
         else:  # void, expire

@@ -1,6 +1,6 @@
 """Amounts: integers of micro-units (10⁻⁶ of a currency) inside, decimal strings outside.
 
-There is one rounding rule in the whole product: the platform fee is ``floor(price × bps / 10 000)``
+There is one rounding rule in the whole product: the platform fee is ``floor(price * bps / 10 000)``
 micro-units and the provider takes the remainder, so the legs of a split always sum to the price.
 """
 

@@ -59,7 +59,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column("code", sa.String(128), nullable=False),
         sa.Column("currency", sa.String(3), nullable=False),
-        sa.Column("owner_user_id", sa.Integer(), sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
+        sa.Column("owner_user_id", sa.Integer(), sa.ForeignKey("users.id", ondelete="SET NULL")),
         sa.Column("normal_balance", sa.String(6), nullable=False),
         sa.Column("flag_dmnec", sa.Boolean(), nullable=False),
         sa.Column("flag_cmned", sa.Boolean(), nullable=False),
@@ -78,7 +78,8 @@ def upgrade() -> None:
             "NOT flag_dmnec OR debits_pending + debits_posted <= credits_posted", name="debits_within_credits"
         ),
         sa.CheckConstraint(
-            "NOT flag_cmned OR credits_pending + credits_posted <= debits_posted", name="credits_within_debits"
+            "NOT flag_cmned OR credits_pending + credits_posted <= debits_posted",
+            name="credits_within_debits",
         ),
     )
     op.create_index("ix_ledger_accounts_owner_user_id", "ledger_accounts", ["owner_user_id"])
@@ -192,9 +193,14 @@ def upgrade() -> None:
         "evaluator_claims",
         sa.Column("id", sa.String(36), primary_key=True),
         sa.Column(
-            "request_id", sa.String(36), sa.ForeignKey("prediction_jobs.id", ondelete="CASCADE"), nullable=False
+            "request_id",
+            sa.String(36),
+            sa.ForeignKey("prediction_jobs.id", ondelete="CASCADE"),
+            nullable=False,
         ),
-        sa.Column("evaluator_id", sa.Integer(), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False),
+        sa.Column(
+            "evaluator_id", sa.Integer(), sa.ForeignKey("users.id", ondelete="CASCADE"), nullable=False
+        ),
         sa.Column("lease_token", sa.Integer(), nullable=False),
         sa.Column("lease_expires_at", UTCDateTime(), nullable=False),
         sa.Column("state", sa.String(12), nullable=False),
@@ -234,10 +240,7 @@ def upgrade() -> None:
         "webhook_outbox",
         sa.Column("id", sa.String(40), primary_key=True),
         sa.Column("user_id", sa.Integer(), sa.ForeignKey("users.id", ondelete="SET NULL"), nullable=True),
-        sa.Column(
-            "endpoint_id", sa.String(36), sa.ForeignKey("webhook_endpoints.id", ondelete="SET NULL"),
-            nullable=True,
-        ),  # fmt: skip
+        sa.Column("endpoint_id", sa.String(36), sa.ForeignKey("webhook_endpoints.id", ondelete="SET NULL")),
         sa.Column("url", sa.String(2048), nullable=False),
         sa.Column("event_type", sa.String(64), nullable=False),
         sa.Column("payload", sa.JSON(), nullable=False),
@@ -253,7 +256,10 @@ def upgrade() -> None:
         "webhook_deliveries",
         sa.Column("id", sa.Integer(), primary_key=True),
         sa.Column(
-            "message_id", sa.String(40), sa.ForeignKey("webhook_outbox.id", ondelete="CASCADE"), nullable=False
+            "message_id",
+            sa.String(40),
+            sa.ForeignKey("webhook_outbox.id", ondelete="CASCADE"),
+            nullable=False,
         ),
         sa.Column("attempt", sa.Integer(), nullable=False),
         sa.Column("at", UTCDateTime(), nullable=False),
