@@ -48,6 +48,7 @@ from prediction_provider.api.routes import (
     v2,
 )
 from prediction_provider.api.trailing_slash import StripTrailingSlash
+from prediction_provider.clock import make_clock
 from prediction_provider.config import Settings
 from prediction_provider.config_errors import MIN_JWT_SECRET, missing_jwt_secret
 from prediction_provider.db import migrate
@@ -126,6 +127,7 @@ def build_services(settings: Settings) -> Services:
         throttle,
         AuditWriter(db),
     )
+    services.clock = make_clock(settings.clock, settings.clock_start)
     services.market = MarketSources(settings)
     services.decisions, services.trading_accounts = build_trading(settings, db, services.market)
     services.forecasts = build_forecasts(
