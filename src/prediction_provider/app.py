@@ -24,6 +24,7 @@ from prediction_provider.api.deps import Services
 from prediction_provider.api.docs import install_docs
 from prediction_provider.api.errors import install_error_handlers
 from prediction_provider.api.hot_routes import HotRoutes, direct_routes
+from prediction_provider.api.idempotency import IdempotencyKeys
 from prediction_provider.api.middleware import RequestEnvelope
 from prediction_provider.api.openapi_security import install_security_docs
 from prediction_provider.api.options import AnswerOptions
@@ -35,20 +36,23 @@ from prediction_provider.api.routes import (
     health,
     invocations,
     jobs,
+    market,
     metrics,
     models,
     monitoring,
     plugins,
     precomputed,
     predict,
+    provider_models,
     root,
     signals,
     trading_accounts,
     users,
     v2,
+    webhooks,
 )
 from prediction_provider.api.trailing_slash import StripTrailingSlash
-from prediction_provider.clock import make_clock
+from prediction_provider.clock import SystemClock, make_clock
 from prediction_provider.config import Settings
 from prediction_provider.config_errors import MIN_JWT_SECRET, missing_jwt_secret
 from prediction_provider.db import migrate
@@ -57,11 +61,16 @@ from prediction_provider.errors import ModelUnloaded
 from prediction_provider.features.market_sources import MarketSources
 from prediction_provider.forecasts.factory import build_forecasts
 from prediction_provider.jobs.runtime import start_job_runtime
+from prediction_provider.ledger.journal import Journal
+from prediction_provider.marketplace.ownership import ModelOwnership
+from prediction_provider.marketplace.service import Marketplace, market_announcer
+from prediction_provider.marketplace.uploads import ModelUploads
 from prediction_provider.observability.audit import AuditWriter
 from prediction_provider.serving.affinity import pin_worker
 from prediction_provider.serving.factory import build_model_serving
 from prediction_provider.serving.unloaded import follow_unloaded_models
 from prediction_provider.trading.factory import build_trading
+from prediction_provider.webhooks.outbox import WebhookDispatcher
 
 if TYPE_CHECKING:  # grpc loads only when the gRPC port is served
     from prediction_provider.api.grpc.native_frontend import NativeFrontend
@@ -134,6 +143,16 @@ def build_services(settings: Settings) -> Services:
         serving.registry, serving.cache, db, services.market, warm=True,
         answer_cache=settings.forecast_answer_cache,
     )  # fmt: skip
+    services.marketplace = Marketplace(
+        settings, db, services.clock, Journal(services.clock), services.forecasts, services.market,
+        market_announcer(services.clock, settings),
+    )  # fmt: skip
+    services.ownership = ModelOwnership(db, services.clock, serving.registry)
+    services.model_uploads = ModelUploads(
+        settings, serving.registry, services.ownership, serving.cache.loaders
+    )
+    # Sends the outbox in every API process; started in the lifespan (SKIP LOCKED shares the work).
+    services.webhooks = WebhookDispatcher(db, services.clock or SystemClock(), settings)
     # Before any warm-up: a name unloaded before a restart stays unloaded, and is not loaded.
     services.unloaded = follow_unloaded_models(
         serving.cache, db, settings.model_state_refresh_ms / 1000, settings.redis_url
@@ -150,6 +169,10 @@ def close_services(services: Services) -> None:
         services.decisions.close()  # writes the decisions still queued
     if services.forecasts is not None:
         services.forecasts.close()  # writes the forecast records still queued
+    if services.marketplace is not None:
+        services.marketplace.close()
+    if services.webhooks is not None:
+        services.webhooks.stop()
     if services.market is not None:
         services.market.close()
     if services.unloaded is not None:
@@ -231,9 +254,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 services.warm_errors[reference] = str(exc)
                 log.error("could not warm %s: %s", reference, exc)
         job_runtime = await run_in_threadpool(
-            start_job_runtime, settings, services.db, services.cache, services.predictions, services.forecasts
-        )
+            start_job_runtime, settings, services.db, services.cache, services.predictions, services.forecasts,
+            services.clock,
+        )  # fmt: skip
         services.jobs = job_runtime
+        if services.webhooks is not None:
+            services.webhooks.start()
+        if services.marketplace is not None:
+            services.marketplace.attach(job_runtime.store, job_runtime.service.dispatcher.dispatch)
+            services.marketplace.start()
         grpc_server = await start_grpc(services) if settings.grpc_enabled else None
         app.state.grpc_server = grpc_server
         if grpc_server is not None:
@@ -275,10 +304,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes=direct_routes((route for module in hot_modules for route in module.router.routes), HOT_PATHS),
         exception_handlers=app.exception_handlers,
     )
+    # Outside HotRoutes (the hot paths are keyed too), inside BodySizeLimit (a bounded buffer).
+    app.add_middleware(IdempotencyKeys)
     app.add_middleware(
         BodySizeLimit,
         max_body_bytes=settings.max_body_bytes,
-        upload_limits={jobs.DATASET_UPLOAD_PATH: settings.max_upload_bytes},
+        upload_limits={
+            jobs.DATASET_UPLOAD_PATH: settings.max_upload_bytes,
+            provider_models.PROVIDER_UPLOAD_PATH: settings.max_upload_bytes,
+        },
     )
     app.add_middleware(AnswerOptions)  # inside the envelope: an OPTIONS answer is audited and headed too
     app.add_middleware(RequestEnvelope, metrics=metrics.install(app))
@@ -300,6 +334,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         decision_records,
         trading_accounts,
         jobs,
+        market,
+        provider_models,
+        webhooks,
         monitoring,
         precomputed,
         metrics,

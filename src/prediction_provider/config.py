@@ -335,6 +335,20 @@ class Settings(BaseSettings):
     max_open_requests: int = Field(
         default=5, ge=1, description="Open marketplace requests per client (the seed's 429)."
     )
+    webhook_secret: str = Field(
+        default="",
+        repr=False,
+        description="Derives each user's default webhook signing secret (for per-request webhook_url); "
+        "empty: derived from PP_JWT_SECRET. Changing it changes every user's default secret.",
+    )
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Allow webhook URLs that resolve to loopback, private, link-local or reserved "
+        "addresses (SSRF defence: off by default; tests and closed networks turn it on).",
+    )
+    webhook_poll_s: float = Field(
+        default=1.0, gt=0, description="How often each API process delivers the webhooks that are due."
+    )
     forecast_answer_cache: int = Field(
         default=4096,
         ge=0,

@@ -254,3 +254,52 @@ class MarketNotFound(PredictionProviderError):
 
 class IdempotencyKeyMissing(PredictionProviderError):
     code = "idempotency_key_missing"
+
+
+class TooLate(Conflict):
+    """A result after the request's deadline: by then it could already know the outcome."""
+
+    code = "too_late"
+
+
+class UnsafeModelFormat(InvalidInput):
+    """An uploaded model file that is not the safe format it claims (ONNX, LightGBM text, XGBoost
+    JSON): pickles, joblib dumps, archives and anything else are refused from their bytes (422)."""
+
+    code = "unsafe_model_format"
+
+
+class InvalidModelFile(InvalidInput):
+    """An upload in a safe format that its framework, or the loader that would serve it, cannot
+    read or run (422): nothing is registered."""
+
+    code = "invalid_model_file"
+
+
+class ModelFileTooLarge(BatchTooLarge):
+    code = "payload_too_large"
+
+
+class ModelNameTaken(Conflict):
+    """An upload under a model name that exists and is not the uploader's (409)."""
+
+    code = "model_name_taken"
+
+
+class IdempotencyKeyInvalid(InvalidInput):
+    """An Idempotency-Key header that is empty, over 255 characters or not printable ASCII (422)."""
+
+    code = "idempotency_key_invalid"
+
+
+class IdempotencyKeyReused(InvalidInput):
+    """The key's first request had another method, path or body (422): almost always a client bug,
+    so it is refused rather than answered with the other request's response."""
+
+    code = "idempotency_key_reused"
+
+
+class IdempotencyInProgress(Conflict):
+    """The key's first request is still being answered (409); retry once it has finished."""
+
+    code = "idempotency_in_progress"

@@ -19,7 +19,9 @@ from prediction_provider.serving.registry import ModelRegistry
 if TYPE_CHECKING:
     from prediction_provider.clock import ManualClock, SystemClock
     from prediction_provider.features.market_sources import MarketSources
+    from prediction_provider.marketplace.ownership import ModelOwnership
     from prediction_provider.marketplace.service import Marketplace
+    from prediction_provider.marketplace.uploads import ModelUploads
     from prediction_provider.webhooks.outbox import WebhookDispatcher
     from prediction_provider.forecasts.service import ForecastService
     from prediction_provider.jobs.runtime import JobRuntime
@@ -52,6 +54,8 @@ class Services:
     clock: SystemClock | ManualClock | None = None
     marketplace: Marketplace | None = None  # offers, quotes, paid requests, leases, the ledger
     webhooks: WebhookDispatcher | None = None
+    ownership: ModelOwnership | None = None  # who owns which registered model
+    model_uploads: ModelUploads | None = None  # providers' uploads in safe formats
 
 
 def is_ready(services: Services) -> bool:

@@ -228,6 +228,14 @@ class ForecastService:
         self._snapshot(symbol, interval, model.manifest.source, request.as_of)
         return symbol, interval, cached
 
+    def data_as_of(self, request: ForecastRequest) -> datetime:
+        """Open time of the last bar a forecast of ``request`` would read (the marketplace prices a
+        request on it and counts its target time from it)."""
+        symbol, interval, cached = self.validate(request)
+        model = cached.model
+        assert isinstance(model, ForecastModel)
+        return self._snapshot(symbol, interval, model.manifest.source, request.as_of).data_as_of
+
     def is_warm(self, request: ForecastRequest) -> bool:
         """True when answering ``request`` reads neither the registry, a model file nor a feeder
         (the model is cached, the bars are loaded): it may then be answered on the event loop."""

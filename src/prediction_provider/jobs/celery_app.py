@@ -132,8 +132,12 @@ def build_worker_runner(settings: Settings) -> JobRunner:
     """Open the database and model cache for this worker process and warm the configured models."""
     from datetime import timedelta
 
+    from prediction_provider.clock import make_clock
     from prediction_provider.db.session import Database
     from prediction_provider.errors import ModelUnloaded
+    from prediction_provider.ledger.journal import Journal
+    from prediction_provider.marketplace.service import market_announcer
+    from prediction_provider.marketplace.settlement import Settlement
     from prediction_provider.serving.factory import build_model_serving
     from prediction_provider.serving.unloaded import follow_unloaded_models
 
@@ -150,7 +154,10 @@ def build_worker_runner(settings: Settings) -> JobRunner:
         except Exception:
             log.exception("worker could not warm %s", reference)
     forecasts = _worker_forecasts(settings, serving, db)
-    context = JobContext(settings, store, serving.cache, serving.predictions, forecasts)
+    clock = make_clock(settings.clock, settings.clock_start)
+    # Money follows a paid request to its end here too: captured or voided with the last transition.
+    store.settlement = Settlement(Journal(clock), clock, market_announcer(clock, settings))
+    context = JobContext(settings, store, serving.cache, serving.predictions, forecasts, clock)
     runner = JobRunner(context, process_worker_name("celery"))
     try:
         runner.finish_stalled()  # a worker that died between a last chunk and its merge

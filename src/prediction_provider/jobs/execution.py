@@ -20,18 +20,21 @@ from typing import Any
 
 from sqlalchemy.exc import OperationalError
 
+from prediction_provider.clock import Clock, SystemClock
 from prediction_provider.config import Settings
 from prediction_provider.errors import (
     InvalidInput,
     PredictionFailed,
     PredictionProviderError,
     RegistryUnavailable,
+    TooLate,
 )
 from prediction_provider.forecasts.records import Requester
 from prediction_provider.forecasts.service import ForecastService, forecast_request
 from prediction_provider.jobs import datasets
 from prediction_provider.jobs.records import Claim, ClaimRefused, JobStatus
 from prediction_provider.jobs.store import JobStore
+from prediction_provider.marketplace import outputs
 from prediction_provider.serving.cache import CachedModel, ModelCache
 from prediction_provider.serving.inference import PredictionService
 from prediction_provider.serving.responses import batch_payload, single_payload
@@ -69,6 +72,7 @@ class JobContext:
     cache: ModelCache
     predictions: PredictionService
     forecasts: ForecastService | None = None
+    clock: Clock = field(default_factory=SystemClock)  # marketplace deadlines
 
 
 def error_body(exc: BaseException) -> dict[str, Any]:
@@ -144,6 +148,8 @@ class JobRunner:
             return self._run_rows(claim)
         if kind == "forecast":
             return self._run_forecast(claim)
+        if kind == "market":
+            return self._run_market(claim)
         if kind == "dataset":
             return self._split_dataset(claim)
         if kind == "chunk":
@@ -204,6 +210,39 @@ class JobRunner:
         forecast = forecasts.forecast(request, requester)
         stored = self.store.complete(
             claim, forecast.as_dict(), model_name=forecast.model_name, model_version=forecast.model_version,
+            data_as_of=forecast.data_as_of,
+        )  # fmt: skip
+        return self._finished(claim, stored, Outcome.COMPLETED)
+
+    # -- marketplace requests executed by the platform ----------------------------------------------
+
+    def _run_market(self, claim: Claim) -> RunReport:
+        """A paid request's answer, computed as of the data the request was priced on; completing
+        it captures the hold (``JobStore.settlement``). Past the deadline it fails and is refunded:
+        a late answer could already know the outcome."""
+        job = claim.job
+        forecasts = self.context.forecasts
+        if forecasts is None:
+            raise PredictionFailed("this worker does not serve forecasts by symbol")
+        asked = job.input or {}
+        horizon = int(asked["horizon"])
+        request = forecast_request(
+            {"symbol": asked["symbol"], "interval": job.parameters.get("interval"), "horizons": [horizon],
+             "as_of": job.data_as_of.isoformat() if job.data_as_of else None, "model": job.model_reference}
+        )  # fmt: skip
+        forecast = forecasts.forecast(request, Requester(job.owner_id, job.owner_username, "job", job.id))
+        answer = outputs.from_forecast(str(job.parameters.get("target")), forecast, horizon)
+        if job.deadline_at is not None and self.context.clock.now() >= job.deadline_at:
+            raise TooLate(
+                "the answer came after the request's deadline", {"deadline_at": job.deadline_at.isoformat()}
+            )
+        result = {
+            "output": answer,
+            "forecast_id": forecast.forecast_id,
+            "data_as_of": forecast.data_as_of.isoformat(),
+        }
+        stored = self.store.complete(
+            claim, result, model_name=forecast.model_name, model_version=forecast.model_version,
             data_as_of=forecast.data_as_of,
         )  # fmt: skip
         return self._finished(claim, stored, Outcome.COMPLETED)

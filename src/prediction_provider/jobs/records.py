@@ -87,10 +87,12 @@ def record_event(session: Session, job_id: str, status: str, worker: str | None,
 
 def claimable(now: datetime, lease: timedelta) -> Any:
     """Jobs a worker may claim: pending ones, and processing ones whose worker stopped reporting
-    for longer than ``lease``; never a split parent, which its chunks finish."""
+    for longer than ``lease``; never a split parent, which its chunks finish, nor a request left to
+    the marketplace's evaluators."""
     stale = now - lease
     return and_(
         PredictionJob.chunks_total.is_(None),
+        PredictionJob.kind != "evaluation",  # marketplace requests that evaluators claim, under leases
         or_(
             PredictionJob.status == JobStatus.PENDING,
             and_(PredictionJob.status == JobStatus.PROCESSING, PredictionJob.heartbeat_at < stale),

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
+from prediction_provider.clock import Clock, SystemClock
 from prediction_provider.config import Settings
 from prediction_provider.db.session import Database
 from prediction_provider.jobs.execution import JobContext, JobRunner
@@ -29,6 +30,10 @@ class JobRuntime:
     celery: Celery | None
     redispatcher: Redispatcher | None
     precomputed: PrecomputedPredictions | None
+
+    @property
+    def store(self) -> JobStore:
+        return self.service.store
 
     @property
     def backend(self) -> str:
@@ -83,6 +88,7 @@ def start_job_runtime(
     cache: ModelCache,
     predictions: PredictionService,
     forecasts: ForecastService | None = None,
+    clock: Clock | None = None,
 ) -> JobRuntime:
     store = JobStore(db, timedelta(seconds=settings.job_lease_seconds), settings.job_max_attempts)
     precomputed = None
@@ -98,7 +104,7 @@ def start_job_runtime(
         return JobRuntime(
             JobService(settings, store, cache, dispatcher, forecasts), None, celery, redispatcher, precomputed
         )
-    context = JobContext(settings, store, cache, predictions, forecasts)
+    context = JobContext(settings, store, cache, predictions, forecasts, clock or SystemClock())
     runner = JobRunner(context, process_worker_name("inprocess"))
     executor = InProcessExecutor(store, runner, settings.job_workers, settings.job_poll_seconds)
     if settings.job_workers > 0:

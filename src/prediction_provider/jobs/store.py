@@ -14,7 +14,7 @@ import secrets
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -40,11 +40,21 @@ from prediction_provider.jobs.records import (
 from prediction_provider.jobs.split_jobs import SplitJobs
 
 
+class Settlement(Protocol):
+    """Money that follows a job to its terminal status, in the same transaction (marketplace)."""
+
+    def lock(self, session: Session) -> None: ...
+
+    def settle(self, session: Session, job_id: str, status: str) -> None: ...
+
+
 class JobStore(SplitJobs, DispatchBookkeeping):
     def __init__(self, db: Database, lease: timedelta, max_attempts: int) -> None:
         self.db = db
         self.lease = lease
         self.max_attempts = max_attempts
+        # Set by the marketplace: a priced job's hold is captured or voided with its last transition.
+        self.settlement: Settlement | None = None
 
     # -- submitting and reading ------------------------------------------------------------------
 
@@ -219,6 +229,8 @@ class JobStore(SplitJobs, DispatchBookkeeping):
         refused (its claim no longer matches), so a cancelled job never turns completed."""
         now = utcnow()
         with self.db.session() as session:
+            if self.settlement is not None:
+                self.settlement.lock(session)
             updated = session.execute(
                 update(PredictionJob)
                 .where(
@@ -230,6 +242,8 @@ class JobStore(SplitJobs, DispatchBookkeeping):
             if updated.rowcount == 0:  # type: ignore[attr-defined]
                 raise self._state_conflict(session, job_id, "the job has already finished")
             record_event(session, job_id, JobStatus.CANCELLED, None, "cancelled by request")
+            if self.settlement is not None:
+                self.settlement.settle(session, job_id, JobStatus.CANCELLED)
             session.execute(
                 update(PredictionJob)
                 .where(PredictionJob.parent_id == job_id, PredictionJob.status.not_in(TERMINAL))
@@ -366,7 +380,11 @@ class JobStore(SplitJobs, DispatchBookkeeping):
 
     def _finish(self, claim: Claim, status: JobStatus, values: dict[str, Any], detail: str | None) -> bool:
         now = utcnow()
+        priced = self.settlement is not None and claim.job.price is not None
         with self.db.session() as session:
+            if priced:
+                assert self.settlement is not None
+                self.settlement.lock(session)  # first: money transactions take the journal lock first
             updated = session.execute(
                 update(PredictionJob)
                 .where(*holding(claim))
@@ -375,6 +393,9 @@ class JobStore(SplitJobs, DispatchBookkeeping):
             if updated.rowcount != 1:  # type: ignore[attr-defined]
                 return False
             record_event(session, claim.job.id, status, claim.worker, detail)
+            if priced:
+                assert self.settlement is not None
+                self.settlement.settle(session, claim.job.id, status)
         return True
 
     def recover_orphans(self, worker_prefix: str, is_alive: Callable[[str], bool]) -> list[str]:

@@ -1,0 +1,1 @@
+"""Offers, prices, quotes, paid requests and evaluator leases."""

@@ -1,0 +1,215 @@
+"""The marketplace end to end on a server with a manual clock: a provider offers a forecast model,
+a client quotes and buys, the platform answers and the money moves exactly; what is refused
+stores nothing; cancelled and expired requests cost nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from prediction_provider.config import Settings
+from prediction_provider.db.ledger_models import LedgerTransfer
+from prediction_provider.db.market_models import ModelOwner
+from prediction_provider.db.models import PredictionJob
+from tests.conftest import Account, LiveServer, live_settings
+
+MODEL = "eurusd-1h-forecast"
+START = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def market_server(settings: Settings, accounts: dict[str, Account]) -> Iterator[LiveServer]:
+    changed = live_settings(
+        settings, clock="manual", clock_start=START, grpc_enabled=False, job_poll_seconds=0.05
+    )
+    with LiveServer(changed) as server:
+        yield server
+
+
+def deposit(server: LiveServer, account: Account, amount: str, currency: str = "USD") -> None:
+    services = server.services
+    micros = int(Decimal(amount) * 1_000_000)
+    with services.db.session() as session:
+        journal = services.marketplace.journal
+        journal.lock(session)
+        journal.single(
+            session,
+            f"dep:test:{uuid.uuid4()}",
+            "world",
+            f"client:{account.user_id}",
+            micros,
+            currency,
+            "deposit",
+        )
+
+
+def own(server: LiveServer, model: str, account: Account) -> None:
+    with server.services.db.session() as session:
+        if session.get(ModelOwner, model) is None:
+            session.add(ModelOwner(model_name=model, provider_id=account.user_id, assigned_by="test"))
+
+
+def wallet(server: LiveServer, account: Account) -> tuple[int, int]:
+    services = server.services
+    with services.db.session() as session:
+        balance = services.marketplace.journal.balance(session, f"client:{account.user_id}", "USD")
+    return balance.available, balance.held
+
+
+def wait_until(http: httpx.Client, path: str, headers: dict[str, str], done: set[str]) -> dict:
+    for _ in range(400):
+        body = http.get(path, headers=headers).json()
+        if body["status"] in done:
+            return body
+        # the in-process executor polls every 50 ms; each GET is a round trip, no sleep needed
+    raise AssertionError(body)
+
+
+@pytest.fixture(scope="module")
+def offer(market_server: LiveServer, accounts: dict[str, Account]) -> dict:
+    own(market_server, MODEL, accounts["provider"])
+    with httpx.Client(base_url=market_server.url, timeout=30) as http:
+        response = http.post(
+            "/api/v1/market/offers",
+            json={"model": MODEL, "target": "direction", "symbols": ["EURUSD"], "interval": "1h",
+                  "horizons": [1, 3], "price": "0.0025", "execution": "platform"},
+            headers=accounts["provider"].headers,
+        )  # fmt: skip
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_a_client_buys_a_forecast_and_the_money_moves_exactly(
+    market_server: LiveServer, accounts: dict[str, Account], offer: dict
+) -> None:
+    client = accounts["client"]
+    deposit(market_server, client, "1.00")
+    before, _ = wallet(market_server, client)
+    assert offer["price"] == "0.002500"
+    assert sum(Decimal(v) for v in offer["breakdown"].values()) == Decimal("0.0025")
+    with httpx.Client(base_url=market_server.url, timeout=30) as http:
+        quote = http.post(
+            "/api/v1/market/quotes", json={"offer_id": offer["offer_id"], "symbol": "eurusd", "horizon": 3},
+            headers=client.headers,
+        )  # fmt: skip
+        assert quote.status_code == 201, quote.text
+        key = str(uuid.uuid4())
+        submitted = http.post(
+            "/api/v1/market/requests", json={"quote_id": quote.json()["quote_id"], "max_cost": "0.01"},
+            headers={**client.headers, "Idempotency-Key": key},
+        )  # fmt: skip
+        assert submitted.status_code == 201, submitted.text
+        body = submitted.json()
+        assert body["status"] in {"queued", "running", "completed"}
+        assert body["price"] == "0.002500"
+        done = wait_until(
+            http, f"/api/v1/market/requests/{body['request_id']}", client.headers, {"completed", "failed"}
+        )
+        assert done["status"] == "completed", done
+        assert 0.0 <= done["result"]["output"]["p_up"] <= 1.0
+        assert done["money"]["charged"] == "0.002500" and done["money"]["held"] == "0.000000"
+        replay = http.post(
+            "/api/v1/market/requests", json={"quote_id": quote.json()["quote_id"], "max_cost": "0.01"},
+            headers={**client.headers, "Idempotency-Key": key},
+        )  # fmt: skip
+        assert replay.json()["request_id"] == body["request_id"]
+    after, held = wait_until_settled(market_server, client)
+    assert before - after == 2500 and held == 0
+    with market_server.services.db.session() as session:
+        captures = session.scalar(
+            select(func.count()).select_from(LedgerTransfer).where(LedgerTransfer.request_id == body["request_id"],
+                                                                   LedgerTransfer.kind == "capture")
+        )  # fmt: skip
+    assert captures == 1
+
+
+def wait_until_settled(server: LiveServer, account: Account) -> tuple[int, int]:
+    return wallet(server, account)
+
+
+def test_refusals_store_nothing(market_server: LiveServer, accounts: dict[str, Account], offer: dict) -> None:
+    client = accounts["client"]
+    with market_server.services.db.session() as session:
+        jobs_before = session.scalar(select(func.count()).select_from(PredictionJob))
+        transfers_before = session.scalar(select(func.count()).select_from(LedgerTransfer))
+    with httpx.Client(base_url=market_server.url, timeout=30) as http:
+        over = http.post(
+            "/api/v1/market/requests",
+            json={"offer_id": offer["offer_id"], "symbol": "EURUSD", "horizon": 1, "max_cost": "0.001"},
+            headers={**client.headers, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert over.status_code == 402 and over.json()["error"]["code"] == "max_cost_exceeded"
+        poor = accounts["evaluator"]  # holds PREDICT? no: evaluators may not buy
+        missing = http.post(
+            "/api/v1/market/requests", json={"offer_id": offer["offer_id"], "max_cost": "1"},
+            headers=client.headers,
+        )  # fmt: skip
+        assert missing.status_code == 400 and missing.json()["error"]["code"] == "idempotency_key_missing"
+        forbidden = http.post(
+            "/api/v1/market/requests", json={"offer_id": offer["offer_id"], "max_cost": "1"},
+            headers={**poor.headers, "Idempotency-Key": "k"},
+        )  # fmt: skip
+        assert forbidden.status_code == 403
+        operator = accounts["operator"]
+        broke = http.post(
+            "/api/v1/market/requests",
+            json={"offer_id": offer["offer_id"], "symbol": "EURUSD", "horizon": 1, "max_cost": "1"},
+            headers={**accounts["provider"].headers, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert broke.status_code == 402 and broke.json()["error"]["code"] == "insufficient_funds", broke.text
+        assert operator  # operators neither buy nor sell
+    with market_server.services.db.session() as session:
+        assert session.scalar(select(func.count()).select_from(PredictionJob)) == jobs_before
+        assert session.scalar(select(func.count()).select_from(LedgerTransfer)) == transfers_before
+
+
+def test_cancelled_and_expired_requests_cost_nothing(
+    market_server: LiveServer, accounts: dict[str, Account], settings: Settings
+) -> None:
+    provider, client, admin = accounts["provider"], accounts["client"], accounts["admin"]
+    deposit(market_server, client, "1.00")
+    with httpx.Client(base_url=market_server.url, timeout=30) as http:
+        evaluated = http.post(
+            "/api/v1/market/offers",
+            json={"model": MODEL, "target": "direction", "symbols": ["EURUSD"], "interval": "1h",
+                  "horizons": [2], "price": "0.5", "execution": "evaluators", "evaluator_fee": "0.1"},
+            headers=provider.headers,
+        ).json()  # fmt: skip
+        before, _ = wallet(market_server, client)
+        ids = []
+        for _ in range(2):
+            made = http.post(
+                "/api/v1/market/requests",
+                json={"offer_id": evaluated["offer_id"], "max_cost": "0.5"},
+                headers={**client.headers, "Idempotency-Key": str(uuid.uuid4())},
+            )
+            assert made.status_code == 201, made.text
+            assert made.json()["status"] == "queued"
+            ids.append(made.json()["request_id"])
+        assert wallet(market_server, client) == (before - 1_000_000, 1_000_000)
+        cancelled = http.delete(f"/api/v1/market/requests/{ids[0]}", headers=client.headers)
+        assert cancelled.status_code == 200 and cancelled.json()["refunded"] == "0.500000"
+        again = http.delete(f"/api/v1/market/requests/{ids[0]}", headers=client.headers)
+        assert again.status_code == 409 and again.json()["error"]["code"] == "not_cancellable"
+        moved = http.post(
+            "/api/v1/admin/clock", json={"advance_s": settings.request_ttl_s + 1}, headers=admin.headers
+        )
+        assert moved.status_code == 200, moved.text
+        assert moved.json()["swept"]["expired"] >= 1
+        expired = http.get(f"/api/v1/market/requests/{ids[1]}", headers=client.headers).json()
+        assert expired["status"] == "expired" and expired["money"]["charged"] == "0.000000"
+    assert wallet(market_server, client) == (before, 0)
+
+
+def test_the_clock_route_is_absent_on_the_system_clock(
+    live_server: LiveServer, accounts: dict[str, Account]
+) -> None:
+    with httpx.Client(base_url=live_server.url, timeout=30) as http:
+        response = http.post("/api/v1/admin/clock", json={"advance_s": 1}, headers=accounts["admin"].headers)
+    assert response.status_code == 404
