@@ -1,0 +1,1 @@
+"""Signed webhooks (Standard Webhooks), delivered at least once from a transactional outbox."""
