@@ -36,6 +36,7 @@ from prediction_provider.api.routes import (
     health,
     invocations,
     jobs,
+    ledger,
     market,
     metrics,
     models,
@@ -62,6 +63,7 @@ from prediction_provider.features.market_sources import MarketSources
 from prediction_provider.forecasts.factory import build_forecasts
 from prediction_provider.jobs.runtime import start_job_runtime
 from prediction_provider.ledger.journal import Journal
+from prediction_provider.ledger.service import LedgerService
 from prediction_provider.marketplace.ownership import ModelOwnership
 from prediction_provider.marketplace.service import Marketplace, market_announcer
 from prediction_provider.marketplace.uploads import ModelUploads
@@ -147,6 +149,7 @@ def build_services(settings: Settings) -> Services:
         settings, db, services.clock, Journal(services.clock), services.forecasts, services.market,
         market_announcer(services.clock, settings),
     )  # fmt: skip
+    services.ledger = LedgerService(db, services.marketplace.journal, services.clock, settings)
     services.ownership = ModelOwnership(db, services.clock, serving.registry)
     services.model_uploads = ModelUploads(
         settings, serving.registry, services.ownership, serving.cache.loaders
@@ -334,6 +337,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         decision_records,
         trading_accounts,
         jobs,
+        ledger,
         market,
         provider_models,
         webhooks,

@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from prediction_provider import __version__, cli_jobs, cli_train, config_errors, loadtest
+from prediction_provider import __version__, cli_jobs, cli_ledger, cli_train, config_errors, loadtest
 from prediction_provider.config import Settings
 
 if TYPE_CHECKING:
@@ -27,6 +27,7 @@ db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True
 app.add_typer(db_app, name="db")
 users_app = typer.Typer(help="Accounts.", no_args_is_help=True)
 app.add_typer(users_app, name="users")
+app.add_typer(cli_ledger.ledger_app, name="ledger")
 console = Console()
 
 DataDir = Annotated[Path | None, typer.Option(help="Data directory (PP_DATA_DIR).")]

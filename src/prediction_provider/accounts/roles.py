@@ -23,7 +23,8 @@ class Permission(StrEnum):
     READ_METRICS = "read_metrics"
     MANAGE_MODELS = "manage_models"  # load/unload, own models and pricing
     EVALUATE = "evaluate"  # claim and score prediction requests
-    BILLING_OVERSIGHT = "billing_oversight"
+    BILLING_OVERSIGHT = "billing_oversight"  # read the ledger, anyone's invoices; finalize invoices
+    MANAGE_WALLETS = "manage_wallets"  # deposit to and withdraw from anyone's wallet (admins only)
     READ_ALL_JOBS = "read_all_jobs"  # see every user's prediction jobs
     MANAGE_ALL_JOBS = "manage_all_jobs"  # change or cancel anyone's jobs
     # Open and edit one's own trading accounts and positions (anyone's: MANAGE_USERS too).

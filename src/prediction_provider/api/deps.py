@@ -19,6 +19,7 @@ from prediction_provider.serving.registry import ModelRegistry
 if TYPE_CHECKING:
     from prediction_provider.clock import ManualClock, SystemClock
     from prediction_provider.features.market_sources import MarketSources
+    from prediction_provider.ledger.service import LedgerService
     from prediction_provider.marketplace.ownership import ModelOwnership
     from prediction_provider.marketplace.service import Marketplace
     from prediction_provider.marketplace.uploads import ModelUploads
@@ -54,6 +55,7 @@ class Services:
     clock: SystemClock | ManualClock | None = None
     marketplace: Marketplace | None = None  # offers, quotes, paid requests, leases, the ledger
     webhooks: WebhookDispatcher | None = None
+    ledger: LedgerService | None = None  # wallets, limits, statements, invoices, the ledger check
     ownership: ModelOwnership | None = None  # who owns which registered model
     model_uploads: ModelUploads | None = None  # providers' uploads in safe formats
 
