@@ -75,13 +75,14 @@ def test_idempotency_key_returns_the_first_job(
     first = client.post("/api/v1/predictions", json=body, headers=headers)
     again = client.post("/api/v1/predictions", json=body, headers=headers)
     assert first.status_code == again.status_code == 202
-    assert again.json()["id"] == first.json()["id"]
-    assert (first.json()["created"], again.json()["created"]) == (True, False)
+    # The API-wide Idempotency-Key contract: the retry is the very first answer, replayed.
+    assert again.content == first.content
+    assert again.headers["Idempotency-Replayed"] == "true"
     reused = client.post(
         "/api/v1/predictions", json={"model": MODEL, "features": feature_rows[2]}, headers=headers
     )
-    assert reused.status_code == 409
-    assert reused.json()["error"]["details"]["job_id"] == first.json()["id"]
+    assert reused.status_code == 422
+    assert reused.json()["error"]["code"] == "idempotency_key_reused"
 
 
 def test_a_failed_job_says_why(client: httpx.Client) -> None:
