@@ -174,7 +174,9 @@ def test_pickles_joblib_and_archives_are_refused_and_nothing_is_registered(
     name = fresh_name("bad")
     assert callable(content)
     with pytest.raises(UnsafeModelFormat) as refused:
-        world.uploads.upload(world.users["provider-pia"], ModelUpload(name, declared, content(), list(FEATURES)))
+        world.uploads.upload(
+            world.users["provider-pia"], ModelUpload(name, declared, content(), list(FEATURES))
+        )
     assert refused.value.code == "unsafe_model_format"
     assert name not in owners(world)
     with pytest.raises(ModelNotFound):
@@ -260,7 +262,8 @@ def test_an_admin_assigns_and_reassigns_a_registered_model(world: World) -> None
     assert total == len(owners(world))
     assert any(row.model_name == name and row.provider == "admin-ann" for row in rows)
     mine, my_total = world.ownership.page(admin.user_id, limit=1, offset=0)
-    assert my_total >= 1 and len(mine) == 1
+    assert my_total >= 1
+    assert len(mine) == 1
 
 
 def test_assigning_an_unknown_model_user_or_a_client_is_refused(world: World) -> None:
