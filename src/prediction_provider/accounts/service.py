@@ -50,6 +50,8 @@ def public_user(user: User) -> dict[str, Any]:
 
 
 ROLE_NAMES = tuple(r.value for r in Role)
+# The seed's names for roles, accepted on input and stored as ours.
+ROLE_ALIASES: dict[str, str] = {"administrator": Role.ADMIN.value}
 
 
 def validate_fields(
@@ -97,6 +99,7 @@ class AccountService:
         full_name: str | None = None,
         active: bool | None = None,
     ) -> dict[str, Any]:
+        role = ROLE_ALIASES.get(str(role), role)
         validate_fields(username, email, password, role)
         if role == Role.GUEST:
             raise InvalidInput(
@@ -146,6 +149,8 @@ class AccountService:
 
     def update_user(self, user_id: int, changes: dict[str, Any]) -> dict[str, Any]:
         """Admin edit: e-mail, full name, role, active flag."""
+        if isinstance(changes.get("role"), str):
+            changes = {**changes, "role": ROLE_ALIASES.get(changes["role"], changes["role"])}
         validate_fields(email=changes.get("email"), role=changes.get("role"))
         try:
             with self.db.session() as session:

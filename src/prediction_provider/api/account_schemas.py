@@ -3,11 +3,23 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, JsonValue
 
-RoleName = Literal["admin", "provider", "client", "evaluator", "operator"]
+from prediction_provider.accounts.service import ROLE_ALIASES
+
+
+def _canonical_role(value: object) -> object:
+    """The seed's role names are accepted: ``administrator`` is ``admin``."""
+    return ROLE_ALIASES.get(value, value) if isinstance(value, str) else value
+
+
+RoleName = Annotated[
+    Literal["admin", "provider", "client", "evaluator", "operator"],
+    BeforeValidator(_canonical_role),
+    Field(description="admin (or its seed name administrator), provider, client, evaluator, operator"),
+]
 USERNAME = r"^[a-z0-9][a-z0-9_.-]{2,63}$"
 
 

@@ -21,6 +21,7 @@ from prediction_provider.forecasts.service import ForecastRequest, ForecastServi
 from prediction_provider.jobs.records import JobStatus
 from prediction_provider.jobs.store import JobStore
 from prediction_provider.ledger.journal import Journal
+from prediction_provider.marketplace.leases import Leases
 from prediction_provider.marketplace.offers import OfferBook, Priced, Spec
 from prediction_provider.marketplace.requests import RequestBook, Submission, market_status, model_reference
 from prediction_provider.marketplace.settlement import Announcer, Settlement, money_of
@@ -48,6 +49,8 @@ class Marketplace:
         self.settlement = Settlement(journal, clock, announce)
         self.requests = RequestBook(db, clock, journal, self.offers, settings, self._times_of, announce)
         self.sweeper = Sweeper(db, clock, self.settlement, settings.sweep_interval_s)
+        self.leases = Leases(db, clock, self.settlement, settings)
+        self.sweeper.extra.append(("leases_expired", self.leases.expire_leases))
         self.store: JobStore | None = None
         self.dispatch: Dispatch | None = None
 
