@@ -53,13 +53,18 @@ def test_we_accept_the_reference_librarys_signatures() -> None:
     now = datetime.now(UTC)
     body = '{"hello": "world"}'
     signature = standardwebhooks.Webhook(secret).sign("msg_2", now, body)
-    headers = {"webhook-id": "msg_2", "webhook-timestamp": str(int(now.timestamp())), "webhook-signature": signature}
+    headers = {
+        "webhook-id": "msg_2",
+        "webhook-timestamp": str(int(now.timestamp())),
+        "webhook-signature": signature,
+    }
     assert verify(secret, headers, body.encode(), now=now) == "msg_2"
 
 
 def test_generated_secrets_carry_24_random_bytes() -> None:
     first, second = generate_secret(), generate_secret()
-    assert first.startswith("whsec_") and first != second
+    assert first.startswith("whsec_")
+    assert first != second
     assert len(secret_key(first)) == 24
 
 
@@ -125,4 +130,6 @@ def test_missing_headers_are_refused() -> None:
 
 def test_a_timestamp_that_is_not_a_number_is_refused() -> None:
     with pytest.raises(WebhookVerificationError, match="Unix seconds"):
-        verify(VECTOR_SECRET, vector_headers(**{"webhook-timestamp": "yesterday"}), VECTOR_BODY, now=AT_VECTOR)
+        verify(
+            VECTOR_SECRET, vector_headers(**{"webhook-timestamp": "yesterday"}), VECTOR_BODY, now=AT_VECTOR
+        )
