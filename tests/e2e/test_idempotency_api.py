@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -14,9 +15,10 @@ import httpx
 import pytest
 from sqlalchemy import func, select
 
+from prediction_provider.config import Settings
 from prediction_provider.db.models import PredictionJob
 from prediction_provider.idempotency import IdempotencyStore, Started
-from tests.conftest import MODEL, Account, LiveServer
+from tests.conftest import MODEL, Account, LiveServer, live_settings
 
 SUBMIT = "/api/v1/predictions"
 REPLAYED = "Idempotency-Replayed"
@@ -224,3 +226,26 @@ def test_concurrent_first_requests_run_exactly_once(
         else:
             assert other.content == executed[0].content
     assert jobs_under(live_server, client_account.user_id, key) == 1
+
+
+@pytest.fixture(scope="module")
+def limited_server(settings: Settings, accounts: dict[str, Account]) -> Iterator[LiveServer]:
+    """Its own server (its own rate-limit counters), allowing 3 requests a minute per user."""
+    with LiveServer(live_settings(settings, rate_limit="3/minute", grpc_enabled=False)) as server:
+        yield server
+
+
+def test_a_keyed_request_counts_once_against_the_rate_limit(
+    limited_server: LiveServer, client_account: Account, feature_rows: list[dict[str, float]]
+) -> None:
+    """The middleware authenticates the caller and the route reuses that principal: counted twice,
+    the second request would already be refused."""
+    with httpx.Client(base_url=limited_server.url, headers=client_account.headers, timeout=60) as http:
+        body = {"model": MODEL, "features": feature_rows[11]}
+        assert http.post(SUBMIT, json=body, headers=keyed(fresh_key("limit"))).status_code == 202
+        assert http.post("/predict", json=body, headers=keyed(fresh_key("limit"))).status_code == 200
+        assert http.post(SUBMIT, json=body, headers=keyed(fresh_key("limit"))).status_code == 202
+        refused = http.post(SUBMIT, json=body, headers=keyed(fresh_key("limit")))
+    assert refused.status_code == 429
+    assert error_code(refused) == "rate_limited"
+    assert "retry-after" in refused.headers
