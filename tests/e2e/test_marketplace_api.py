@@ -213,3 +213,24 @@ def test_the_clock_route_is_absent_on_the_system_clock(
     with httpx.Client(base_url=live_server.url, timeout=30) as http:
         response = http.post("/api/v1/admin/clock", json={"advance_s": 1}, headers=accounts["admin"].headers)
     assert response.status_code == 404
+
+
+def test_a_spending_limit_stops_a_request_exactly_at_the_limit(
+    market_server: LiveServer, accounts: dict[str, Account], offer: dict
+) -> None:
+    buyer = accounts["admin"]  # a wallet of its own, untouched by the other tests
+    deposit(market_server, buyer, "1.00")
+    with httpx.Client(base_url=market_server.url, timeout=30) as http:
+        limited = http.put("/api/v1/wallet/limits", json={"daily": "0.005", "currency": "USD"}, headers=buyer.headers)
+        assert limited.status_code == 200, limited.text
+        codes = []
+        for _ in range(3):
+            made = http.post(
+                "/api/v1/market/requests",
+                json={"offer_id": offer["offer_id"], "symbol": "EURUSD", "horizon": 1, "max_cost": "1"},
+                headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+            )
+            codes.append((made.status_code, (made.json().get("error") or {}).get("code")))
+    # 0.0025 twice fits 0.005 exactly; the third would exceed it
+    assert codes[:2] == [(201, None), (201, None)]
+    assert codes[2] == (402, "spending_limit_exceeded")

@@ -35,6 +35,7 @@ from prediction_provider.errors import (
     SpendingLimitExceeded,
 )
 from prediction_provider.jobs.records import TERMINAL, JobStatus, input_digest, record_event
+from prediction_provider.ledger import service as ledger_service
 from prediction_provider.ledger.journal import Journal
 from prediction_provider.ledger.money import format_amount
 from prediction_provider.marketplace.offers import OfferBook, Priced, Spec, check_spec
@@ -254,11 +255,6 @@ class RequestBook:
 
     def _check_limits(self, session: Session, user_id: int, currency: str, price: int) -> None:
         """Exact under concurrency: the journal lock is held, so nobody else spends meanwhile."""
-        try:
-            from prediction_provider.ledger import service as ledger_service
-        except ImportError:  # TEMP until ledger.service lands
-            return
-
         daily, monthly = ledger_service.limits(session, user_id, currency)
         now = self.clock.now()
         day = datetime(now.year, now.month, now.day, tzinfo=UTC)
