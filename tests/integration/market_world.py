@@ -1,0 +1,137 @@
+"""A real marketplace over a migrated database, without HTTP: users from the account service, a
+model owned by a provider, an evaluator-executed offer, a manual clock, and the settle paths the
+product uses (completion under the journal lock with a conditional update, cancel through a
+``JobStore``, sweeps through the sweeper). Shared by the ledger state machine and concurrency tests."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sqlalchemy import select, update
+
+from prediction_provider.accounts.principal import Principal
+from prediction_provider.accounts.roles import Role
+from prediction_provider.app import account_service
+from prediction_provider.clock import ManualClock
+from prediction_provider.config import Settings
+from prediction_provider.db import migrate
+from prediction_provider.db.ledger_models import LedgerAccount
+from prediction_provider.db.market_models import ModelOwner
+from prediction_provider.db.models import PredictionJob
+from prediction_provider.db.session import Database
+from prediction_provider.jobs.records import JobStatus, record_event
+from prediction_provider.jobs.store import JobStore
+from prediction_provider.ledger.journal import Journal
+from prediction_provider.ledger.service import LedgerService
+from prediction_provider.marketplace.offers import NewOffer, Priced, Spec
+from prediction_provider.marketplace.requests import Submission
+from prediction_provider.marketplace.service import Marketplace
+
+START = datetime(2031, 3, 3, 12, 0, tzinfo=UTC)
+CURRENCY = "USD"
+MODEL = "ledger-test-model"
+SPEC = Spec("EURUSD", 1)
+# The forecast is one hour out: the deadline is target - result_margin_s (60 s) = 3540 s after submit.
+TARGET_AFTER = timedelta(hours=1)
+
+
+@dataclass
+class World:
+    settings: Settings
+    db: Database
+    clock: ManualClock
+    marketplace: Marketplace
+    store: JobStore
+    ledger: LedgerService
+    admin: Principal
+    client: Principal
+    provider: Principal
+    evaluator: Principal
+    offer_id: str
+
+    def close(self) -> None:
+        self.marketplace.close()
+        self.db.dispose()
+
+    # -- what the product does, driven by the test ----------------------------------------------
+
+    def deposit(self, amount: int, key: str) -> dict:
+        assert self.client.username is not None
+        return self.ledger.deposit(self.admin, self.client.username, amount, CURRENCY, key)
+
+    def submit(self, max_cost: int, key: str) -> tuple[PredictionJob, bool]:
+        return self.marketplace.submit(
+            self.client, Submission(SPEC, max_cost, CURRENCY, offer_id=self.offer_id), key
+        )
+
+    def complete(self, request_id: str, executed_by: int | None) -> bool:
+        """An evaluator's result: the job turns completed and its hold is captured and split, in one
+        transaction; ``False`` when the request had already ended."""
+        now = self.clock.now()
+        with self.db.session() as session:
+            self.marketplace.settlement.lock(session)
+            updated = session.execute(
+                update(PredictionJob)
+                .where(
+                    PredictionJob.id == request_id,
+                    PredictionJob.status.in_([JobStatus.PENDING, JobStatus.PROCESSING]),
+                )
+                .values(status=JobStatus.COMPLETED, executed_by=executed_by, claim_token=None,
+                        result={"direction": "up"}, finished_at=now, updated_at=now)
+            )  # fmt: skip
+            if updated.rowcount != 1:  # type: ignore[attr-defined]
+                return False
+            record_event(session, request_id, JobStatus.COMPLETED, None, "result accepted")
+            self.marketplace.settlement.settle(session, request_id, JobStatus.COMPLETED)
+        return True
+
+    def accounts(self) -> dict[str, tuple[int, int, int, int]]:
+        with self.db.session() as session:
+            return {
+                a.code: (a.debits_pending, a.debits_posted, a.credits_pending, a.credits_posted)
+                for a in session.scalars(select(LedgerAccount).where(LedgerAccount.currency == CURRENCY))
+            }
+
+
+def fixed_times(clock: ManualClock):  # type: ignore[no-untyped-def]
+    """The request's (data_as_of, target_time) without market data: the last bar an hour ago."""
+
+    def times_of(_priced: Priced, _spec: Spec, now: datetime) -> tuple[datetime, datetime]:
+        return now - timedelta(hours=1), now + TARGET_AFTER
+
+    return times_of
+
+
+def build_world(url: str, data_dir: Path, *, price: int, evaluator_fee: int, **changes: object) -> World:
+    migrate.upgrade(url)
+    settings = Settings(data_dir=data_dir, database_url=url, clock="manual", **changes)  # type: ignore[arg-type]
+    accounts = account_service(settings)
+    tag = uuid.uuid4().hex[:8]
+    people = {}
+    for role in ("admin", "client", "provider", "evaluator"):
+        user = accounts.create_user(f"{role}-{tag}", f"{role}-{tag}@example.com", "password-123456", role,
+                                    active=True)  # fmt: skip
+        people[role] = Principal(user["id"], user["username"], Role(role), "api_key")
+    accounts.db.dispose()
+    db = Database(url)
+    clock = ManualClock(START)
+    journal = Journal(clock)
+    marketplace = Marketplace(settings, db, clock, journal, None, None, None)
+    marketplace.requests.times_of = fixed_times(clock)
+    store = JobStore(db, timedelta(seconds=settings.lease_s), settings.market_max_attempts)
+    marketplace.attach(store, None)
+    with db.session() as session:
+        session.add(ModelOwner(model_name=MODEL, provider_id=people["provider"].user_id, assigned_by="test",
+                               assigned_at=clock.now()))  # fmt: skip
+    offer = marketplace.offers.publish(
+        people["provider"],
+        NewOffer(MODEL, None, "direction", ("EURUSD",), "1h", (1,), price, CURRENCY, "evaluators",
+                 evaluator_fee=evaluator_fee),
+    )  # fmt: skip
+    return World(
+        settings, db, clock, marketplace, store, LedgerService(db, journal, clock, settings),
+        people["admin"], people["client"], people["provider"], people["evaluator"], offer.offer.id,
+    )  # fmt: skip
