@@ -93,15 +93,16 @@ class _Hold:
     request_id: str | None
 
 
-def check_ledger(session: Session) -> LedgerReport:
-    """Recompute every balance and invariant from the journal (see the module doc)."""
+def check_ledger(session: Session, batch: int = BATCH) -> LedgerReport:
+    """Recompute every balance and invariant from the journal (see the module doc), reading
+    ``batch`` transfers at a time."""
     found = _Findings()
     accounts = {account.id: account for account in session.scalars(select(LedgerAccount))}
     sums: dict[int, list[int]] = {account_id: [0, 0, 0, 0] for account_id in accounts}
     open_holds: dict[str, _Hold] = {}
     expected_seq, prev_hash, count = 1, GENESIS_HASH, 0
     columns = [getattr(LedgerTransfer, name) for name in (*FIELDS, "prev_hash", "hash")]
-    rows = session.execute(select(*columns).order_by(LedgerTransfer.seq).execution_options(yield_per=BATCH))
+    rows = session.execute(select(*columns).order_by(LedgerTransfer.seq).execution_options(yield_per=batch))
     for values in rows:
         row = dict(zip((*FIELDS, "prev_hash", "hash"), values, strict=True))
         count += 1
@@ -130,7 +131,7 @@ def check_ledger(session: Session) -> LedgerReport:
     _compare_sums(accounts, sums, found)
     _conservation(accounts, found)
     _bounds(accounts, found)
-    _clearing(session, accounts, open_holds, found)
+    _clearing(session, accounts, open_holds, found, batch)
     return found.report(count, len(accounts), head_seq)
 
 
@@ -225,13 +226,14 @@ def _bounds(accounts: dict[int, LedgerAccount], found: _Findings) -> None:
 
 
 def _clearing(
-    session: Session, accounts: dict[int, LedgerAccount], open_holds: dict[str, _Hold], found: _Findings
-) -> None:
+    session: Session, accounts: dict[int, LedgerAccount], open_holds: dict[str, _Hold], found: _Findings,
+    batch: int,
+) -> None:  # fmt: skip
     jobs = session.execute(
         select(PredictionJob.id, PredictionJob.status, PredictionJob.price, PredictionJob.currency,
                PredictionJob.hold_transfer_id)
         .where(PredictionJob.kind.in_(MARKET_KINDS), PredictionJob.hold_transfer_id.is_not(None))
-        .execution_options(yield_per=BATCH)
+        .execution_options(yield_per=batch)
     )  # fmt: skip
     live: dict[str, int] = defaultdict(int)
     for job_id, status, price, currency, hold_id in jobs:
