@@ -51,6 +51,7 @@ class World:
     provider: Principal
     evaluator: Principal
     offer_id: str
+    times: FixedTimes
 
     def close(self) -> None:
         self.marketplace.close()
@@ -96,13 +97,17 @@ class World:
             }
 
 
-def fixed_times(clock: ManualClock):  # type: ignore[no-untyped-def]
-    """The request's (data_as_of, target_time) without market data: the last bar an hour ago."""
+class FixedTimes:
+    """The request's (data_as_of, target_time) without market data: the last bar an hour ago and
+    the target an hour ahead, or (``historical``) a target already past, whose outcome is recorded."""
 
-    def times_of(_priced: Priced, _spec: Spec, now: datetime) -> tuple[datetime, datetime]:
+    def __init__(self) -> None:
+        self.historical = False
+
+    def __call__(self, _priced: Priced, _spec: Spec, now: datetime) -> tuple[datetime, datetime]:
+        if self.historical:
+            return now - timedelta(hours=3), now - timedelta(hours=2)
         return now - timedelta(hours=1), now + TARGET_AFTER
-
-    return times_of
 
 
 def build_world(url: str, data_dir: Path, *, price: int, evaluator_fee: int, **changes: object) -> World:
@@ -120,7 +125,8 @@ def build_world(url: str, data_dir: Path, *, price: int, evaluator_fee: int, **c
     clock = ManualClock(START)
     journal = Journal(clock)
     marketplace = Marketplace(settings, db, clock, journal, None, None, None)
-    marketplace.requests.times_of = fixed_times(clock)
+    times = FixedTimes()
+    marketplace.requests.times_of = times
     store = JobStore(db, timedelta(seconds=settings.lease_s), settings.market_max_attempts)
     marketplace.attach(store, None)
     with db.session() as session:
@@ -133,5 +139,5 @@ def build_world(url: str, data_dir: Path, *, price: int, evaluator_fee: int, **c
     )  # fmt: skip
     return World(
         settings, db, clock, marketplace, store, LedgerService(db, journal, clock, settings),
-        people["admin"], people["client"], people["provider"], people["evaluator"], offer.offer.id,
+        people["admin"], people["client"], people["provider"], people["evaluator"], offer.offer.id, times,
     )  # fmt: skip

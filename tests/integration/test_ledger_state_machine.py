@@ -150,8 +150,9 @@ class LedgerMachine(RuleBasedStateMachine):
             self.deposits[name] = amount
             self.single("world", self.client, amount)
 
-    @rule(key=st.integers(0, 5), margin=st.sampled_from((-1, 0, 1, M)))
-    def submit(self, key: int, margin: int) -> None:
+    @rule(key=st.integers(0, 5), margin=st.sampled_from((-1, 0, 1, M)), historical=st.booleans())
+    def submit(self, key: int, margin: int, historical: bool = False) -> None:
+        self.world.times.historical = historical
         name = f"{self.nonce}-s{key}"
         max_cost = self.price + margin
         open_requests = sum(1 for r in self.requests.values() if r.status == "pending")
@@ -182,7 +183,14 @@ class LedgerMachine(RuleBasedStateMachine):
         job, created = self.world.submit(max_cost, name)
         assert created
         assert job.price == self.price
-        assert job.deadline_at == self.world.clock.now() + TARGET_AFTER - timedelta(seconds=60)
+        now = self.world.clock.now()
+        if historical:  # the outcome is already recorded: the request lives request_ttl_s
+            assert job.deadline_at == now + timedelta(seconds=self.world.settings.request_ttl_s)
+            self.saw("submit: historical")
+        else:  # results close result_margin_s before the target time
+            assert job.deadline_at == now + TARGET_AFTER - timedelta(
+                seconds=self.world.settings.result_margin_s
+            )
         self.saw("submit: accepted")
         self.keys[name] = job.id
         self.requests[job.id] = Request(self.price, reference_split(self.price), "pending", job.deadline_at)
@@ -365,7 +373,8 @@ def walk_every_path(url: str, data_dir: Path) -> None:
             lambda: m.submit(0, 0),  # nothing in the wallet: 402
             lambda: m.deposit(3 * M, 0), lambda: m.deposit(3 * M, 0), lambda: m.deposit(7, 0),
             lambda: m.submit(0, -1),  # max_cost below the price: 402
-            lambda: m.submit(0, 0), lambda: m.submit(0, M), lambda: m.submit(1, 1), lambda: m.submit(2, 0),
+            lambda: m.submit(0, 0), lambda: m.submit(0, M), lambda: m.submit(1, 1, True),
+            lambda: m.submit(2, 0),
             lambda: m.complete(0, True), lambda: m.complete(0, True), lambda: m.complete(1, False),
             lambda: m.cancel(2), lambda: m.cancel(2), lambda: m.cancel(0),
             lambda: m.refund(0, 100_001, 0), lambda: m.refund(0, 100_001, 0), lambda: m.refund(0, None, 1),
@@ -373,6 +382,7 @@ def walk_every_path(url: str, data_dir: Path) -> None:
             lambda: m.reprice(333_333), lambda: m.reprice(50_001), lambda: m.submit(3, 0),
             lambda: m.deposit(10 * M, 1), *[lambda k=k: m.submit(k, 0) for k in range(3, 9)],  # the cap: 429
             lambda: m.advance_and_sweep(60), lambda: m.advance_and_sweep(3600), lambda: m.submit(5, 0),
+            lambda: m.submit(9, 0, True), lambda: m.advance_and_sweep(60), lambda: m.advance_and_sweep(900),
         ]  # fmt: skip
         for step in steps:
             step()
@@ -380,7 +390,8 @@ def walk_every_path(url: str, data_dir: Path) -> None:
         m.teardown()
         wanted = ["submit: accepted", "submit: replayed", "submit: refused MaxCostExceeded",
                   "submit: refused InsufficientFunds", "submit: refused RateLimited", "deposit: posted",
-                  "deposit: replayed", "complete: captured", "cancel: voided", "sweep: expired a request",
+                  "deposit: replayed", "submit: historical", "complete: captured", "cancel: voided",
+                  "sweep: expired a request",
                   "refund: full", "refund: partial"]  # fmt: skip
         assert [o for o in wanted if not m.seen[o]] == [], dict(m.seen)
     finally:
