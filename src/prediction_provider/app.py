@@ -67,6 +67,7 @@ from prediction_provider.jobs.runtime import start_job_runtime
 from prediction_provider.ledger.journal import Journal
 from prediction_provider.ledger.service import LedgerService
 from prediction_provider.marketplace.ownership import ModelOwnership
+from prediction_provider.marketplace.paid_calls import PaidCalls
 from prediction_provider.marketplace.service import Marketplace, market_announcer
 from prediction_provider.marketplace.uploads import ModelUploads
 from prediction_provider.observability.audit import AuditWriter
@@ -144,13 +145,22 @@ def build_services(settings: Settings) -> Services:
     services.market = MarketSources(settings)
     services.decisions, services.trading_accounts = build_trading(settings, db, services.market)
     services.forecasts = build_forecasts(
-        serving.registry, serving.cache, db, services.market, warm=True,
+        serving.registry,
+        serving.cache,
+        db,
+        services.market,
+        warm=True,
         answer_cache=settings.forecast_answer_cache,
-    )  # fmt: skip
+    )
     services.marketplace = Marketplace(
-        settings, db, services.clock, Journal(services.clock), services.forecasts, services.market,
+        settings,
+        db,
+        services.clock,
+        Journal(services.clock),
+        services.forecasts,
+        services.market,
         market_announcer(services.clock, settings),
-    )  # fmt: skip
+    )
     services.ledger = LedgerService(db, services.marketplace.journal, services.clock, settings)
     services.ownership = ModelOwnership(db, services.clock, serving.registry)
     services.model_uploads = ModelUploads(
@@ -158,6 +168,7 @@ def build_services(settings: Settings) -> Services:
     )
     # Sends the outbox in every API process; started in the lifespan (SKIP LOCKED shares the work).
     services.webhooks = WebhookDispatcher(db, services.clock or SystemClock(), settings)
+    services.paid_calls = PaidCalls(db, services.clock, Journal(services.clock))
     # Before any warm-up: a name unloaded before a restart stays unloaded, and is not loaded.
     services.unloaded = follow_unloaded_models(
         serving.cache, db, settings.model_state_refresh_ms / 1000, settings.redis_url
@@ -176,6 +187,8 @@ def close_services(services: Services) -> None:
         services.forecasts.close()  # writes the forecast records still queued
     if services.marketplace is not None:
         services.marketplace.close()
+    if services.paid_calls is not None:
+        services.paid_calls.close()
     if services.webhooks is not None:
         services.webhooks.stop()
     if services.market is not None:
@@ -191,9 +204,11 @@ def account_service(settings: Settings) -> AccountService:
     """Accounts without the rest of the server, for the CLI."""
     db = open_database(settings)
     return AccountService(
-        db, jwt_secret(settings.model_copy(update={"demo_mode": True})),
-        timedelta(minutes=settings.jwt_lifetime_minutes), settings.require_activation,
-    )  # fmt: skip
+        db,
+        jwt_secret(settings.model_copy(update={"demo_mode": True})),
+        timedelta(minutes=settings.jwt_lifetime_minutes),
+        settings.require_activation,
+    )
 
 
 def jwt_secret(settings: Settings) -> str:
@@ -259,15 +274,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 services.warm_errors[reference] = str(exc)
                 log.error("could not warm %s: %s", reference, exc)
         job_runtime = await run_in_threadpool(
-            start_job_runtime, settings, services.db, services.cache, services.predictions, services.forecasts,
+            start_job_runtime,
+            settings,
+            services.db,
+            services.cache,
+            services.predictions,
+            services.forecasts,
             services.clock,
-        )  # fmt: skip
+        )
         services.jobs = job_runtime
         if services.webhooks is not None:
             services.webhooks.start()
         if services.marketplace is not None:
             services.marketplace.attach(job_runtime.store, job_runtime.service.dispatcher.dispatch)
             services.marketplace.start()
+        job_runtime.service.payments = services.paid_calls
         grpc_server = await start_grpc(services) if settings.grpc_enabled else None
         app.state.grpc_server = grpc_server
         if grpc_server is not None:

@@ -77,10 +77,17 @@ def offer(market_server: LiveServer, accounts: dict[str, Account]) -> dict:
     with httpx.Client(base_url=market_server.url, timeout=30) as http:
         response = http.post(
             "/api/v1/market/offers",
-            json={"model": MODEL, "target": "direction", "symbols": ["EURUSD"], "interval": "1h",
-                  "horizons": [1, 3], "price": "0.0025", "execution": "platform"},
+            json={
+                "model": MODEL,
+                "target": "direction",
+                "symbols": ["EURUSD"],
+                "interval": "1h",
+                "horizons": [1, 3],
+                "price": "0.0025",
+                "execution": "platform",
+            },
             headers=accounts["provider"].headers,
-        )  # fmt: skip
+        )
     assert response.status_code == 201, response.text
     return response.json()
 
@@ -95,15 +102,17 @@ def test_a_client_buys_a_forecast_and_the_money_moves_exactly(
     assert sum(Decimal(v) for v in offer["breakdown"].values()) == Decimal("0.0025")
     with httpx.Client(base_url=market_server.url, timeout=30) as http:
         quote = http.post(
-            "/api/v1/market/quotes", json={"offer_id": offer["offer_id"], "symbol": "eurusd", "horizon": 3},
+            "/api/v1/market/quotes",
+            json={"offer_id": offer["offer_id"], "symbol": "eurusd", "horizon": 3},
             headers=client.headers,
-        )  # fmt: skip
+        )
         assert quote.status_code == 201, quote.text
         key = str(uuid.uuid4())
         submitted = http.post(
-            "/api/v1/market/requests", json={"quote_id": quote.json()["quote_id"], "max_cost": "0.01"},
+            "/api/v1/market/requests",
+            json={"quote_id": quote.json()["quote_id"], "max_cost": "0.01"},
             headers={**client.headers, "Idempotency-Key": key},
-        )  # fmt: skip
+        )
         assert submitted.status_code == 201, submitted.text
         body = submitted.json()
         assert body["status"] in {"queued", "running", "completed"}
@@ -113,19 +122,23 @@ def test_a_client_buys_a_forecast_and_the_money_moves_exactly(
         )
         assert done["status"] == "completed", done
         assert 0.0 <= done["result"]["output"]["p_up"] <= 1.0
-        assert done["money"]["charged"] == "0.002500" and done["money"]["held"] == "0.000000"
+        assert done["money"]["charged"] == "0.002500"
+        assert done["money"]["held"] == "0.000000"
         replay = http.post(
-            "/api/v1/market/requests", json={"quote_id": quote.json()["quote_id"], "max_cost": "0.01"},
+            "/api/v1/market/requests",
+            json={"quote_id": quote.json()["quote_id"], "max_cost": "0.01"},
             headers={**client.headers, "Idempotency-Key": key},
-        )  # fmt: skip
+        )
         assert replay.json()["request_id"] == body["request_id"]
     after, held = wait_until_settled(market_server, client)
-    assert before - after == 2500 and held == 0
+    assert before - after == 2500
+    assert held == 0
     with market_server.services.db.session() as session:
         captures = session.scalar(
-            select(func.count()).select_from(LedgerTransfer).where(LedgerTransfer.request_id == body["request_id"],
-                                                                   LedgerTransfer.kind == "capture")
-        )  # fmt: skip
+            select(func.count())
+            .select_from(LedgerTransfer)
+            .where(LedgerTransfer.request_id == body["request_id"], LedgerTransfer.kind == "capture")
+        )
     assert captures == 1
 
 
@@ -144,17 +157,21 @@ def test_refusals_store_nothing(market_server: LiveServer, accounts: dict[str, A
             json={"offer_id": offer["offer_id"], "symbol": "EURUSD", "horizon": 1, "max_cost": "0.001"},
             headers={**client.headers, "Idempotency-Key": str(uuid.uuid4())},
         )
-        assert over.status_code == 402 and over.json()["error"]["code"] == "max_cost_exceeded"
+        assert over.status_code == 402
+        assert over.json()["error"]["code"] == "max_cost_exceeded"
         poor = accounts["evaluator"]  # holds PREDICT? no: evaluators may not buy
         missing = http.post(
-            "/api/v1/market/requests", json={"offer_id": offer["offer_id"], "max_cost": "1"},
+            "/api/v1/market/requests",
+            json={"offer_id": offer["offer_id"], "max_cost": "1"},
             headers=client.headers,
-        )  # fmt: skip
-        assert missing.status_code == 400 and missing.json()["error"]["code"] == "idempotency_key_missing"
+        )
+        assert missing.status_code == 400
+        assert missing.json()["error"]["code"] == "idempotency_key_missing"
         forbidden = http.post(
-            "/api/v1/market/requests", json={"offer_id": offer["offer_id"], "max_cost": "1"},
+            "/api/v1/market/requests",
+            json={"offer_id": offer["offer_id"], "max_cost": "1"},
             headers={**poor.headers, "Idempotency-Key": "k"},
-        )  # fmt: skip
+        )
         assert forbidden.status_code == 403
         operator = accounts["operator"]
         broke = http.post(
@@ -162,7 +179,8 @@ def test_refusals_store_nothing(market_server: LiveServer, accounts: dict[str, A
             json={"offer_id": offer["offer_id"], "symbol": "EURUSD", "horizon": 1, "max_cost": "1"},
             headers={**accounts["provider"].headers, "Idempotency-Key": str(uuid.uuid4())},
         )
-        assert broke.status_code == 402 and broke.json()["error"]["code"] == "insufficient_funds", broke.text
+        assert broke.status_code == 402, broke.text
+        assert broke.json()["error"]["code"] == "insufficient_funds"
         assert operator  # operators neither buy nor sell
     with market_server.services.db.session() as session:
         assert session.scalar(select(func.count()).select_from(PredictionJob)) == jobs_before
@@ -177,10 +195,18 @@ def test_cancelled_and_expired_requests_cost_nothing(
     with httpx.Client(base_url=market_server.url, timeout=30) as http:
         evaluated = http.post(
             "/api/v1/market/offers",
-            json={"model": MODEL, "target": "direction", "symbols": ["EURUSD"], "interval": "1h",
-                  "horizons": [2], "price": "0.5", "execution": "evaluators", "evaluator_fee": "0.1"},
+            json={
+                "model": MODEL,
+                "target": "direction",
+                "symbols": ["EURUSD"],
+                "interval": "1h",
+                "horizons": [2],
+                "price": "0.5",
+                "execution": "evaluators",
+                "evaluator_fee": "0.1",
+            },
             headers=provider.headers,
-        ).json()  # fmt: skip
+        ).json()
         before, _ = wallet(market_server, client)
         ids = []
         for _ in range(2):
@@ -194,16 +220,19 @@ def test_cancelled_and_expired_requests_cost_nothing(
             ids.append(made.json()["request_id"])
         assert wallet(market_server, client) == (before - 1_000_000, 1_000_000)
         cancelled = http.delete(f"/api/v1/market/requests/{ids[0]}", headers=client.headers)
-        assert cancelled.status_code == 200 and cancelled.json()["refunded"] == "0.500000"
+        assert cancelled.status_code == 200
+        assert cancelled.json()["refunded"] == "0.500000"
         again = http.delete(f"/api/v1/market/requests/{ids[0]}", headers=client.headers)
-        assert again.status_code == 409 and again.json()["error"]["code"] == "not_cancellable"
+        assert again.status_code == 409
+        assert again.json()["error"]["code"] == "not_cancellable"
         moved = http.post(
             "/api/v1/admin/clock", json={"advance_s": settings.request_ttl_s + 1}, headers=admin.headers
         )
         assert moved.status_code == 200, moved.text
         assert moved.json()["swept"]["expired"] >= 1
         expired = http.get(f"/api/v1/market/requests/{ids[1]}", headers=client.headers).json()
-        assert expired["status"] == "expired" and expired["money"]["charged"] == "0.000000"
+        assert expired["status"] == "expired"
+        assert expired["money"]["charged"] == "0.000000"
     assert wallet(market_server, client) == (before, 0)
 
 
@@ -221,7 +250,9 @@ def test_a_spending_limit_stops_a_request_exactly_at_the_limit(
     buyer = accounts["admin"]  # a wallet of its own, untouched by the other tests
     deposit(market_server, buyer, "1.00")
     with httpx.Client(base_url=market_server.url, timeout=30) as http:
-        limited = http.put("/api/v1/wallet/limits", json={"daily": "0.005", "currency": "USD"}, headers=buyer.headers)
+        limited = http.put(
+            "/api/v1/wallet/limits", json={"daily": "0.005", "currency": "USD"}, headers=buyer.headers
+        )
         assert limited.status_code == 200, limited.text
         codes = []
         for _ in range(3):

@@ -19,16 +19,17 @@ from prediction_provider.serving.registry import ModelRegistry
 if TYPE_CHECKING:
     from prediction_provider.clock import ManualClock, SystemClock
     from prediction_provider.features.market_sources import MarketSources
-    from prediction_provider.ledger.service import LedgerService
-    from prediction_provider.marketplace.ownership import ModelOwnership
-    from prediction_provider.marketplace.service import Marketplace
-    from prediction_provider.marketplace.uploads import ModelUploads
-    from prediction_provider.webhooks.outbox import WebhookDispatcher
     from prediction_provider.forecasts.service import ForecastService
     from prediction_provider.jobs.runtime import JobRuntime
+    from prediction_provider.ledger.service import LedgerService
+    from prediction_provider.marketplace.ownership import ModelOwnership
+    from prediction_provider.marketplace.paid_calls import PaidCalls
+    from prediction_provider.marketplace.service import Marketplace
+    from prediction_provider.marketplace.uploads import ModelUploads
     from prediction_provider.serving.unloaded import UnloadedModels
     from prediction_provider.trading.accounts import TradingAccountService
     from prediction_provider.trading.decisions import DecisionService
+    from prediction_provider.webhooks.outbox import WebhookDispatcher
 
 
 @dataclass(slots=True)
@@ -55,6 +56,7 @@ class Services:
     clock: SystemClock | ManualClock | None = None
     marketplace: Marketplace | None = None  # offers, quotes, paid requests, leases, the ledger
     webhooks: WebhookDispatcher | None = None
+    paid_calls: PaidCalls | None = None  # synchronous paid predictions
     ledger: LedgerService | None = None  # wallets, limits, statements, invoices, the ledger check
     ownership: ModelOwnership | None = None  # who owns which registered model
     model_uploads: ModelUploads | None = None  # providers' uploads in safe formats

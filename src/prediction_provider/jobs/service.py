@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from prediction_provider.accounts.principal import Principal
 from prediction_provider.accounts.roles import Permission, allows
@@ -52,6 +53,22 @@ class RowsSubmission:
     idempotency_key: str | None = None
 
 
+class JobPayments(Protocol):
+    def tariff(self, model_name: str | None) -> object | None: ...
+
+    def hold_job(self, session: Session, owner: Principal, job: PredictionJob, rows: int) -> None: ...
+
+
+def payload_rows(payload: dict[str, Any]) -> int:
+    """How many answers a rows job will give (records, or the longest column)."""
+    rows = payload.get("features_list")
+    if isinstance(rows, list):
+        return max(len(rows), 1)
+    if isinstance(rows, dict):
+        return max((len(c) for c in rows.values() if isinstance(c, list)), default=1)
+    return 1
+
+
 @dataclass(frozen=True, slots=True)
 class Submitted:
     """A submit's answer. ``read_token`` only for anonymous callers: shown this once."""
@@ -74,6 +91,8 @@ class JobService:
         self.store = store
         self.cache = cache
         self.dispatcher = dispatcher
+        # Set when the marketplace prices models: a paid rows job holds its price at submit.
+        self.payments: JobPayments | None = None
         self.forecasts = forecasts
         # Per owner: the count of unfinished symbol jobs and the submit that may add one are one
         # step in this process (a server of several processes may overshoot by one per process).
@@ -100,7 +119,13 @@ class JobService:
             model_name=resolved.name,
             model_version=resolved.version,
         )
-        return self._submit(owner, new, address)
+        payments = self.payments
+        if payments is None or payments.tariff(resolved.name) is None:
+            return self._submit(owner, new, address)
+        rows = payload_rows(submission.payload)
+        return self._submit(
+            owner, new, address, lambda session, job: payments.hold_job(session, owner, job, rows)
+        )
 
     def submit_forecast(
         self,
@@ -195,13 +220,16 @@ class JobService:
         )
         return self._submit(owner, new, address)
 
-    def _submit(self, owner: Principal, new: NewJob, address: str) -> Submitted:
+    def _submit(
+        self, owner: Principal, new: NewJob, address: str,
+        on_create: Callable[[Session, PredictionJob], None] | None = None,
+    ) -> Submitted:  # fmt: skip
         token = digest = None
         if owner.user_id is None:
             token, digest = read_tokens.issue()
             key = read_tokens.scoped_idempotency_key(new.idempotency_key, address)
             new = replace(new, idempotency_key=key, read_token_digest=digest)
-        job, created = self.store.create(owner, new)
+        job, created = self.store.create(owner, new, on_create)
         if not created:
             if digest is not None:
                 # The first answer (and its token) may be what the client lost: a replay of the

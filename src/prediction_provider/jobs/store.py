@@ -58,7 +58,9 @@ class JobStore(SplitJobs, DispatchBookkeeping):
 
     # -- submitting and reading ------------------------------------------------------------------
 
-    def create(self, owner: Principal, new: NewJob) -> tuple[PredictionJob, bool]:
+    def create(
+        self, owner: Principal, new: NewJob, on_create: Callable[[Session, PredictionJob], None] | None = None
+    ) -> tuple[PredictionJob, bool]:
         """The new job, or the one already made with the same idempotency key (``False``).
 
         Reusing a key with a different body is refused: it is almost always a client bug.
@@ -91,6 +93,8 @@ class JobStore(SplitJobs, DispatchBookkeeping):
             with self.db.session() as session:
                 session.add(job)
                 session.flush()
+                if on_create is not None:  # e.g. the hold of a paid job: refused, nothing is stored
+                    on_create(session, job)
                 record_event(session, job.id, JobStatus.PENDING, None, "submitted")
         except IntegrityError:
             # Two submits with one key raced; the other one won.

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import event, select, update
+from sqlalchemy import event, insert, select, update
 from sqlalchemy.orm import Session
 
 from prediction_provider.clock import Clock
@@ -54,6 +54,20 @@ def row_hash(prev_hash: str, row: dict[str, Any]) -> str:
         option=orjson.OPT_SORT_KEYS,
     )
     return hashlib.sha256(prev_hash.encode() + canonical).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Single:
+    """A posted transfer to write with :meth:`Journal.singles`."""
+
+    transfer_id: str
+    debit: str
+    credit: str
+    amount: int
+    currency: str
+    kind: str
+    request_id: str | None = None
+    actor_user_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +133,75 @@ class Journal:
     ) -> LedgerTransfer:  # fmt: skip
         """Posted at once: deposits, withdrawals, the legs of a split, refunds."""
         return self._write(session, transfer_id, debit, credit, amount, currency, kind, "single", None, meta)
+
+    def singles(self, session: Session, transfers: list[Single]) -> list[LedgerTransfer]:
+        """Many posted transfers in one go (the paid predictions' group commit): one ``UPDATE`` per
+        account with the batch's sum, one multi-row ``INSERT``. The caller has checked that every
+        bounded debit account covers its share under :meth:`lock`; the conditional update still
+        refuses the batch if one does not. Ids already in the journal are refused (L5)."""
+        if not transfers:
+            return []
+        ids = [t.transfer_id for t in transfers]
+        taken = set(session.scalars(select(LedgerTransfer.id).where(LedgerTransfer.id.in_(ids))))
+        if taken or len(set(ids)) != len(ids):
+            raise LedgerConflict("transfer ids already used", {"transfer_ids": sorted(taken)[:10]})
+        accounts = {
+            (code, t.currency): self.account(session, code, t.currency).id
+            for t in transfers
+            for code in (t.debit, t.credit)
+        }
+        debits: dict[int, int] = {}
+        credits: dict[int, int] = {}
+        for t in transfers:
+            if t.amount <= 0:
+                raise LedgerConflict("a transfer moves a positive amount", {"transfer_id": t.transfer_id})
+            debit_id = accounts[(t.debit, t.currency)]
+            credit_id = accounts[(t.credit, t.currency)]
+            debits[debit_id] = debits.get(debit_id, 0) + t.amount
+            credits[credit_id] = credits.get(credit_id, 0) + t.amount
+        A = LedgerAccount
+        for account_id in sorted(debits):
+            amount = debits[account_id]
+            moved = session.execute(
+                update(A)
+                .where(
+                    A.id == account_id,
+                    ~A.flag_dmnec | (A.debits_pending + A.debits_posted + amount <= A.credits_posted),
+                )
+                .values(debits_posted=A.debits_posted + amount, version=A.version + 1)
+            )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]
+                raise InsufficientFunds(
+                    "an account cannot cover its share of the batch", {"account_id": account_id}
+                )
+        for account_id in sorted(credits):
+            session.execute(
+                update(A)
+                .where(A.id == account_id)
+                .values(credits_posted=A.credits_posted + credits[account_id], version=A.version + 1)
+            )
+        head = session.get(LedgerHead, 1, populate_existing=True)
+        assert head is not None, "the ledger head row is created by migration 0008"
+        now = self.clock.now()
+        rows = []
+        seq, prev = head.seq, head.hash
+        for t in transfers:
+            seq += 1
+            row = {
+                "id": t.transfer_id, "seq": seq, "debit_account_id": accounts[(t.debit, t.currency)],
+                "credit_account_id": accounts[(t.credit, t.currency)], "amount": t.amount,
+                "currency": t.currency, "kind": t.kind, "phase": "single", "pending_id": None,
+                "timeout_at": None, "request_id": t.request_id, "actor_user_id": t.actor_user_id,
+                "reason": None, "created_at": now,
+            }  # fmt: skip
+            digest = row_hash(prev, row)
+            rows.append({**row, "prev_hash": prev, "hash": digest})
+            prev = digest
+        session.execute(insert(LedgerTransfer), rows)
+        head.seq, head.hash = seq, prev
+        session.flush()
+        session.expire_all()
+        return []
 
     def hold(
         self, session: Session, transfer_id: str, debit: str, credit: str, amount: int, currency: str,

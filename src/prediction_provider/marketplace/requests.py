@@ -90,9 +90,15 @@ TimesOf = Callable[[Priced, Spec, datetime], tuple[datetime, datetime]]
 
 class RequestBook:
     def __init__(
-        self, db: Database, clock: Clock, journal: Journal, offers: OfferBook, settings: Settings,
-        times_of: TimesOf, announce: Announcer | None = None,
-    ) -> None:  # fmt: skip
+        self,
+        db: Database,
+        clock: Clock,
+        journal: Journal,
+        offers: OfferBook,
+        settings: Settings,
+        times_of: TimesOf,
+        announce: Announcer | None = None,
+    ) -> None:
         self.db = db
         self.clock = clock
         self.journal = journal
@@ -178,16 +184,25 @@ class RequestBook:
             if submission.target is None:
                 raise InvalidInput("name a quote_id, an offer_id, or a target and route", {"field": "target"})
             priced = self.offers.route(
-                session, spec.symbol, spec.horizon, submission.target, submission.route or "cheapest",
+                session,
+                spec.symbol,
+                spec.horizon,
+                submission.target,
+                submission.route or "cheapest",
                 submission.currency,
-            )  # fmt: skip
+            )
         check_spec(priced.offer, spec)
         return priced
 
     def _submit_locked(
-        self, session: Session, client: Principal, submission: Submission, key: str, request_id: str,
+        self,
+        session: Session,
+        client: Principal,
+        submission: Submission,
+        key: str,
+        request_id: str,
         times: MarketTimes,
-    ) -> PredictionJob:  # fmt: skip
+    ) -> PredictionJob:
         assert client.user_id is not None
         priced = self._resolve(session, client, submission, request_id)
         offer, price = priced.offer, priced.price.amount
@@ -209,43 +224,74 @@ class RequestBook:
         if int(open_requests or 0) >= self.settings.max_open_requests:
             raise RateLimited(
                 f"{open_requests} requests are open: wait for one to finish",
+                5,
                 {"open_requests": int(open_requests or 0), "limit": self.settings.max_open_requests},
             )
         self._check_limits(session, client.user_id, currency, price)
         try:
             hold = self.journal.hold(
-                session, f"hold:{request_id}", f"client:{client.user_id}", "escrow", price, currency, "hold",
-                times.deadline_at + timedelta(seconds=self.settings.hold_grace_s), request_id=request_id,
+                session,
+                f"hold:{request_id}",
+                f"client:{client.user_id}",
+                "escrow",
+                price,
+                currency,
+                "hold",
+                times.deadline_at + timedelta(seconds=self.settings.hold_grace_s),
+                request_id=request_id,
                 actor_user_id=client.user_id,
-            )  # fmt: skip
+            )
         except InsufficientFunds as exc:
             available = self.journal.balance(session, f"client:{client.user_id}", currency).available
             raise InsufficientFunds(
-                f"the wallet holds {format_amount(available)} {currency}; the price is {format_amount(price)}",
+                f"the wallet holds {format_amount(available)} {currency}; "
+                f"the price is {format_amount(price)}",
                 {"price": format_amount(price), "available": format_amount(available), "currency": currency},
             ) from exc
         spec = submission.spec
         payload = {"offer_id": offer.id, **spec.as_dict(), "symbol": spec.symbol.upper()}
         now = self.clock.now()
         job = PredictionJob(
-            id=request_id, owner_id=client.user_id, owner_username=client.username,
+            id=request_id,
+            owner_id=client.user_id,
+            owner_username=client.username,
             kind="evaluation" if offer.execution == "evaluators" else "market",
             model_reference=model_reference(offer.model_name, offer.model_version),
-            model_name=offer.model_name, model_version=offer.model_version,
-            input=payload, input_hash=input_digest(payload),
+            model_name=offer.model_name,
+            model_version=offer.model_version,
+            input=payload,
+            input_hash=input_digest(payload),
             parameters={
-                "shape": "market", "target": offer.target, "interval": offer.interval,
-                "provider_id": offer.provider_id, "breakdown": priced.breakdown(),
-                "historical": times.historical, "priority": submission.priority,
+                "shape": "market",
+                "target": offer.target,
+                "interval": offer.interval,
+                "provider_id": offer.provider_id,
+                "breakdown": priced.breakdown(),
+                "historical": times.historical,
+                "priority": submission.priority,
                 "max_cost": submission.max_cost,
             },
-            status=JobStatus.PENDING, result_files=[], attempts=0, progress=0.0, idempotency_key=key,
-            data_as_of=times.data_as_of, offer_id=offer.id, price_id=priced.price.id,
-            quote_id=submission.quote_id, price=price, max_cost=submission.max_cost, currency=currency,
-            execution=offer.execution, lease_counter=0, target_time=times.target_time,
-            deadline_at=times.deadline_at, hold_transfer_id=hold.id, webhook_url=submission.webhook_url,
-            created_at=now, updated_at=now,
-        )  # fmt: skip
+            status=JobStatus.PENDING,
+            result_files=[],
+            attempts=0,
+            progress=0.0,
+            idempotency_key=key,
+            data_as_of=times.data_as_of,
+            offer_id=offer.id,
+            price_id=priced.price.id,
+            quote_id=submission.quote_id,
+            price=price,
+            max_cost=submission.max_cost,
+            currency=currency,
+            execution=offer.execution,
+            lease_counter=0,
+            target_time=times.target_time,
+            deadline_at=times.deadline_at,
+            hold_transfer_id=hold.id,
+            webhook_url=submission.webhook_url,
+            created_at=now,
+            updated_at=now,
+        )
         session.add(job)
         session.flush()
         record_event(session, job.id, JobStatus.PENDING, None, f"queued at {format_amount(price)} {currency}")
@@ -265,9 +311,13 @@ class RequestBook:
             if spent + price > limit:
                 raise SpendingLimitExceeded(
                     f"the {name} spending limit {format_amount(limit)} would be exceeded",
-                    {"limit": format_amount(limit), "spent": format_amount(spent), "price": format_amount(price),
-                     "period": name},
-                )  # fmt: skip
+                    {
+                        "limit": format_amount(limit),
+                        "spent": format_amount(spent),
+                        "price": format_amount(price),
+                        "period": name,
+                    },
+                )
 
     def _by_key(self, owner_id: int, key: str) -> PredictionJob | None:
         with self.db.session() as session:
@@ -300,9 +350,14 @@ class RequestBook:
         return job
 
     def search(
-        self, owner_id: int | None, status: str | None, since: datetime | None, until: datetime | None,
-        limit: int, offset: int,
-    ) -> tuple[list[PredictionJob], int]:  # fmt: skip
+        self,
+        owner_id: int | None,
+        status: str | None,
+        since: datetime | None,
+        until: datetime | None,
+        limit: int,
+        offset: int,
+    ) -> tuple[list[PredictionJob], int]:
         conditions: list[Any] = [PredictionJob.kind.in_(MARKET_KINDS)]
         if owner_id is not None:
             conditions.append(PredictionJob.owner_id == owner_id)

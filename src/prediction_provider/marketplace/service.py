@@ -3,6 +3,7 @@ wired to the job store (money follows job status) and the job dispatcher (platfo
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -27,6 +28,7 @@ from prediction_provider.marketplace.requests import RequestBook, Submission, ma
 from prediction_provider.marketplace.settlement import Announcer, Settlement, money_of
 from prediction_provider.marketplace.sweeper import Sweeper
 
+log = logging.getLogger(__name__)
 Dispatch = Callable[[Sequence[str]], None]
 
 
@@ -74,8 +76,8 @@ class Marketplace:
             # A lost message is harmless: the executor polls for pending jobs, Celery re-dispatches.
             try:
                 self.dispatch([job.id])
-            except Exception:  # noqa: BLE001 - the request stays queued and is picked up later
-                pass
+            except Exception:  # the request stays queued: executors poll, Celery re-dispatches
+                log.warning("could not dispatch marketplace request %s now", job.id, exc_info=True)
         return job, created
 
     def cancel(self, principal: Principal, request_id: str, *, see_all: bool) -> PredictionJob:
@@ -130,7 +132,7 @@ class Marketplace:
                     spec.symbol, offer.interval, (spec.horizon,), None, now,
                     model_reference(offer.model_name, offer.model_version),
                 )  # fmt: skip
-                symbol, interval, cached = self.forecasts.check(request)
+                _, interval, _ = self.forecasts.check(request)
                 data_as_of = self.forecasts.data_as_of(request)
                 return data_as_of, _after(data_as_of, interval, spec.horizon)
             except PredictionFailed:
@@ -147,7 +149,8 @@ class Marketplace:
 def _after(data_as_of: datetime, interval: str, horizon: int) -> datetime:
     offset = step_offset(interval)
     # The data_as_of bar closes one step after it opens; the target is ``horizon`` closes later.
-    return (pd.Timestamp(data_as_of) + (horizon + 1) * offset).to_pydatetime()
+    target: datetime = (pd.Timestamp(data_as_of) + (horizon + 1) * offset).to_pydatetime()
+    return target
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -50,7 +50,7 @@ class Settlement:
     def settle(self, session: Session, job_id: str, status: str) -> None:
         """Capture or void the hold of a request that just became ``status``; other jobs: nothing."""
         job = session.get(PredictionJob, job_id, populate_existing=True)
-        if job is None or job.kind not in MARKET_KINDS or job.hold_transfer_id is None:
+        if job is None or job.hold_transfer_id is None:  # an unpaid job
             return
         if status == JobStatus.COMPLETED:
             self.capture(session, job)

@@ -26,6 +26,7 @@ from prediction_provider.api.deps import Services, is_ready
 from prediction_provider.api.grpc import open_inference_pb2 as pb
 from prediction_provider.api.grpc.health import ReadinessHealth, add_health_and_reflection
 from prediction_provider.api.middleware import new_request_id
+from prediction_provider.api.paid import paid_answer
 from prediction_provider.db.base import utcnow
 from prediction_provider.serving import open_inference as oip
 from prediction_provider.serving.cache import CachedModel
@@ -52,6 +53,8 @@ GRPC_STATUS: dict[type[errors.PredictionProviderError], grpc.StatusCode] = {
     errors.ModelUnloaded: grpc.StatusCode.UNAVAILABLE,
     errors.RegistryUnavailable: grpc.StatusCode.UNAVAILABLE,
     errors.PredictionFailed: grpc.StatusCode.INTERNAL,
+    # 402 has no gRPC twin: the call cannot proceed until the wallet is funded.
+    errors.PaymentRequired: grpc.StatusCode.FAILED_PRECONDITION,
 }
 
 CONTENTS_FIELD = {
@@ -218,7 +221,8 @@ class InferenceServicer:
                 cached = await self._cached(request.model_name, request.model_version)
                 inputs = _decode_inputs(request)
                 matrix = oip.matrix_from_tensors(cached, inputs, self.services.settings.max_batch_rows)
-                output = await self.services.predictions.predict_matrix(cached, matrix)
+                async with paid_answer(self.services, principal, cached, len(matrix)):
+                    output = await self.services.predictions.predict_matrix(cached, matrix)
             tensors = oip.output_tensors(cached, output, [o.name for o in request.outputs])
             reply = pb.ModelInferResponse(
                 model_name=cached.resolved.name, model_version=cached.resolved.version or "", id=request.id

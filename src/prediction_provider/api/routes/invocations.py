@@ -15,9 +15,11 @@ from fastapi import APIRouter, Request
 from starlette.responses import PlainTextResponse, Response
 
 from prediction_provider import errors
+from prediction_provider.accounts.principal import Principal
 from prediction_provider.api.auth import prediction_slot
 from prediction_provider.api.body import parse_json
 from prediction_provider.api.deps import Services, services_of
+from prediction_provider.api.paid import paid_answer
 from prediction_provider.api.protocol_route import protocol_route_class
 from prediction_provider.serving import mlflow_scoring
 from prediction_provider.serving.cache import CachedModel
@@ -79,11 +81,13 @@ async def model_invocations(name: str, request: Request, version: str | None = N
 
 
 async def _score(request: Request, services: Services, reference: str) -> Response:
-    async with prediction_slot(request):
-        return await _score_allowed(request, services, reference)
+    async with prediction_slot(request) as principal:
+        return await _score_allowed(request, services, reference, principal)
 
 
-async def _score_allowed(request: Request, services: Services, reference: str) -> Response:
+async def _score_allowed(
+    request: Request, services: Services, reference: str, principal: Principal
+) -> Response:
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     body = await request.body()
     cached = await services.cache.aget(reference)
@@ -97,7 +101,8 @@ async def _score_allowed(request: Request, services: Services, reference: str) -
         return render_mlflow_error(
             415, "", f"unsupported content type {content_type}; use application/json or text/csv"
         )
-    raw = await anyio.to_thread.run_sync(_predict_native, cached, matrix)
+    async with paid_answer(services, principal, cached, len(matrix)):
+        raw = await anyio.to_thread.run_sync(_predict_native, cached, matrix)
     return Response(orjson.dumps(mlflow_scoring.predictions_payload(raw)), media_type="application/json")
 
 

@@ -66,6 +66,12 @@ def sees_all(principal: Principal) -> bool:
     )
 
 
+def prices_changed(services: Services) -> None:
+    """Synchronous paid calls in this process see a new price at once (others within a second)."""
+    if services.paid_calls is not None:
+        services.paid_calls.tariffs.invalidate()
+
+
 def currency_of(services: Services, value: str | None) -> str:
     return parse_currency(
         value or services.settings.default_currency, frozenset(services.settings.currencies)
@@ -74,34 +80,49 @@ def currency_of(services: Services, value: str | None) -> str:
 
 def price_view(price: OfferPrice) -> dict[str, Any]:
     return {
-        "price_id": price.id, "price": format_amount(price.amount), "fee_bps": price.fee_bps,
+        "price_id": price.id,
+        "price": format_amount(price.amount),
+        "fee_bps": price.fee_bps,
         "effective_from": price.effective_from.isoformat(),
         "effective_to": None if price.effective_to is None else price.effective_to.isoformat(),
-    }  # fmt: skip
+    }
 
 
 def offer_view(priced: Priced) -> dict[str, Any]:
     offer: Offer = priced.offer
     legs = priced.breakdown()
     return {
-        "offer_id": offer.id, "provider_id": offer.provider_id, "model": offer.model_name,
-        "model_version": offer.model_version, "target": offer.target, "symbols": offer.symbols,
-        "interval": offer.interval, "horizons": offer.horizons, "execution": offer.execution,
-        "evaluator_fee": format_amount(offer.evaluator_fee), "currency": offer.currency,
-        "active": offer.active, "benchmark_opt_in": offer.benchmark_opt_in,
-        "price_id": priced.price.id, "price": format_amount(priced.price.amount),
+        "offer_id": offer.id,
+        "provider_id": offer.provider_id,
+        "model": offer.model_name,
+        "model_version": offer.model_version,
+        "target": offer.target,
+        "symbols": offer.symbols,
+        "interval": offer.interval,
+        "horizons": offer.horizons,
+        "execution": offer.execution,
+        "evaluator_fee": format_amount(offer.evaluator_fee),
+        "currency": offer.currency,
+        "active": offer.active,
+        "benchmark_opt_in": offer.benchmark_opt_in,
+        "price_id": priced.price.id,
+        "price": format_amount(priced.price.amount),
         "breakdown": {name: format_amount(amount) for name, amount in legs.items()},
         "leaderboard": None,  # filled once realized outcomes are scored
-    }  # fmt: skip
+    }
 
 
 def quote_view(quote: Quote) -> dict[str, Any]:
     return {
-        "quote_id": quote.id, "offer_id": quote.offer_id, "price_id": quote.price_id,
+        "quote_id": quote.id,
+        "offer_id": quote.offer_id,
+        "price_id": quote.price_id,
         "price": format_amount(quote.amount),
         "breakdown": {name: format_amount(amount) for name, amount in quote.breakdown.items()},
-        "currency": quote.currency, "spec": quote.spec, "expires_at": quote.expires_at.isoformat(),
-    }  # fmt: skip
+        "currency": quote.currency,
+        "spec": quote.spec,
+        "expires_at": quote.expires_at.isoformat(),
+    }
 
 
 def split_model(model: str) -> tuple[str, str | None]:
@@ -125,25 +146,34 @@ async def publish_offer(body: OfferCreate, principal: Provider, services: Servic
     if body.execution == "platform" and body.target == "entry_signal":
         raise InvalidInput("entry_signal offers are executed by evaluators", {"field": "execution"})
     new = NewOffer(
-        model_name=resolved.name or name, model_version=version, target=body.target,
-        symbols=tuple(s.upper() for s in body.symbols), interval=body.interval, horizons=tuple(body.horizons),
-        price=parse_amount(body.price, "price"), currency=currency_of(services, body.currency),
+        model_name=resolved.name or name,
+        model_version=version,
+        target=body.target,
+        symbols=tuple(s.upper() for s in body.symbols),
+        interval=body.interval,
+        horizons=tuple(body.horizons),
+        price=parse_amount(body.price, "price"),
+        currency=currency_of(services, body.currency),
         execution=body.execution,
         evaluator_fee=0 if body.evaluator_fee is None else parse_amount(body.evaluator_fee, "evaluator_fee"),
         benchmark_opt_in=body.benchmark_opt_in,
-    )  # fmt: skip
+    )
     priced = await run_in_threadpool(market.offers.publish, principal, new)
+    prices_changed(services)
     return offer_view(priced)
 
 
 @router.get("/api/v1/market/offers", responses=ERRORS)
 async def list_offers(
-    services: ServicesDep, principal: Annotated[Principal, Depends(holding(Permission.READ_MODELS))],
+    services: ServicesDep,
+    principal: Annotated[Principal, Depends(holding(Permission.READ_MODELS))],
     symbol: Annotated[str | None, Query(max_length=20)] = None,
     target: Annotated[str | None, Query(max_length=16)] = None,
     horizon: Annotated[int | None, Query(ge=1)] = None,
-    limit: Limit = 50, offset: Offset = 0, _query: DeclaredQueryOnly = None,
-) -> dict[str, Any]:  # fmt: skip
+    limit: Limit = 50,
+    offset: Offset = 0,
+    _query: DeclaredQueryOnly = None,
+) -> dict[str, Any]:
     """Active offers with their current price, cheapest first."""
     found = await run_in_threadpool(
         lambda: marketplace_of(services).offers.search(symbol=symbol, target=target, horizon=horizon)
@@ -165,6 +195,7 @@ async def get_offer(
 async def deactivate_offer(offer_id: str, principal: Provider, services: ServicesDep) -> dict[str, Any]:
     """Stop selling; the offer and its price history stay readable."""
     offer = await run_in_threadpool(marketplace_of(services).offers.deactivate, principal, offer_id)
+    prices_changed(services)
     return {"offer_id": offer.id, "active": offer.active}
 
 
@@ -176,14 +207,19 @@ async def change_price(
     price = await run_in_threadpool(
         marketplace_of(services).offers.reprice, principal, offer_id, parse_amount(body.price, "price")
     )
+    prices_changed(services)
     return price_view(price)
 
 
 @router.get("/api/v1/market/offers/{offer_id}/prices", responses=ERRORS)
 async def price_history(
-    offer_id: str, services: ServicesDep, principal: Annotated[Principal, Depends(holding(Permission.READ_MODELS))],
-    limit: Limit = 50, offset: Offset = 0, _query: DeclaredQueryOnly = None,
-) -> dict[str, Any]:  # fmt: skip
+    offer_id: str,
+    services: ServicesDep,
+    principal: Annotated[Principal, Depends(holding(Permission.READ_MODELS))],
+    limit: Limit = 50,
+    offset: Offset = 0,
+    _query: DeclaredQueryOnly = None,
+) -> dict[str, Any]:
     """Every price the offer has had, oldest first."""
     prices = await run_in_threadpool(marketplace_of(services).offers.prices, offer_id)
     page = prices[offset : offset + limit]
@@ -253,10 +289,16 @@ async def submit_request(
             priced = market.offers.get(body.offer_id)
         spec = Spec("", 0) if body.quote_id is not None else spec_of(body, priced)
         submission = Submission(
-            spec=spec, max_cost=parse_amount(body.max_cost, "max_cost"), currency=currency_of(services, body.currency),
-            quote_id=body.quote_id, offer_id=body.offer_id, target=body.target, route=body.route,
-            webhook_url=body.webhook_url, priority=body.priority,
-        )  # fmt: skip
+            spec=spec,
+            max_cost=parse_amount(body.max_cost, "max_cost"),
+            currency=currency_of(services, body.currency),
+            quote_id=body.quote_id,
+            offer_id=body.offer_id,
+            target=body.target,
+            route=body.route,
+            webhook_url=body.webhook_url,
+            priority=body.priority,
+        )
         job, created = market.submit(principal, submission, idempotency_key)
         view = market.view(job)
         return {**view, "price": view["money"]["price"], "held": view["money"]["held"]}, created
@@ -267,12 +309,15 @@ async def submit_request(
 
 @router.get("/api/v1/market/requests", responses=ERRORS)
 async def list_requests(
-    principal: CurrentUser, services: ServicesDep,
+    principal: CurrentUser,
+    services: ServicesDep,
     status: Annotated[str | None, Query(max_length=16)] = None,
     from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     to: AwareDatetime | None = None,
-    limit: Limit = 50, offset: Offset = 0, _query: DeclaredQueryOnly = None,
-) -> dict[str, Any]:  # fmt: skip
+    limit: Limit = 50,
+    offset: Offset = 0,
+    _query: DeclaredQueryOnly = None,
+) -> dict[str, Any]:
     """Your requests, newest first (admins: everyone's)."""
     market = marketplace_of(services)
     owner = None if sees_all(principal) else principal.user_id

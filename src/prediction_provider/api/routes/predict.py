@@ -21,6 +21,7 @@ from prediction_provider.api.forecast_schemas import (
     ForecastPublic,
     forecast_payload,
 )
+from prediction_provider.api.paid import charge_headers, paid_answer
 from prediction_provider.api.routes.seed import legacy_predict
 from prediction_provider.api.schemas import (
     ErrorBody,
@@ -52,8 +53,12 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
 }
 
 
-def json_response(payload: dict[str, Any]) -> Response:
-    return Response(orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
+def json_response(payload: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(payload, option=orjson.OPT_SERIALIZE_NUMPY),
+        media_type="application/json",
+        headers=headers,
+    )
 
 
 def asks_by_symbol(data: Any) -> bool:
@@ -84,10 +89,13 @@ async def predict(request: Request) -> Response:
             return json_response(forecast_payload(forecast))
         body = PredictRequest.model_validate(data)
         cached = await services.cache.aget(body.model)
-        if body.explain:
-            return await _explained_row(services, cached, body, started)
-        result = await services.predictions.predict_record(cached, body.features, started)
-    return json_response(single_payload(result, body.return_proba, services.predictions.bands))
+        async with paid_answer(services, principal, cached) as charge:
+            if body.explain:
+                return await _explained_row(services, cached, body, started)
+            result = await services.predictions.predict_record(cached, body.features, started)
+    return json_response(
+        single_payload(result, body.return_proba, services.predictions.bands), charge_headers(charge)
+    )
 
 
 @router.post(
@@ -118,10 +126,19 @@ async def predict_batch(request: Request) -> Response:
                 }
             )
         body = PredictBatchRequest.model_validate(data)
-        if body.explain:
-            return await _explained_rows(services, body, started)
-        result = await _predict_rows(services, body, started)
-    return json_response(batch_payload(result, body.return_proba))
+        cached = await services.cache.aget(body.model)
+        async with paid_answer(services, principal, cached, row_count(body.features_list)) as charge:
+            if body.explain:
+                return await _explained_rows(services, body, started)
+            result = await _predict_rows(services, body, started)
+    return json_response(batch_payload(result, body.return_proba), charge_headers(charge))
+
+
+def row_count(rows: Any) -> int:
+    """Rows given as records, or as columns (the longest column)."""
+    if isinstance(rows, dict):
+        return max((len(column) for column in rows.values() if isinstance(column, list)), default=1)
+    return max(len(rows), 1) if isinstance(rows, list) else 1
 
 
 def forecasting(services: Services) -> ForecastService:

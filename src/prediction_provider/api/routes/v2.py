@@ -18,6 +18,7 @@ from prediction_provider import errors
 from prediction_provider.api.auth import ModelManager, ModelReader, prediction_slot
 from prediction_provider.api.body import parse_json
 from prediction_provider.api.deps import ServicesDep, is_ready, services_of
+from prediction_provider.api.paid import paid_answer
 from prediction_provider.api.protocol_route import protocol_route_class
 from prediction_provider.serving import open_inference as oip
 from prediction_provider.serving.model_repository import ModelRepository
@@ -114,12 +115,13 @@ async def infer_version(name: str, version: str, request: Request) -> Response:
 
 async def _infer(request: Request, name: str, version: str | None) -> Response:
     services = services_of(request)
-    async with prediction_slot(request):
+    async with prediction_slot(request) as principal:
         header, binary = await _split_body(request)
         cached = await services.cache.aget(oip.model_reference(name, version))
         inputs = _decode_inputs(header, binary)
         matrix = oip.matrix_from_tensors(cached, inputs, services.settings.max_batch_rows)
-        output = await services.predictions.predict_matrix(cached, matrix)
+        async with paid_answer(services, principal, cached, len(matrix)):
+            output = await services.predictions.predict_matrix(cached, matrix)
     requested = header.get("outputs") or []
     if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
         raise errors.InvalidTensor("outputs must be a list of {name, parameters}")
