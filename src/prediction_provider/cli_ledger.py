@@ -35,11 +35,12 @@ def _database(data_dir: Path | None) -> Database:
 def verify(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     """Recompute every balance from the journal; check conservation, bounds, clearing, the hash
     chain and the gapless sequence. Exit code 1 when any check fails."""
-    from prediction_provider.ledger.checks import check_ledger
+    from prediction_provider.ledger.checks import check_ledger, consistent_snapshot
 
     db = _database(data_dir)
     try:
         with db.session() as session:
+            consistent_snapshot(session)
             report = check_ledger(session)
     finally:
         db.dispose()
@@ -63,11 +64,12 @@ def verify(data_dir: DataDir = None, as_json: AsJson = False) -> None:
 def trial_balance_command(data_dir: DataDir = None, as_json: AsJson = False) -> None:
     """Per currency: the four totals and the posted and pending differences (0 when balanced).
     Exit code 1 when a currency does not balance."""
-    from prediction_provider.ledger.checks import trial_balance
+    from prediction_provider.ledger.checks import consistent_snapshot, trial_balance
 
     db = _database(data_dir)
     try:
         with db.session() as session:
+            consistent_snapshot(session)
             balances = trial_balance(session)
     finally:
         db.dispose()

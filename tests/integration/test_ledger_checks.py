@@ -5,6 +5,7 @@ each found and named."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,12 +15,14 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from prediction_provider.clock import ManualClock
+from prediction_provider.config import Settings
 from prediction_provider.db import migrate
 from prediction_provider.db.models import PredictionJob, User
 from prediction_provider.db.session import Database
 from prediction_provider.ledger.checks import LedgerReport, check_ledger, trial_balance
 from prediction_provider.ledger.journal import Journal
 from prediction_provider.ledger.money import MICROS, split
+from prediction_provider.ledger.service import LedgerService
 from tests.integration.database_fixtures import sqlite_url
 
 START = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
@@ -290,3 +293,30 @@ def test_the_journal_refuses_update_and_delete_on_postgresql(postgres_url: str, 
         assert report_of(db).ok
     finally:
         db.dispose()
+
+
+def test_a_check_beside_live_traffic_sees_one_state_of_the_ledger(market: Market, tmp_path: Path) -> None:
+    """Deposits commit while checks run: each check reads one snapshot, so none reports a
+    transfer that committed between its reads of the accounts and of the journal."""
+    alice = make_user(market.db, "alice")
+    ledger = LedgerService(market.db, market.journal, market.clock, Settings(data_dir=tmp_path))
+    stop = threading.Event()
+    written = []
+
+    def traffic() -> None:
+        n = 0
+        while not stop.is_set() and n < 400:
+            market.deposit(alice, n + 1, f"live-{n}")
+            written.append(n)
+            n += 1
+
+    writer = threading.Thread(target=traffic)
+    writer.start()
+    try:
+        reports = [ledger.check() for _ in range(15)]
+    finally:
+        stop.set()
+        writer.join()
+    assert written
+    assert [report.violations for report in reports if not report.ok] == []
+    assert report_of(market.db).ok

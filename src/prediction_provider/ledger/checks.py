@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from prediction_provider.db.ledger_models import LedgerAccount, LedgerHead, LedgerTransfer
@@ -91,6 +91,17 @@ class _Hold:
     credit: int
     currency: str
     request_id: str | None
+
+
+def consistent_snapshot(session: Session) -> None:
+    """Make every read of ``session``'s transaction see one state of the ledger, so a check that
+    runs beside live traffic never reports a transfer committed between two of its reads.
+    PostgreSQL: a REPEATABLE READ snapshot (writers go on). SQLite: its write lock (the journal
+    lock), the only way its driver holds one snapshot across statements. Call it first."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    else:
+        session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(seq=LedgerHead.seq))
 
 
 def check_ledger(session: Session, batch: int = BATCH) -> LedgerReport:

@@ -45,7 +45,7 @@ from prediction_provider.errors import (
     MarketNotFound,
     UserNotFound,
 )
-from prediction_provider.ledger.checks import LedgerReport, check_ledger, trial_balance
+from prediction_provider.ledger.checks import LedgerReport, check_ledger, consistent_snapshot, trial_balance
 from prediction_provider.ledger.journal import Journal
 from prediction_provider.ledger.money import format_amount, parse_currency
 
@@ -364,10 +364,12 @@ class LedgerService:
 
     def check(self) -> LedgerReport:
         with self.db.session() as session:
+            consistent_snapshot(session)
             return check_ledger(session)
 
     def trial_balance(self) -> list[dict[str, Any]]:
         with self.db.session() as session:
+            consistent_snapshot(session)
             return trial_balance(session)
 
     # -- invoices ------------------------------------------------------------------------------
