@@ -331,6 +331,12 @@ class Settings(BaseSettings):
     sweep_interval_s: float = Field(
         default=5.0, gt=0, description="How often expired leases, deadlines and holds are swept."
     )
+    low_balance: Decimal = Field(
+        default=Decimal("1"),
+        ge=0,
+        description="A wallet whose available balance falls below this (by a submit) announces "
+        "wallet.low_balance to its webhooks.",
+    )
     market_max_attempts: int = Field(default=3, ge=1, description="Evaluator claims before a request fails.")
     max_open_requests: int = Field(
         default=5, ge=1, description="Open marketplace requests per client (the seed's 429)."

@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
+import orjson
 import pytest
 from sqlalchemy import func, select
 
@@ -17,7 +18,9 @@ from prediction_provider.config import Settings
 from prediction_provider.db.ledger_models import LedgerTransfer
 from prediction_provider.db.market_models import ModelOwner
 from prediction_provider.db.models import PredictionJob
+from prediction_provider.webhooks.signing import verify
 from tests.conftest import Account, LiveServer, live_settings
+from tests.webhook_receiver import WebhookReceiver
 
 MODEL = "eurusd-1h-forecast"
 START = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -26,7 +29,12 @@ START = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def market_server(settings: Settings, accounts: dict[str, Account]) -> Iterator[LiveServer]:
     changed = live_settings(
-        settings, clock="manual", clock_start=START, grpc_enabled=False, job_poll_seconds=0.05
+        settings,
+        clock="manual",
+        clock_start=START,
+        grpc_enabled=False,
+        job_poll_seconds=0.05,
+        webhook_allow_private=True,
     )
     with LiveServer(changed) as server:
         yield server
@@ -265,3 +273,51 @@ def test_a_spending_limit_stops_a_request_exactly_at_the_limit(
     # 0.0025 twice fits 0.005 exactly; the third would exceed it
     assert codes[:2] == [(201, None), (201, None)]
     assert codes[2] == (402, "spending_limit_exceeded")
+
+
+def test_every_step_of_a_request_is_announced_by_signed_webhooks(
+    market_server: LiveServer, accounts: dict[str, Account], offer: dict
+) -> None:
+    buyer = accounts["operator"]  # operators cannot buy: a refused submit announces nothing
+    client = accounts["client"]
+    deposit(market_server, client, "1.00")
+    with WebhookReceiver() as receiver, httpx.Client(base_url=market_server.url, timeout=30) as http:
+        endpoint = http.post(
+            "/api/v1/webhooks",
+            json={"url": receiver.url, "events": ["prediction_request.*", "wallet.low_balance"]},
+            headers=client.headers,
+        )
+        assert endpoint.status_code == 201, endpoint.text
+        secret = endpoint.json()["secret"]
+        unsafe = http.post(
+            "/api/v1/market/requests",
+            json={"offer_id": offer["offer_id"], "symbol": "EURUSD", "horizon": 1, "max_cost": "1",
+                  "webhook_url": "http://user:pw@example.com/hook"},
+            headers={**client.headers, "Idempotency-Key": str(uuid.uuid4())},
+        )  # fmt: skip
+        assert unsafe.status_code == 422
+        refused = http.post(
+            "/api/v1/market/requests",
+            json={"offer_id": offer["offer_id"], "max_cost": "1"},
+            headers={**buyer.headers, "Idempotency-Key": str(uuid.uuid4())},
+        )
+        assert refused.status_code == 403
+        made = http.post(
+            "/api/v1/market/requests",
+            json={"offer_id": offer["offer_id"], "symbol": "EURUSD", "horizon": 1, "max_cost": "1"},
+            headers={**client.headers, "Idempotency-Key": str(uuid.uuid4())},
+        ).json()
+        wait_until(http, f"/api/v1/market/requests/{made['request_id']}", client.headers, {"completed"})
+        dispatcher = market_server.services.webhooks
+        events: list[str] = []
+        for _ in range(50):
+            dispatcher.deliver_due(100)
+            events = [orjson.loads(item.body)["type"] for item in receiver.received
+                      if orjson.loads(item.body)["data"].get("request_id") == made["request_id"]
+                      and orjson.loads(item.body)["type"].startswith("prediction_request.")]  # fmt: skip
+            if len(events) == 2:
+                break
+        # delivered concurrently, so in any order: each step once
+        assert sorted(events) == ["prediction_request.completed", "prediction_request.queued"]
+        for item in receiver.received:
+            verify(secret, item.headers, item.body, now=market_server.services.clock.now())

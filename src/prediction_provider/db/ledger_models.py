@@ -74,6 +74,7 @@ class LedgerTransfer(Base):
         Index("ix_ledger_transfers_request", "request_id"),
         Index("ix_ledger_transfers_debit_seq", "debit_account_id", "seq"),
         Index("ix_ledger_transfers_credit_seq", "credit_account_id", "seq"),
+        Index("ix_ledger_transfers_debit_created", "debit_account_id", "created_at"),  # spending limits
     )
 
     id: Mapped[str] = mapped_column(String(96), primary_key=True)

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from sqlalchemy import event, insert, select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.util import identity_key
 
 from prediction_provider.clock import Clock
 from prediction_provider.db.ledger_models import LedgerAccount, LedgerHead, LedgerTransfer
@@ -68,6 +69,7 @@ class Single:
     kind: str
     request_id: str | None = None
     actor_user_id: int | None = None
+    reason: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +194,7 @@ class Journal:
                 "credit_account_id": accounts[(t.credit, t.currency)], "amount": t.amount,
                 "currency": t.currency, "kind": t.kind, "phase": "single", "pending_id": None,
                 "timeout_at": None, "request_id": t.request_id, "actor_user_id": t.actor_user_id,
-                "reason": None, "created_at": now,
+                "reason": t.reason, "created_at": now,
             }  # fmt: skip
             digest = row_hash(prev, row)
             rows.append({**row, "prev_hash": prev, "hash": digest})
@@ -200,7 +202,10 @@ class Journal:
         session.execute(insert(LedgerTransfer), rows)
         head.seq, head.hash = seq, prev
         session.flush()
-        session.expire_all()
+        for account_id in {*debits, *credits}:
+            cached = session.identity_map.get(identity_key(LedgerAccount, (account_id,)))
+            if cached is not None:
+                session.expire(cached)
         return []
 
     def hold(
@@ -208,7 +213,7 @@ class Journal:
         kind: str, timeout_at: datetime, **meta: Any,
     ) -> LedgerTransfer:  # fmt: skip
         """A pending transfer: the money leaves ``debit``'s available balance but is not yet moved."""
-        meta["timeout_at"] = timeout_at
+        meta["timeout_at"] = timeout_at.astimezone(UTC)  # hashed as stored: UTC
         return self._write(session, transfer_id, debit, credit, amount, currency, kind, "pending", None, meta)
 
     def post(
@@ -329,4 +334,9 @@ class Journal:
                  "amount": format_amount(amount)},
             )  # fmt: skip
         session.execute(update(A).where(A.id == credit_id).values(version=A.version + 1, **credit_values))
-        session.expire_all()
+        # Only the two accounts changed behind the ORM's back: expiring everything instead made a
+        # transaction of thousands of transfers quadratic.
+        for account_id in (debit_id, credit_id):
+            cached = session.identity_map.get(identity_key(LedgerAccount, (account_id,)))
+            if cached is not None:
+                session.expire(cached)

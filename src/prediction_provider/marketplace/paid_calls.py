@@ -342,6 +342,7 @@ class PaidCalls:
                                 "charge",
                                 request_id=charge.charge_id,
                                 actor_user_id=charge.user_id,
+                                reason=charge.tariff.model_name,
                             )
                         )
             self.journal.singles(session, transfers)

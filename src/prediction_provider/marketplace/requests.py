@@ -37,7 +37,7 @@ from prediction_provider.errors import (
 from prediction_provider.jobs.records import TERMINAL, JobStatus, input_digest, record_event
 from prediction_provider.ledger import service as ledger_service
 from prediction_provider.ledger.journal import Journal
-from prediction_provider.ledger.money import format_amount
+from prediction_provider.ledger.money import format_amount, parse_amount
 from prediction_provider.marketplace.offers import OfferBook, Priced, Spec, check_spec
 from prediction_provider.marketplace.settlement import MARKET_KINDS, Announcer
 
@@ -248,6 +248,7 @@ class RequestBook:
                 f"the price is {format_amount(price)}",
                 {"price": format_amount(price), "available": format_amount(available), "currency": currency},
             ) from exc
+        after = self.journal.balance(session, f"client:{client.user_id}", currency).available
         spec = submission.spec
         payload = {"offer_id": offer.id, **spec.as_dict(), "symbol": spec.symbol.upper()}
         now = self.clock.now()
@@ -297,6 +298,9 @@ class RequestBook:
         record_event(session, job.id, JobStatus.PENDING, None, f"queued at {format_amount(price)} {currency}")
         if self.announce is not None:
             self.announce(session, job, "prediction_request.queued")
+            threshold = parse_amount(self.settings.low_balance, "low_balance")
+            if after < threshold <= after + price:  # this submit took the wallet below it
+                self.announce(session, job, "wallet.low_balance")
         return job
 
     def _check_limits(self, session: Session, user_id: int, currency: str, price: int) -> None:

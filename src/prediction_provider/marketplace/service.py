@@ -22,6 +22,7 @@ from prediction_provider.forecasts.service import ForecastRequest, ForecastServi
 from prediction_provider.jobs.records import JobStatus
 from prediction_provider.jobs.store import JobStore
 from prediction_provider.ledger.journal import Journal
+from prediction_provider.ledger.money import format_amount
 from prediction_provider.marketplace.leases import Leases
 from prediction_provider.marketplace.offers import OfferBook, Priced, Spec
 from prediction_provider.marketplace.requests import RequestBook, Submission, market_status, model_reference
@@ -165,12 +166,21 @@ def market_announcer(clock: Clock, settings: Settings) -> Announcer | None:
         return None
 
     def announce(session: Any, job: PredictionJob, event_type: str) -> None:
+        if job.owner_id is None:
+            return
+        if event_type == "wallet.low_balance":
+            balance = Journal(clock).balance(session, f"client:{job.owner_id}", job.currency or "")
+            outbox.announce(
+                session, clock=clock, user_id=job.owner_id, event_type=event_type,
+                data={"currency": job.currency, "available": format_amount(balance.available),
+                      "held": format_amount(balance.held), "threshold": str(settings.low_balance),
+                      "request_id": job.id},
+            )  # fmt: skip
+            return
         data = {
             "request_id": job.id, "status": market_status(job), "money": money_of(session, job),
             "result": job.result,
         }  # fmt: skip
-        if job.owner_id is None:
-            return
         outbox.announce(
             session, clock=clock, user_id=job.owner_id, event_type=event_type, data=data,
             webhook_url=job.webhook_url,

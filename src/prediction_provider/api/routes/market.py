@@ -32,6 +32,7 @@ from prediction_provider.ledger.money import format_amount, parse_amount, parse_
 from prediction_provider.marketplace.offers import NewOffer, Priced, Spec
 from prediction_provider.marketplace.requests import Submission
 from prediction_provider.marketplace.service import Marketplace
+from prediction_provider.webhooks.urls import check_webhook_url
 
 router = APIRouter(tags=["marketplace"])
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -282,6 +283,10 @@ async def submit_request(
             "send an Idempotency-Key header with every paid request", {"header": "Idempotency-Key"}
         )
     market = marketplace_of(services)
+    if body.webhook_url is not None:
+        check_webhook_url(
+            body.webhook_url, allow_private=services.settings.webhook_allow_private, field="webhook_url"
+        )
 
     def make() -> tuple[dict[str, Any], bool]:
         priced = None

@@ -49,6 +49,7 @@ from prediction_provider.ledger.money import parse_amount
 from prediction_provider.marketplace.offers import TARGETS, NewOffer, Priced, Spec
 from prediction_provider.marketplace.requests import Submission, market_status
 from prediction_provider.marketplace.service import Marketplace
+from prediction_provider.webhooks.urls import check_webhook_url
 
 router = APIRouter(prefix="/api/v1", tags=["seed billing"])
 
@@ -435,6 +436,11 @@ async def client_predict(
     symbol = body.symbol or body.ticker or body.instrument
     horizon = body.horizon or body.prediction_horizon
     key = idempotency_key or f"seed:{uuid.uuid4()}"
+    if body.notification_webhook is not None:
+        check_webhook_url(
+            body.notification_webhook, allow_private=services.settings.webhook_allow_private,
+            field="notification_webhook",
+        )  # fmt: skip
 
     def make() -> tuple[dict[str, Any], bool]:
         priced = (

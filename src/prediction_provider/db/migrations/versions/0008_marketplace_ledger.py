@@ -109,6 +109,9 @@ def upgrade() -> None:
     op.create_index("ix_ledger_transfers_request", "ledger_transfers", ["request_id"])
     op.create_index("ix_ledger_transfers_debit_seq", "ledger_transfers", ["debit_account_id", "seq"])
     op.create_index("ix_ledger_transfers_credit_seq", "ledger_transfers", ["credit_account_id", "seq"])
+    op.create_index(
+        "ix_ledger_transfers_debit_created", "ledger_transfers", ["debit_account_id", "created_at"]
+    )
     head = op.create_table(
         "ledger_head",
         sa.Column("id", sa.Integer(), primary_key=True),
