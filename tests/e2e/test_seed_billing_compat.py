@@ -283,3 +283,15 @@ def number(micro_units: int) -> float:
 
 def micros(value: float) -> int:
     return int(Decimal(str(value)) * 1_000_000)
+
+
+def test_operators_read_the_billing_summary_but_no_ones_rows(
+    seed_server: LiveServer, accounts: dict[str, Account]
+) -> None:
+    operator = accounts["operator"]
+    with httpx.Client(base_url=seed_server.url, timeout=30) as http:
+        summary = http.get("/api/v1/admin/billing/summary", params={"days": 7}, headers=operator.headers)
+        assert summary.status_code == 200, summary.text
+        assert set(summary.json()) >= {"total_revenue", "total_transactions", "unique_clients", "period_days"}
+        rows = http.get("/api/v1/admin/billing", headers=operator.headers)
+        assert rows.status_code == 403

@@ -24,6 +24,7 @@ class Permission(StrEnum):
     MANAGE_MODELS = "manage_models"  # load/unload, own models and pricing
     EVALUATE = "evaluate"  # claim and score prediction requests
     BILLING_OVERSIGHT = "billing_oversight"  # read the ledger, anyone's invoices; finalize invoices
+    READ_BILLING_SUMMARY = "read_billing_summary"  # totals, not anyone's individual rows
     MANAGE_WALLETS = "manage_wallets"  # deposit to and withdraw from anyone's wallet (admins only)
     READ_ALL_JOBS = "read_all_jobs"  # see every user's prediction jobs
     MANAGE_ALL_JOBS = "manage_all_jobs"  # change or cancel anyone's jobs
@@ -53,6 +54,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.READ_METRICS,
             Permission.READ_ALL_JOBS,
             Permission.TUNE_SIGNAL_NOISE,
+            Permission.READ_BILLING_SUMMARY,
         }
     ),
     Role.GUEST: frozenset({Permission.READ_MODELS}),

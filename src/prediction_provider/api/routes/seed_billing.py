@@ -56,6 +56,7 @@ router = APIRouter(prefix="/api/v1", tags=["seed billing"])
 Provider = Annotated[Principal, Depends(holding(Permission.MANAGE_MODELS))]
 Client = Annotated[Principal, Depends(holding(Permission.PREDICT))]
 Overseer = Annotated[Principal, Depends(holding(Permission.BILLING_OVERSIGHT))]
+SummaryReader = Annotated[Principal, Depends(holding(Permission.READ_BILLING_SUMMARY))]  # operators too
 Days = Annotated[int, Query(ge=1, le=3660, description="The window: the last this many days.")]
 Currency = Annotated[str | None, Query(max_length=3, description="Default: the server's currency.")]
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
@@ -370,7 +371,7 @@ async def admin_billing(
 
 @router.get("/admin/billing/summary", responses=ERRORS, summary="Billing summary (seed)")
 async def admin_billing_summary(
-    principal: Overseer, services: ServicesDep, days: Days = 30, currency: Currency = None,
+    principal: SummaryReader, services: ServicesDep, days: Days = 30, currency: Currency = None,
     _query: DeclaredQueryOnly = None,
 ) -> dict[str, Any]:  # fmt: skip
     """Revenue = what clients were charged in the window, less refunds; the platform's own fee
