@@ -35,6 +35,9 @@ class LoadResult:
     latencies_ns: list[int] = field(default_factory=list)
     errors: Counter[int] = field(default_factory=Counter)
     sample_body: bytes | None = None
+    # Every OK answer of the run, warm-up included (what a paid run must have charged); None
+    # where the generator cannot tell (h2load).
+    answered: int | None = None
 
     @property
     def requests(self) -> int:
@@ -145,7 +148,7 @@ class ClosedLoop:
             deadline_ns=measure_from + int(duration_s * 1e9),
             remaining=max_requests,
             timeout_s=timeout_s,
-            result=LoadResult(concurrency=concurrency, elapsed_s=0.0),
+            result=LoadResult(concurrency=concurrency, elapsed_s=0.0, answered=0),
         )
 
     def take(self) -> bool:
@@ -159,6 +162,8 @@ class ClosedLoop:
         self, started_ns: int, done_ns: int, status: int, body: bytes, *, ok_status: int = 200
     ) -> None:
         """Record one answered request, unless it started during the warm-up."""
+        if status == ok_status and self.result.answered is not None:
+            self.result.answered += 1
         if started_ns < self.measure_from_ns:
             return  # warm-up: connections, caches and the allocator settle first
         self.result.latencies_ns.append(done_ns - started_ns)

@@ -17,7 +17,12 @@ Measures, in one run:
    and its single process (workers 0) pinned to one CPU, as pinning helps a server
    whose threads hand work to each other; batching off and on;
 4. a bare grpcio server (``bare_grpc_server.py``) that answers every call with
-   one fixed reply: the most any Python grpcio server can do on this machine.
+   one fixed reply: the most any Python grpcio server can do on this machine;
+5. with ``--paid``, paid predictions: one more Prediction Provider server (workers=1) on the
+   bench database, native REST ``/predict`` of 1 row at c=1, 8 and 64 with the model free, then
+   priced (a platform offer at 0.0001 USD, set while the server runs; the bench client funded),
+   each answer charged and durable before the response; then the charges in the journal
+   against the answers the load generator counted, warm-up included, and ``check_ledger``.
 
 Every server gets the same closed loads: 1 row at concurrency 1, 8 and 64, and
 1024 rows at concurrency 1 (the bare server: single rows only). The run prints
@@ -259,6 +264,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--warmup", type=float, default=1.0, help="unrecorded seconds before each (default 1)"
     )
     parser.add_argument("--skip-mlserver", action="store_true", help="measure Prediction Provider only")
+    parser.add_argument(
+        "--paid",
+        action="store_true",
+        help="also measure paid /predict (workers=1): the same loads unpaid, then with the model priced, "
+        "each answer charged; then charges against answers and the ledger check",
+    )
     parser.add_argument(
         "--pp-workers",
         type=int,
@@ -1094,6 +1105,239 @@ def bench_bare_grpc(inputs: Inputs, args: argparse.Namespace, workdir: Path, rep
         measure_target(target, inputs, args, report, loads=[load for load in LOADS if load.rows == 1])
 
 
+# --- paid predictions -------------------------------------------------------------------------------------
+
+# One Prediction Provider configuration (workers=1, unpinned, grpcio) over native REST /predict, one row,
+# first with the model free, then priced: every answer charged to the bench client's wallet.
+PAID_CONFIG = PPConfig(1)
+PAID_LOADS = tuple(Load(1, c) for c in SINGLE_ROW_CONCURRENCIES)
+PAID_PRICE = "0.0001"  # USD per answer, a platform offer
+PAID_DEPOSIT = "1000000"  # USD in the bench client's wallet: more than any run here spends
+PAID_RATIO_TARGET = 0.7  # at HIGH_CONCURRENCY: paid req/s >= 0.7x unpaid req/s of the same run
+BENCH_PROVIDER = "protocols-bench-provider"
+PRICED_WITHIN_S = 10.0  # the server re-reads prices every second (paid_calls.Tariffs)
+
+
+def price_bench_model(db: Any, fee_bps: int) -> dict[str, Any]:
+    """In the bench database: a provider owns the bench model and offers it at ``PAID_PRICE`` (platform
+    execution, so each synchronous answer is charged), and the bench client gets ``PAID_DEPOSIT``."""
+    from datetime import timedelta
+
+    from sqlalchemy import select
+
+    from prediction_provider.accounts.principal import Principal
+    from prediction_provider.accounts.roles import Role
+    from prediction_provider.accounts.service import AccountService
+    from prediction_provider.clock import SystemClock
+    from prediction_provider.db.market_models import ModelOwner
+    from prediction_provider.db.models import User
+    from prediction_provider.ledger.journal import Journal
+    from prediction_provider.ledger.money import parse_amount
+    from prediction_provider.marketplace.offers import NewOffer, OfferBook
+
+    clock = SystemClock()
+    accounts = AccountService(db, "-", timedelta(minutes=1), False)
+    provider = accounts.create_user(
+        BENCH_PROVIDER, f"{BENCH_PROVIDER}@localhost.localdomain", secrets.token_urlsafe(24), role="provider"
+    )
+    with db.session() as session:
+        session.add(ModelOwner(model_name=MODEL_NAME, provider_id=provider["id"], assigned_by=BENCH_USER))
+        client_id = session.scalar(select(User.id).where(User.username == BENCH_USER))
+        journal = Journal(clock)
+        journal.lock(session)
+        journal.single(
+            session, "dep:bench", "world", f"client:{client_id}", parse_amount(PAID_DEPOSIT), "USD", "deposit"
+        )
+    offer = NewOffer(
+        MODEL_NAME, None, "direction", ("EURUSD",), None, (1,), parse_amount(PAID_PRICE), "USD", "platform"
+    )
+    owner = Principal(provider["id"], BENCH_PROVIDER, Role.PROVIDER, "api_key")
+    priced = OfferBook(db, clock, fee_bps, timedelta(minutes=5)).publish(owner, offer)
+    return {"offer_id": priced.offer.id, "price": PAID_PRICE, "currency": "USD", "fee_bps": fee_bps,
+            "deposit": PAID_DEPOSIT, "client_id": client_id, "provider_id": provider["id"]}  # fmt: skip
+
+
+def charged(db: Any) -> tuple[int, int]:
+    """Charge transfers in the journal, and the answers they charge (distinct request ids)."""
+    from sqlalchemy import distinct, func, select
+
+    from prediction_provider.db.ledger_models import LedgerTransfer
+
+    with db.session() as session:
+        legs, answers = session.execute(
+            select(func.count(), func.count(distinct(LedgerTransfer.request_id))).where(
+                LedgerTransfer.kind == "charge"
+            )
+        ).one()
+    return int(legs), int(answers)
+
+
+def wait_priced(port: int, call: Call, headers: dict[str, str]) -> dict[str, str]:
+    """Call until an answer carries ``X-Charged`` (the server read the new price); its charge headers."""
+    deadline = time.monotonic() + PRICED_WITHIN_S
+    while True:
+        connection = http.client.HTTPConnection(HOST, port, timeout=10)
+        try:
+            connection.request("POST", call.path, call.body, {"Content-Type": "application/json", **headers})
+            response = connection.getresponse()
+            response.read()
+            found = {
+                name: value for name, value in response.getheaders() if name.lower().startswith("x-charge")
+            }
+        finally:
+            connection.close()
+        if response.status == 200 and found:
+            return found
+        if response.status != 200 or time.monotonic() > deadline:
+            raise RuntimeError(f"no charged answer after the price was set ({response.status}, {found})")
+        time.sleep(0.2)
+
+
+# A paid load's figures, the OK answers the generator counted (None: it cannot tell) and the answers charged.
+PaidFigure = tuple[Measurement, int | None, int]
+
+
+def measure_charged(
+    target: Target, db: Any, args: argparse.Namespace, report: Report
+) -> dict[Load, PaidFigure]:
+    """``PAID_LOADS`` on ``target``, counting the answers charged during each."""
+    figures = {}
+    for load in PAID_LOADS:
+        console.print(f"  {describe(target)}, {load.label}: {args.warmup:g} s warm-up + {args.duration:g} s")
+        before = charged(db)[1]
+        run = run_one(target, load, args)
+        measurement = to_measurement(target, load, run)
+        figures[load] = (measurement, run.answered, charged(db)[1] - before)
+        if not measurement.clean:
+            report.problems.append(
+                f"{describe(target)} {load.label}: {run.requests} OK, {measurement.errors}"
+            )
+    return figures
+
+
+def paid_row(
+    load: Load, free: Measurement, paid: Measurement, answered: int | None, charges: int
+) -> dict[str, Any]:
+    return {
+        "load": load.key,
+        "concurrency": load.concurrency,
+        "unpaid_requests_per_s": free.requests_per_s,
+        "paid_requests_per_s": paid.requests_per_s,
+        "requests_per_s_ratio": ratio(paid.requests_per_s, free.requests_per_s),
+        "unpaid_p50_ms": free.p50_ms,
+        "unpaid_p99_ms": free.p99_ms,
+        "paid_p50_ms": paid.p50_ms,
+        "paid_p99_ms": paid.p99_ms,
+        "paid_errors": paid.errors,
+        "paid_requests_measured": paid.requests,
+        "paid_answers_counted": answered,  # warm-up included; None: the load generator cannot tell
+        "answers_charged": charges,
+    }
+
+
+def bench_paid(
+    inputs: Inputs,
+    server_settings: dict[str, Any],
+    api_key: str | None,
+    args: argparse.Namespace,
+    workdir: Path,
+    report: Report,
+) -> dict[str, Any]:
+    """One server on the bench database: /predict at each concurrency with the model free, then priced
+    (set while it runs: it re-reads prices every second), then the charges against the answers and
+    ``check_ledger``."""
+    from prediction_provider.config import Settings
+    from prediction_provider.db.session import Database
+    from prediction_provider.ledger.checks import check_ledger
+
+    result: dict[str, Any] = {"config": PAID_CONFIG.label, "protocol": NATIVE_REST, "rows": []}
+    if api_key is None:
+        report.problems.append("--paid needs --auth api-key: a paid call is charged to the caller's wallet")
+        return result
+    settings = Settings(**server_settings)
+    db = Database(settings.database)
+    http_port, grpc_port = free_ports(2)
+    log_path = workdir / f"{PAID_CONFIG.dirname}-paid.log"
+    env = {**os.environ, **settings_env(server_settings), "PP_LOG_LEVEL": "warning"}
+    command = pp_command(args.data_dir, http_port, grpc_port, PAID_CONFIG)
+    result |= {"command": command, "log": str(log_path)}
+    headers = credentials(api_key)
+    native = {rows: Call(path, body) for rows, (path, body) in native_bodies(inputs.features).items()}
+    console.print(f"[bold]{PP} paid[/bold] ({PAID_CONFIG.label}): {NATIVE_REST} /predict on {http_port}")
+    figures: dict[str, dict[Load, PaidFigure]] = {}
+    try:
+        with server_process(command, env=env, cwd=Path.cwd(), log_path=log_path, report=report) as process:
+            result["ready_s"] = round(wait_ready(process, http_port, ["/health/ready"], log_path), 2)
+            for mode in ("unpaid", "paid"):
+                if mode == "paid":
+                    result["priced"] = price_bench_model(db, settings.platform_fee_bps)
+                    result["charge_headers"] = wait_priced(http_port, native[1], headers)
+                target = Target(PP, NATIVE_REST, f"{PAID_CONFIG.label}, {mode}", http_port, native, headers)
+                figures[mode] = measure_charged(target, db, args, report)
+    except (OSError, RuntimeError, TimeoutError, ExceptionGroup, subprocess.SubprocessError) as exc:
+        report.problems.append(f"{PP} paid run failed: {exc!r}")
+    legs, answers = charged(db)
+    with db.session() as session:
+        ledger = check_ledger(session)
+    db.dispose()
+    result |= {"charge_transfers": legs, "answers_charged": answers, "ledger_check": ledger.as_dict()}
+    result["ledger_check"]["violations"] = result["ledger_check"]["violations"][:10]
+    if not ledger.ok:
+        report.problems.append(f"{PP} paid: check_ledger failed: {ledger.violations[:3]}")
+    for load in PAID_LOADS:
+        if load not in figures.get("unpaid", {}) or load not in figures.get("paid", {}):
+            continue
+        free, _, free_charges = figures["unpaid"][load]
+        paid, answered, charges = figures["paid"][load]
+        if free_charges:
+            report.problems.append(f"{PP} unpaid {load.label}: {free_charges} answers charged")
+        # Every answer the client got is charged, once; the Python generators count them all.
+        if answered is not None and charges != answered:
+            report.problems.append(f"{PP} paid {load.label}: {answered} answers, {charges} charged")
+        elif answered is None and charges < paid.requests:
+            report.problems.append(f"{PP} paid {load.label}: {paid.requests} measured, {charges} charged")
+        result["rows"].append(paid_row(load, free, paid, answered, charges))
+    return result
+
+
+def paid_goal(paid: dict[str, Any]) -> dict[str, Any]:
+    high = next((row for row in paid.get("rows", []) if row["concurrency"] == HIGH_CONCURRENCY), None)
+    value = high["requests_per_s_ratio"] if high else math.nan
+    name = f"c={HIGH_CONCURRENCY} paid req/s, x unpaid"
+    return goal(name, NATIVE_REST, value, PAID_RATIO_TARGET, True) | {"pp_config": PAID_CONFIG.label}
+
+
+PAID_COLUMNS = (
+    *("load", "unpaid req/s", "paid req/s", "ratio", "unpaid p50", "paid p50", "unpaid p99", "paid p99"),
+    *("OK answers", "charged"),
+)
+
+
+def paid_table(paid: dict[str, Any]) -> Table:
+    """Paid against unpaid per load; the title says what the journal holds and whether it checks."""
+    check = "ok" if paid.get("ledger_check", {}).get("ok") else "[red]FAILED[/red]"
+    table = new_table(
+        f"Paid /predict ({paid['config']}, {PAID_PRICE} USD an answer): {paid.get('charge_transfers', 0)} "
+        f"charge transfers for {paid.get('answers_charged', 0)} answers; check_ledger {check}",
+        PAID_COLUMNS,
+        left={"load"},
+    )
+    for row in paid["rows"]:
+        table.add_row(
+            Load(1, row["concurrency"]).label,
+            fmt(row["unpaid_requests_per_s"], 1),
+            fmt(row["paid_requests_per_s"], 1),
+            times(row["requests_per_s_ratio"]),
+            fmt(row["unpaid_p50_ms"]),
+            fmt(row["paid_p50_ms"]),
+            fmt(row["unpaid_p99_ms"]),
+            fmt(row["paid_p99_ms"]),
+            "-" if row["paid_answers_counted"] is None else str(row["paid_answers_counted"]),
+            str(row["answers_charged"]),
+        )
+    return table
+
+
 # --- comparison -------------------------------------------------------------------------------------------
 
 
@@ -1401,6 +1645,7 @@ def main(argv: list[str] | None = None) -> int:
         for config in pp_configs(args)
     ]
     reference = next((answer for answer in answers if answer is not None), None)  # the first config's
+    paid = bench_paid(inputs, server_settings, api_key, args, workdir, report) if args.paid else None
     if reference is None:
         report.warnings.append(f"no v2 answer from {PP}: MLServer's is checked against the in-process model")
         reference = inputs.expected[-1:]
@@ -1410,7 +1655,7 @@ def main(argv: list[str] | None = None) -> int:
         bench_mlserver(model_file, inputs, reference, args, workdir, report)
     bench_bare_grpc(inputs, args, workdir, report)
     rows = comparisons(report.measurements, floor)
-    goals = evaluate_targets(report.measurements, floor)
+    goals = evaluate_targets(report.measurements, floor) + ([paid_goal(paid)] if paid else [])
     elapsed = time.perf_counter() - started
     write_results(
         args.output,
@@ -1419,6 +1664,7 @@ def main(argv: list[str] | None = None) -> int:
         report,
         comparisons=rows,
         targets=goals,
+        paid=paid,
         elapsed_s=round(elapsed, 1),
         load_average_at_start=load_at_start,
         load_average_at_end=list(os.getloadavg()),
@@ -1426,6 +1672,8 @@ def main(argv: list[str] | None = None) -> int:
 
     console.print(figures_table(floor, report.measurements))
     console.print(comparison_table(rows))
+    if paid:
+        console.print(paid_table(paid))
     console.print(targets_table(goals))
     console.print(
         f"[dim]{PP} auth: {args.auth}, configurations: workers {', '.join(map(str, args.pp_workers))}, "
