@@ -136,22 +136,45 @@ class Journal:
         """Posted at once: deposits, withdrawals, the legs of a split, refunds."""
         return self._write(session, transfer_id, debit, credit, amount, currency, kind, "single", None, meta)
 
-    def singles(self, session: Session, transfers: list[Single]) -> list[LedgerTransfer]:
-        """Many posted transfers in one go (the paid predictions' group commit): one ``UPDATE`` per
-        account with the batch's sum, one multi-row ``INSERT``. The caller has checked that every
-        bounded debit account covers its share under :meth:`lock`; the conditional update still
-        refuses the batch if one does not. Ids already in the journal are refused (L5)."""
+    def account_ids(
+        self, session: Session, keys: set[tuple[str, str]], known: dict[tuple[str, str], int] | None = None
+    ) -> dict[tuple[str, str], int]:
+        """Ids of the accounts ``(code, currency)``, opening those that do not exist (under
+        :meth:`lock`); ``known`` holds ids the caller already has (accounts are never deleted)."""
+        ids = {key: known[key] for key in keys if known and key in known}
+        missing = keys - ids.keys()
+        if missing:
+            A = LedgerAccount
+            found = session.connection().execute(
+                select(A.code, A.currency, A.id).where(A.code.in_({code for code, _ in missing}))
+            )
+            ids.update(
+                {(code, currency): id_ for code, currency, id_ in found if (code, currency) in missing}
+            )
+            for key in sorted(keys - ids.keys()):
+                ids[key] = self.account(session, *key).id
+        return ids
+
+    def available_of(self, session: Session, account_ids: list[int]) -> dict[int, int]:
+        """Posted credits - posted debits - pending debits, per account, in one query."""
+        A = LedgerAccount
+        rows = session.connection().execute(
+            select(A.id, A.credits_posted - A.debits_posted - A.debits_pending).where(A.id.in_(account_ids))
+        )
+        return {id_: int(available) for id_, available in rows}
+
+    def singles(
+        self, session: Session, transfers: list[Single], ids: dict[tuple[str, str], int] | None = None
+    ) -> None:
+        """Many posted transfers in one go (the paid predictions' group commit), in Core statements
+        on the session's connection: one ``UPDATE`` per account with the batch's sum, one multi-row
+        ``INSERT``. The caller has checked under :meth:`lock` that every bounded debit account covers
+        its share; the conditional update still refuses the batch if one does not. An id already in
+        the journal is refused by its primary key (L5), which fails the whole batch."""
         if not transfers:
-            return []
-        ids = [t.transfer_id for t in transfers]
-        taken = set(session.scalars(select(LedgerTransfer.id).where(LedgerTransfer.id.in_(ids))))
-        if taken or len(set(ids)) != len(ids):
-            raise LedgerConflict("transfer ids already used", {"transfer_ids": sorted(taken)[:10]})
-        accounts = {
-            (code, t.currency): self.account(session, code, t.currency).id
-            for t in transfers
-            for code in (t.debit, t.credit)
-        }
+            return
+        keys = {(code, t.currency) for t in transfers for code in (t.debit, t.credit)}
+        accounts = self.account_ids(session, keys, ids)
         debits: dict[int, int] = {}
         credits: dict[int, int] = {}
         for t in transfers:
@@ -162,31 +185,30 @@ class Journal:
             debits[debit_id] = debits.get(debit_id, 0) + t.amount
             credits[credit_id] = credits.get(credit_id, 0) + t.amount
         A = LedgerAccount
+        connection = session.connection()
         for account_id in sorted(debits):
             amount = debits[account_id]
-            moved = session.execute(
+            covers = A.debits_pending + A.debits_posted + amount <= A.credits_posted
+            moved = connection.execute(
                 update(A)
-                .where(
-                    A.id == account_id,
-                    ~A.flag_dmnec | (A.debits_pending + A.debits_posted + amount <= A.credits_posted),
-                )
+                .where(A.id == account_id, ~A.flag_dmnec | covers)
                 .values(debits_posted=A.debits_posted + amount, version=A.version + 1)
             )
-            if moved.rowcount != 1:  # type: ignore[attr-defined]
+            if moved.rowcount != 1:
                 raise InsufficientFunds(
                     "an account cannot cover its share of the batch", {"account_id": account_id}
                 )
         for account_id in sorted(credits):
-            session.execute(
+            connection.execute(
                 update(A)
                 .where(A.id == account_id)
                 .values(credits_posted=A.credits_posted + credits[account_id], version=A.version + 1)
             )
-        head = session.get(LedgerHead, 1, populate_existing=True)
-        assert head is not None, "the ledger head row is created by migration 0008"
+        H = LedgerHead
+        head_seq, head_hash = connection.execute(select(H.seq, H.hash).where(H.id == 1)).one()
         now = self.clock.now()
         rows = []
-        seq, prev = head.seq, head.hash
+        seq, prev = int(head_seq), str(head_hash)
         for t in transfers:
             seq += 1
             row = {
@@ -199,14 +221,18 @@ class Journal:
             digest = row_hash(prev, row)
             rows.append({**row, "prev_hash": prev, "hash": digest})
             prev = digest
-        session.execute(insert(LedgerTransfer), rows)
-        head.seq, head.hash = seq, prev
-        session.flush()
+        connection.execute(insert(LedgerTransfer), rows)
+        connection.execute(update(H).where(H.id == 1).values(seq=seq, hash=prev))
+        # The ORM may hold these rows from earlier in the transaction: they changed behind it.
         for account_id in {*debits, *credits}:
             cached = session.identity_map.get(identity_key(LedgerAccount, (account_id,)))
             if cached is not None:
                 session.expire(cached)
-        return []
+        head = session.identity_map.get(identity_key(LedgerHead, (1,)))
+        if head is not None:
+            session.expire(head)
+        if ids is not None:
+            ids.update(accounts)
 
     def hold(
         self, session: Session, transfer_id: str, debit: str, credit: str, amount: int, currency: str,

@@ -139,6 +139,7 @@ class PaidCalls:
         self.tariffs = Tariffs(db, refresh_s)
         self._credit: dict[tuple[int, str], CreditLine] = {}
         self._credit_lock = threading.Lock()
+        self._account_ids: dict[tuple[str, str], int] = {}  # the writer's: accounts are never deleted
         self._queue: deque[Charge] = deque()
         self._wake = threading.Condition()
         self._stop = False
@@ -304,52 +305,47 @@ class PaidCalls:
                 self._settled(charge)
 
     def _write(self, batch: list[Charge]) -> None:
+        """One transaction for the whole batch: a handful of statements, whatever its size."""
+        ids = dict(self._account_ids)
         with self.db.session() as session:
             self.journal.lock(session)
-            balances: dict[tuple[int, str], int] = {}
+            wallets = {(f"client:{c.user_id}", c.tariff.currency) for c in batch}
+            payees = {("platform:fees", c.tariff.currency) for c in batch} | {
+                (f"provider:{c.tariff.provider_id}", c.tariff.currency) for c in batch
+            }
+            accounts = self.journal.account_ids(session, wallets | payees, ids)
+            ids.update(accounts)
+            available = self.journal.available_of(session, [accounts[key] for key in wallets])
+            balances = {key: available.get(accounts[key], 0) for key in wallets}
             transfers: list[Single] = []
             for charge in batch:
-                key = (charge.user_id, charge.tariff.currency)
-                if key not in balances:
-                    balances[key] = self.journal.balance(
-                        session, f"client:{charge.user_id}", key[1]
-                    ).available
-                if balances[key] < charge.amount:
+                wallet = (f"client:{charge.user_id}", charge.tariff.currency)
+                if balances[wallet] < charge.amount:
                     charge.error = InsufficientFunds(
                         "the wallet no longer covers this answer: nothing was charged",
-                        {
-                            "price": format_amount(charge.amount),
-                            "available": format_amount(balances[key]),
-                            "currency": key[1],
-                        },
-                    )
+                        {"price": format_amount(charge.amount), "available": format_amount(balances[wallet]),
+                         "currency": wallet[1]},
+                    )  # fmt: skip
                     continue
-                balances[key] -= charge.amount
+                balances[wallet] -= charge.amount
                 legs = split(charge.amount, charge.tariff.fee_bps)
-                client = f"client:{charge.user_id}"
                 for leg, account, amount in (
                     ("fee", "platform:fees", legs.platform_fee),
                     ("prv", f"provider:{charge.tariff.provider_id}", legs.provider),
                 ):
                     if amount > 0:
                         transfers.append(
-                            Single(
-                                f"chg:{charge.charge_id}:{leg}",
-                                client,
-                                account,
-                                amount,
-                                key[1],
-                                "charge",
-                                request_id=charge.charge_id,
-                                actor_user_id=charge.user_id,
-                                reason=charge.tariff.model_name,
-                            )
-                        )
-            self.journal.singles(session, transfers)
+                            Single(f"chg:{charge.charge_id}:{leg}", wallet[0], account, amount, wallet[1],
+                                   "charge", request_id=charge.charge_id, actor_user_id=charge.user_id,
+                                   reason=charge.tariff.model_name)
+                        )  # fmt: skip
+            self.journal.singles(session, transfers, ids)
+        self._account_ids = ids  # committed: these accounts exist for good
         with self._credit_lock:
-            for (user_id, currency), available in balances.items():
-                line = self._credit.setdefault((user_id, currency), CreditLine(available))
-                line.available = available
+            for (code, currency), left in balances.items():
+                user_id = int(code.partition(":")[2])
+                line = self._credit.setdefault((user_id, currency), CreditLine(left))
+                line.available = left
             for charge in batch:
                 owed = self._credit.get((charge.user_id, charge.tariff.currency))
                 if owed is not None:
