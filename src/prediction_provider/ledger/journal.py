@@ -186,6 +186,13 @@ class Journal:
             credits[credit_id] = credits.get(credit_id, 0) + t.amount
         A = LedgerAccount
         connection = session.connection()
+        # Credits first: a payee may pass on, in the same batch, money it is paid in it.
+        for account_id in sorted(credits):
+            connection.execute(
+                update(A)
+                .where(A.id == account_id)
+                .values(credits_posted=A.credits_posted + credits[account_id], version=A.version + 1)
+            )
         for account_id in sorted(debits):
             amount = debits[account_id]
             covers = A.debits_pending + A.debits_posted + amount <= A.credits_posted
@@ -198,12 +205,6 @@ class Journal:
                 raise InsufficientFunds(
                     "an account cannot cover its share of the batch", {"account_id": account_id}
                 )
-        for account_id in sorted(credits):
-            connection.execute(
-                update(A)
-                .where(A.id == account_id)
-                .values(credits_posted=A.credits_posted + credits[account_id], version=A.version + 1)
-            )
         H = LedgerHead
         head_seq, head_hash = connection.execute(select(H.seq, H.hash).where(H.id == 1)).one()
         now = self.clock.now()
