@@ -5,7 +5,10 @@ product uses (completion under the journal lock with a conditional update, cance
 
 from __future__ import annotations
 
+import itertools
+import sqlite3
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -29,6 +32,7 @@ from prediction_provider.ledger.service import LedgerService
 from prediction_provider.marketplace.offers import NewOffer, Priced, Spec
 from prediction_provider.marketplace.requests import Submission
 from prediction_provider.marketplace.service import Marketplace
+from tests.integration.database_fixtures import POSTGRES_ADMIN_URL
 
 START = datetime(2031, 3, 3, 12, 0, tzinfo=UTC)
 CURRENCY = "USD"
@@ -121,6 +125,28 @@ def build_world(url: str, data_dir: Path, *, price: int, evaluator_fee: int, **c
                                     active=True)  # fmt: skip
         people[role] = Principal(user["id"], user["username"], Role(role), "api_key")
     accounts.db.dispose()
+    owners = Database(url)
+    with owners.session() as session:
+        session.add(ModelOwner(model_name=MODEL, provider_id=people["provider"].user_id, assigned_by="test",
+                               assigned_at=START))  # fmt: skip
+    owners.dispose()
+    world = open_world(settings, url, people["admin"], people["client"], people["provider"],
+                       people["evaluator"], "")  # fmt: skip
+    offer = world.marketplace.offers.publish(
+        people["provider"],
+        NewOffer(MODEL, None, "direction", ("EURUSD",), "1h", (1,), price, CURRENCY, "evaluators",
+                 evaluator_fee=evaluator_fee),
+    )  # fmt: skip
+    world.offer_id = offer.offer.id
+    return world
+
+
+def open_world(
+    settings: Settings, url: str, admin: Principal, client: Principal, provider: Principal,
+    evaluator: Principal, offer_id: str,
+) -> World:  # fmt: skip
+    """The marketplace wired over ``url`` (a database made by :func:`build_world`, or a copy)."""
+    settings = settings.model_copy(update={"database_url": url})
     db = Database(url)
     clock = ManualClock(START)
     journal = Journal(clock)
@@ -129,15 +155,60 @@ def build_world(url: str, data_dir: Path, *, price: int, evaluator_fee: int, **c
     marketplace.requests.times_of = times
     store = JobStore(db, timedelta(seconds=settings.lease_s), settings.market_max_attempts)
     marketplace.attach(store, None)
-    with db.session() as session:
-        session.add(ModelOwner(model_name=MODEL, provider_id=people["provider"].user_id, assigned_by="test",
-                               assigned_at=clock.now()))  # fmt: skip
-    offer = marketplace.offers.publish(
-        people["provider"],
-        NewOffer(MODEL, None, "direction", ("EURUSD",), "1h", (1,), price, CURRENCY, "evaluators",
-                 evaluator_fee=evaluator_fee),
-    )  # fmt: skip
     return World(
         settings, db, clock, marketplace, store, LedgerService(db, journal, clock, settings),
-        people["admin"], people["client"], people["provider"], people["evaluator"], offer.offer.id, times,
+        admin, client, provider, evaluator, offer_id, times,
     )  # fmt: skip
+
+
+def reopen(template: World, url: str) -> World:
+    """The same people and offer over another database (a copy of the template's)."""
+    return open_world(template.settings, url, template.admin, template.client, template.provider,
+                      template.evaluator, template.offer_id)  # fmt: skip
+
+
+def sqlite_copies(template: World, directory: Path) -> Callable[[], tuple[World, Callable[[], None]]]:
+    """Fresh worlds from a SQLite template: each one a copy of the file (the backup API)."""
+    source = template.settings.database_url or ""
+    source_path = source.removeprefix("sqlite:///")
+    counter = itertools.count()
+
+    def fresh() -> tuple[World, Callable[[], None]]:
+        path = directory / f"copy-{next(counter)}.db"
+        with sqlite3.connect(source_path) as src, sqlite3.connect(path) as dst:
+            src.backup(dst)
+        world = reopen(template, f"sqlite:///{path}")
+
+        def drop() -> None:
+            world.close()
+            path.unlink(missing_ok=True)
+
+        return world, drop
+
+    return fresh
+
+
+def postgres_copies(template: World) -> Callable[[], tuple[World, Callable[[], None]]]:
+    """Fresh worlds from a PostgreSQL template: ``CREATE DATABASE ... TEMPLATE`` (the template's
+    connections are closed first, as PostgreSQL requires); each copy is dropped when done."""
+    import psycopg
+
+    url = template.settings.database_url or ""
+    base, name = url.rsplit("/", 1)
+    admin_url = POSTGRES_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    template.close()
+
+    def fresh() -> tuple[World, Callable[[], None]]:
+        copy = f"{name}_c{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(admin_url, autocommit=True) as admin:
+            admin.execute(f'CREATE DATABASE "{copy}" TEMPLATE "{name}"')
+        world = reopen(template, f"{base}/{copy}")
+
+        def drop() -> None:
+            world.close()
+            with psycopg.connect(admin_url, autocommit=True) as admin:
+                admin.execute(f'DROP DATABASE IF EXISTS "{copy}" WITH (FORCE)')
+
+        return world, drop
+
+    return fresh

@@ -10,8 +10,10 @@ PP_REQUIRE_SERVICES (else skipped). A failure prints the blob that replays it
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,7 +21,13 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
+from hypothesis.stateful import (
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    rule,
+    run_state_machine_as_test,
+)
 from sqlalchemy import func, select
 
 from prediction_provider.db.ledger_models import LedgerHead, LedgerTransfer
@@ -37,7 +45,14 @@ from prediction_provider.ledger.checks import check_ledger
 from prediction_provider.ledger.journal import Balance
 from prediction_provider.marketplace.service import NotCancellable
 from tests.integration.database_fixtures import sqlite_url
-from tests.integration.market_world import CURRENCY, TARGET_AFTER, World, build_world
+from tests.integration.market_world import (
+    CURRENCY,
+    TARGET_AFTER,
+    World,
+    build_world,
+    postgres_copies,
+    sqlite_copies,
+)
 
 M = 1_000_000  # micro-units in one unit
 FEE_BPS = 1000
@@ -47,7 +62,9 @@ DEPOSITS = (M // 2, 1 * M, 2_500_000, 10 * M, 7)
 ADVANCES = (60, 900, 1800, 3600)
 MAX_OPEN = 5
 SETTINGS = settings(
-    max_examples=25, stateful_step_count=25, deadline=None, database=None, print_blob=True,
+    # PP_LEDGER_EXAMPLES=500 for a deeper local run; CI keeps it quick.
+    max_examples=int(os.environ.get("PP_LEDGER_EXAMPLES", "25")), stateful_step_count=25, deadline=None,
+    database=None, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )  # fmt: skip
 
@@ -80,7 +97,7 @@ def largest_remainders(amount: int, shares: list[tuple[str, int]]) -> list[tuple
 
 
 class LedgerMachine(RuleBasedStateMachine):
-    world: World  # set by the test before the run
+    fresh: Callable[[], tuple[World, Callable[[], None]]]  # set by the test: a new database each example
     seen: Counter[str]  # outcomes over the whole run (printed; the walk below takes every path)
 
     def saw(self, outcome: str) -> None:
@@ -88,6 +105,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        self.world, self.drop = type(self).fresh()
         w = self.world
         self.nonce = uuid.uuid4().hex[:8]
         self.client = f"client:{w.client.user_id}"
@@ -135,6 +153,13 @@ class LedgerMachine(RuleBasedStateMachine):
         return cpo - dpo - dp
 
     # -- rules -------------------------------------------------------------------------------------
+
+    @initialize(amount=st.sampled_from((0, 3 * M, 10 * M)))
+    def fund(self, amount: int) -> None:
+        """Most runs start with money in the wallet, so their submits get past the 402."""
+        if amount:
+            self.deposit(amount, 9)
+        self.ledger_matches_reference()
 
     @rule(amount=st.sampled_from(DEPOSITS), key=st.integers(0, 3))
     def deposit(self, amount: int, key: int) -> None:
@@ -351,24 +376,29 @@ class LedgerMachine(RuleBasedStateMachine):
         assert (client.available, client.held) == (cpo - dpo - dp, dp)
 
     def teardown(self) -> None:
-        """Leave no open request behind for the next example (the open-request cap is per client)."""
-        for rid, request in self.requests.items():
-            if request.status == "pending":
-                self.world.marketplace.cancel(self.world.client, rid, see_all=False)
+        self.drop()
 
 
-def market(url: str, data_dir: Path) -> World:
-    return build_world(url, data_dir, price=PRICES[0], evaluator_fee=EVALUATOR_FEE,
-                       platform_fee_bps=FEE_BPS, max_open_requests=MAX_OPEN)  # fmt: skip
+Fresh = Callable[[], tuple[World, Callable[[], None]]]
+
+
+def copies(url: str, data_dir: Path) -> tuple[World, Fresh]:
+    """A template world (migrated, with its people and offer) and a maker of fresh copies of it:
+    every example starts from the same database, so a failing one replays and shrinks alike."""
+    template = build_world(url, data_dir, price=PRICES[0], evaluator_fee=EVALUATOR_FEE,
+                           platform_fee_bps=FEE_BPS, max_open_requests=MAX_OPEN)  # fmt: skip
+    if url.startswith("sqlite"):
+        return template, sqlite_copies(template, data_dir)
+    return template, postgres_copies(template)
 
 
 def walk_every_path(url: str, data_dir: Path) -> None:
     """The same rules and checks in one fixed order that takes every path at least once (random
     runs may, by chance, leave one out)."""
-    world = market(url, data_dir)
+    template, fresh = copies(url, data_dir)
+    LedgerMachine.fresh, LedgerMachine.seen = fresh, Counter()
+    m = LedgerMachine()
     try:
-        LedgerMachine.world, LedgerMachine.seen = world, Counter()
-        m = LedgerMachine()
         steps = [
             lambda: m.submit(0, 0),  # nothing in the wallet: 402
             lambda: m.deposit(3 * M, 0), lambda: m.deposit(3 * M, 0), lambda: m.deposit(7, 0),
@@ -387,7 +417,6 @@ def walk_every_path(url: str, data_dir: Path) -> None:
         for step in steps:
             step()
             m.ledger_matches_reference()
-        m.teardown()
         wanted = ["submit: accepted", "submit: replayed", "submit: refused MaxCostExceeded",
                   "submit: refused InsufficientFunds", "submit: refused RateLimited", "deposit: posted",
                   "deposit: replayed", "submit: historical", "complete: captured", "cancel: voided",
@@ -395,17 +424,18 @@ def walk_every_path(url: str, data_dir: Path) -> None:
                   "refund: full", "refund: partial"]  # fmt: skip
         assert [o for o in wanted if not m.seen[o]] == [], dict(m.seen)
     finally:
-        world.close()
+        m.teardown()
+        template.close()
 
 
 def run_machine(url: str, data_dir: Path) -> None:
-    world = market(url, data_dir)
+    template, fresh = copies(url, data_dir)
     try:
-        LedgerMachine.world, LedgerMachine.seen = world, Counter()
+        LedgerMachine.fresh, LedgerMachine.seen = fresh, Counter()
         run_state_machine_as_test(LedgerMachine, settings=SETTINGS)
         print("outcomes:", dict(LedgerMachine.seen))  # with -s: what the run exercised
     finally:
-        world.close()
+        template.close()
 
 
 def test_ledger_state_machine_sqlite(tmp_path: Path) -> None:
