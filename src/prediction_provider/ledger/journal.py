@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import bindparam, event, insert, select, text, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.util import identity_key
 
@@ -33,6 +33,25 @@ FIELDS = (
     "id", "seq", "debit_account_id", "credit_account_id", "amount", "currency", "kind", "phase",
     "pending_id", "timeout_at", "request_id", "actor_user_id", "reason", "created_at",
 )  # fmt: skip
+
+
+# Built once: the group commit of paid predictions runs them thousands of times a second, and
+# building a statement costs more than running it.
+LOCK_POSTGRESQL = select(LedgerHead.id).where(LedgerHead.id == 1).with_for_update()
+LOCK_SQLITE = update(LedgerHead).where(LedgerHead.id == 1).values(seq=LedgerHead.seq)
+READ_HEAD = text("SELECT seq, hash FROM ledger_head WHERE id = 1")
+WRITE_HEAD = text("UPDATE ledger_head SET seq = :seq, hash = :hash WHERE id = 1")
+AVAILABLE = text(
+    "SELECT id, credits_posted - debits_posted - debits_pending FROM ledger_accounts WHERE id IN :ids"
+).bindparams(bindparam("ids", expanding=True))
+# One account's net change in a batch; the WHERE refuses an overdraft of a bounded account.
+NET_POSTED = text(
+    "UPDATE ledger_accounts SET debits_posted = debits_posted + :debit, "
+    "credits_posted = credits_posted + :credit, version = version + 1 "
+    "WHERE id = :id "
+    "AND (NOT flag_dmnec OR debits_pending + debits_posted + :debit <= credits_posted + :credit)"
+)
+INSERT_TRANSFERS = insert(LedgerTransfer)
 
 
 @event.listens_for(LedgerTransfer, "before_update")
@@ -99,9 +118,9 @@ class Journal:
     def lock(self, session: Session) -> None:
         """Serialize this transaction with every other one that moves money (see the module doc)."""
         if session.bind is not None and session.get_bind().dialect.name == "postgresql":
-            session.execute(select(LedgerHead.id).where(LedgerHead.id == 1).with_for_update())
+            session.execute(LOCK_POSTGRESQL)
         else:
-            session.execute(update(LedgerHead).where(LedgerHead.id == 1).values(seq=LedgerHead.seq))
+            session.execute(LOCK_SQLITE)
 
     def account(self, session: Session, code: str, currency: str) -> LedgerAccount:
         """The account, opened on first use (call under :meth:`lock`)."""
@@ -157,11 +176,8 @@ class Journal:
 
     def available_of(self, session: Session, account_ids: list[int]) -> dict[int, int]:
         """Posted credits - posted debits - pending debits, per account, in one query."""
-        A = LedgerAccount
-        rows = session.connection().execute(
-            select(A.id, A.credits_posted - A.debits_posted - A.debits_pending).where(A.id.in_(account_ids))
-        )
-        return {id_: int(available) for id_, available in rows}
+        rows = session.connection().execute(AVAILABLE, {"ids": list(account_ids)})
+        return {int(id_): int(available) for id_, available in rows}
 
     def singles(
         self, session: Session, transfers: list[Single], ids: dict[tuple[str, str], int] | None = None
@@ -184,29 +200,17 @@ class Journal:
             credit_id = accounts[(t.credit, t.currency)]
             debits[debit_id] = debits.get(debit_id, 0) + t.amount
             credits[credit_id] = credits.get(credit_id, 0) + t.amount
-        A = LedgerAccount
         connection = session.connection()
-        # Credits first: a payee may pass on, in the same batch, money it is paid in it.
-        for account_id in sorted(credits):
-            connection.execute(
-                update(A)
-                .where(A.id == account_id)
-                .values(credits_posted=A.credits_posted + credits[account_id], version=A.version + 1)
-            )
-        for account_id in sorted(debits):
-            amount = debits[account_id]
-            covers = A.debits_pending + A.debits_posted + amount <= A.credits_posted
-            moved = connection.execute(
-                update(A)
-                .where(A.id == account_id, ~A.flag_dmnec | covers)
-                .values(debits_posted=A.debits_posted + amount, version=A.version + 1)
-            )
+        # One statement per account, with its net change: a payee may pass on, in the same batch,
+        # money it is paid in it.
+        for account_id in sorted({*debits, *credits}):
+            debit, credit = debits.get(account_id, 0), credits.get(account_id, 0)
+            moved = connection.execute(NET_POSTED, {"id": account_id, "debit": debit, "credit": credit})
             if moved.rowcount != 1:
                 raise InsufficientFunds(
                     "an account cannot cover its share of the batch", {"account_id": account_id}
                 )
-        H = LedgerHead
-        head_seq, head_hash = connection.execute(select(H.seq, H.hash).where(H.id == 1)).one()
+        head_seq, head_hash = connection.execute(READ_HEAD).one()
         now = self.clock.now()
         rows = []
         seq, prev = int(head_seq), str(head_hash)
@@ -222,8 +226,8 @@ class Journal:
             digest = row_hash(prev, row)
             rows.append({**row, "prev_hash": prev, "hash": digest})
             prev = digest
-        connection.execute(insert(LedgerTransfer), rows)
-        connection.execute(update(H).where(H.id == 1).values(seq=seq, hash=prev))
+        connection.execute(INSERT_TRANSFERS, rows)
+        connection.execute(WRITE_HEAD, {"seq": seq, "hash": prev})
         # The ORM may hold these rows from earlier in the transaction: they changed behind it.
         for account_id in {*debits, *credits}:
             cached = session.identity_map.get(identity_key(LedgerAccount, (account_id,)))
