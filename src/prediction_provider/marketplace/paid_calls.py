@@ -48,6 +48,10 @@ from prediction_provider.ledger.money import format_amount, split
 
 log = logging.getLogger(__name__)
 MAX_BATCH = 1024
+# How long the writer waits for answers still being computed to join a batch. A batch's fixed cost
+# is a few statements; waiting until every paid request in flight is queued (or this long) makes
+# batches as large as the concurrency, and each request waits at most this much longer.
+LINGER_S = 0.005
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +147,7 @@ class PaidCalls:
         self._credit_lock = threading.Lock()
         self._account_ids: dict[tuple[str, str], int] = {}  # the writer's: accounts are never deleted
         self._queue: deque[Charge] = deque()
+        self._answering = 0  # charges reserved whose answers are still being computed
         self._wake = threading.Condition()
         self._stop = False
         self._thread = threading.Thread(target=self._write_loop, name="paid-calls-writer", daemon=True)
@@ -181,7 +186,7 @@ class PaidCalls:
             line = self._credit.get(key)
             if line is not None and line.available - line.reserved >= amount:
                 line.reserved += amount
-                return Charge(str(uuid.uuid4()), principal.user_id, tariff, amount)
+                return self._answering_one(Charge(str(uuid.uuid4()), principal.user_id, tariff, amount))
         available = self._read_available(principal.user_id, tariff.currency)
         with self._credit_lock:
             line = self._credit.setdefault(key, CreditLine(available))
@@ -198,7 +203,12 @@ class PaidCalls:
                     },
                 )
             line.reserved += amount
-        return Charge(str(uuid.uuid4()), principal.user_id, tariff, amount)
+        return self._answering_one(Charge(str(uuid.uuid4()), principal.user_id, tariff, amount))
+
+    def _answering_one(self, charge: Charge) -> Charge:
+        with self._wake:
+            self._answering += 1
+        return charge
 
     def hold_job(self, session: Session, owner: Principal, job: PredictionJob, rows: int) -> None:
         """Inside the submit's transaction: hold the price of a paid rows job (402 refuses the
@@ -249,6 +259,13 @@ class PaidCalls:
         """The answer failed: nothing is charged and the promise is withdrawn."""
         if charge is None:
             return
+        with self._wake:
+            self._answering -= 1
+            if self._answering == 0:
+                self._wake.notify()
+        self._unreserve(charge)
+
+    def _unreserve(self, charge: Charge) -> None:
         with self._credit_lock:
             line = self._credit.get((charge.user_id, charge.tariff.currency))
             if line is not None:
@@ -277,8 +294,10 @@ class PaidCalls:
 
     def _enqueue(self, charge: Charge) -> None:
         with self._wake:
+            self._answering -= 1
             self._queue.append(charge)
-            self._wake.notify()
+            if len(self._queue) == 1 or self._answering == 0:
+                self._wake.notify()
 
     def _read_available(self, user_id: int, currency: str) -> int:
         with self.db.session() as session:
@@ -293,13 +312,19 @@ class PaidCalls:
                     self._wake.wait()
                 if self._stop and not self._queue:
                     return
+                deadline = time.monotonic() + LINGER_S
+                while self._answering > 0 and len(self._queue) < MAX_BATCH and not self._stop:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._wake.wait(remaining)
                 batch = [self._queue.popleft() for _ in range(min(len(self._queue), MAX_BATCH))]
             try:
                 self._write(batch)
             except Exception as exc:
                 log.exception("could not write %d paid charges", len(batch))
                 for charge in batch:
-                    self.release(charge)
+                    self._unreserve(charge)
                     charge.error = charge.error or PaymentRequired(
                         "the charge could not be written; nothing was charged", {"reason": type(exc).__name__}
                     )
