@@ -331,7 +331,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         exception_handlers=app.exception_handlers,
     )
     # Outside HotRoutes (the hot paths are keyed too), inside BodySizeLimit (a bounded buffer).
-    app.add_middleware(IdempotencyKeys)
+    app.add_middleware(IdempotencyKeys, stale_after=timedelta(seconds=settings.idempotency_in_flight_s))
     app.add_middleware(
         BodySizeLimit,
         max_body_bytes=settings.max_body_bytes,

@@ -301,6 +301,13 @@ class Settings(BaseSettings):
     feeder_refresh_seconds: float = Field(
         default=60.0, ge=0, description="database cache: how often the upstream is asked for newer bars."
     )
+    idempotency_in_flight_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="A keyed request still unanswered after this long is taken for a crashed process's: "
+        "a retry with its Idempotency-Key runs again instead of answering 409. The business rows have "
+        "their own keys (a job's owner and key, a transfer's id), so nothing is done twice.",
+    )
     clock: Literal["system", "manual"] = Field(
         default="system",
         description="What every deadline, lease, quote expiry and sweep reads: the system clock, or a "
