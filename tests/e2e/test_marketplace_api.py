@@ -16,10 +16,10 @@ from sqlalchemy import func, select
 
 from prediction_provider.config import Settings
 from prediction_provider.db.ledger_models import LedgerTransfer
-from prediction_provider.db.market_models import ModelOwner
 from prediction_provider.db.models import PredictionJob
 from prediction_provider.webhooks.signing import verify
 from tests.conftest import Account, LiveServer, live_settings
+from tests.market_helpers import deposit, own
 from tests.webhook_receiver import WebhookReceiver
 
 MODEL = "eurusd-1h-forecast"
@@ -38,29 +38,6 @@ def market_server(settings: Settings, accounts: dict[str, Account]) -> Iterator[
     )
     with LiveServer(changed) as server:
         yield server
-
-
-def deposit(server: LiveServer, account: Account, amount: str, currency: str = "USD") -> None:
-    services = server.services
-    micros = int(Decimal(amount) * 1_000_000)
-    with services.db.session() as session:
-        journal = services.marketplace.journal
-        journal.lock(session)
-        journal.single(
-            session,
-            f"dep:test:{uuid.uuid4()}",
-            "world",
-            f"client:{account.user_id}",
-            micros,
-            currency,
-            "deposit",
-        )
-
-
-def own(server: LiveServer, model: str, account: Account) -> None:
-    with server.services.db.session() as session:
-        if session.get(ModelOwner, model) is None:
-            session.add(ModelOwner(model_name=model, provider_id=account.user_id, assigned_by="test"))
 
 
 def wallet(server: LiveServer, account: Account) -> tuple[int, int]:

@@ -14,9 +14,9 @@ import httpx
 import pytest
 
 from prediction_provider.config import Settings
-from prediction_provider.db.market_models import ModelOwner
 from prediction_provider.ledger.money import split
 from tests.conftest import Account, LiveServer, live_settings
+from tests.market_helpers import deposit, own
 
 MODEL = "eurusd-1h-forecast"
 START = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -29,29 +29,6 @@ def seed_server(settings: Settings, accounts: dict[str, Account]) -> Iterator[Li
     )
     with LiveServer(changed) as server:
         yield server
-
-
-def deposit(server: LiveServer, account: Account, amount: str, currency: str = "USD") -> None:
-    services = server.services
-    micros = int(Decimal(amount) * 1_000_000)
-    with services.db.session() as session:
-        journal = services.marketplace.journal
-        journal.lock(session)
-        journal.single(
-            session,
-            f"dep:test:{uuid.uuid4()}",
-            "world",
-            f"client:{account.user_id}",
-            micros,
-            currency,
-            "deposit",
-        )
-
-
-def own(server: LiveServer, model: str, account: Account) -> None:
-    with server.services.db.session() as session:
-        if session.get(ModelOwner, model) is None:
-            session.add(ModelOwner(model_name=model, provider_id=account.user_id, assigned_by="test"))
 
 
 def fresh(server: LiveServer, role: str) -> Account:

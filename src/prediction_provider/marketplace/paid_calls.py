@@ -91,6 +91,14 @@ class CreditLine:
     reserved: int = 0
 
 
+def anonymous_caller(tariff: Tariff) -> PaymentRequired:
+    """Nobody to charge: a priced model answers signed-in callers with a wallet only."""
+    return PaymentRequired(
+        f"{tariff.model_name} is priced: sign in with a funded wallet to use it",
+        {"model": tariff.model_name, "price": format_amount(tariff.amount), "currency": tariff.currency},
+    )
+
+
 class Tariffs:
     """Model name → its price, re-read every ``refresh_s`` (a price change applies within it)."""
 
@@ -172,14 +180,7 @@ class PaidCalls:
         if tariff is None or principal.user_id == tariff.provider_id:
             return None
         if principal.user_id is None:
-            raise PaymentRequired(
-                f"{tariff.model_name} is priced: sign in with a funded wallet to use it",
-                {
-                    "model": tariff.model_name,
-                    "price": format_amount(tariff.amount),
-                    "currency": tariff.currency,
-                },
-            )
+            raise anonymous_caller(tariff)
         amount = tariff.amount * rows
         key = (principal.user_id, tariff.currency)
         with self._credit_lock:
@@ -218,14 +219,7 @@ class PaidCalls:
         if tariff is None or owner.user_id == tariff.provider_id:
             return
         if owner.user_id is None:
-            raise PaymentRequired(
-                f"{tariff.model_name} is priced: sign in with a funded wallet to use it",
-                {
-                    "model": tariff.model_name,
-                    "price": format_amount(tariff.amount),
-                    "currency": tariff.currency,
-                },
-            )
+            raise anonymous_caller(tariff)
         amount = tariff.amount * rows
         legs = split(amount, tariff.fee_bps)
         self.journal.lock(session)
@@ -366,10 +360,10 @@ class PaidCalls:
                 fees[provider] = (first, total + fee)
             # The platform's share, floor(price x bps / 10 000) of each answer exactly, taken from the
             # provider once per batch rather than as a second row per answer.
-            for (provider, currency), (first, total) in sorted(fees.items()):
+            for (payee, currency), (first, total) in sorted(fees.items()):
                 if total > 0:
                     transfers.append(
-                        Single(f"chgfee:{first}", provider, "platform:fees", total, currency, "fee",
+                        Single(f"chgfee:{first}", payee, "platform:fees", total, currency, "fee",
                                reason="platform fee of paid predictions")
                     )  # fmt: skip
             self.journal.singles(session, transfers, ids)
