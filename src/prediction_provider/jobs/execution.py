@@ -29,12 +29,12 @@ from prediction_provider.errors import (
     RegistryUnavailable,
     TooLate,
 )
+from prediction_provider.forecasts import outputs
 from prediction_provider.forecasts.records import Requester
 from prediction_provider.forecasts.service import ForecastService, forecast_request
 from prediction_provider.jobs import datasets
 from prediction_provider.jobs.records import Claim, ClaimRefused, JobStatus
 from prediction_provider.jobs.store import JobStore
-from prediction_provider.marketplace import outputs
 from prediction_provider.serving.cache import CachedModel, ModelCache
 from prediction_provider.serving.inference import PredictionService
 from prediction_provider.serving.responses import batch_payload, single_payload

@@ -25,9 +25,9 @@ from prediction_provider.db.market_models import EvaluatorClaim
 from prediction_provider.db.models import PredictionJob
 from prediction_provider.db.session import Database
 from prediction_provider.errors import Conflict, InvalidInput, MarketNotFound, TooLate
+from prediction_provider.forecasts.outputs import canonical_sha256, validate_output
 from prediction_provider.jobs.records import TERMINAL, JobStatus, record_event
 from prediction_provider.ledger.money import format_amount
-from prediction_provider.marketplace.outputs import canonical_sha256, validate_output
 from prediction_provider.marketplace.settlement import Settlement
 
 EVALUATION = "evaluation"

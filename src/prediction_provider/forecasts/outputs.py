@@ -1,4 +1,5 @@
-"""What a request's answer looks like per target, and how the platform computes it.
+"""What an answer looks like per marketplace target (direction, return, quantiles, entry signal),
+and how a symbol forecast gives it.
 
 An evaluator's result is checked against the same schema as the platform's own answer, and its
 SHA-256 is taken over the canonical JSON, so a resent result can be told from a different one.
