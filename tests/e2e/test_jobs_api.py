@@ -161,7 +161,9 @@ def test_listing_filters_and_pages(client: httpx.Client, feature_rows: list[dict
     assert all(job["status"] == "completed" for job in page["items"])
     created = [job["created_at"] for job in page["items"]]
     assert created == sorted(created, reverse=True)
-    second = client.get("/api/v1/predictions", params={"limit": 2, "offset": 2, "status": "completed"}).json()
+    second = client.get(
+        "/api/v1/predictions", params={"limit": 2, "offset": 2, "status": "completed", "model": MODEL}
+    ).json()
     assert not {job["id"] for job in page["items"]} & {job["id"] for job in second["items"]}
     future = client.get("/api/v1/predictions", params={"created_after": "2999-01-01T00:00:00Z"}).json()
     assert future["total"] == 0

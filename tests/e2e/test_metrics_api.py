@@ -188,7 +188,7 @@ def test_prediction_jobs_are_counted_by_status(
         assert [job.status_code for job in jobs] == [202, 202]
         pending = series(scrape(idle_jobs_server.url, headers), "pp_prediction_jobs")
         assert {dict(labels)["status"]: count for labels, count in pending.items()} == {
-            "pending": 2, "processing": 0, "completed": 0, "failed": 0, "cancelled": 0,
+            "pending": 2, "processing": 0, "completed": 0, "failed": 0, "cancelled": 0, "expired": 0,
         }  # fmt: skip
         cancelled = http.delete(f"/api/v1/predictions/{jobs[0].json()['id']}", headers=headers)
         assert cancelled.status_code == 200, cancelled.text

@@ -120,6 +120,8 @@ def month_bounds(period: str) -> tuple[datetime, datetime]:
     if match is None:
         raise InvalidInput("period is a month, YYYY-MM", {"field": "period", "value": period})
     year, month = int(match[1]), int(match[2])
+    if not 1970 <= year <= 9998:  # datetime cannot hold year 0, nor the month after 9999-12
+        raise InvalidInput("period's year is outside 1970..9998", {"field": "period", "value": period})
     start = datetime(year, month, 1, tzinfo=UTC)
     end = datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
     return start, end
