@@ -128,7 +128,11 @@ def pricing_rows(market: Marketplace, provider_id: int | None) -> list[dict[str,
         return [pricing_view(offer, price) for offer, price in rows]
 
 
-def own_offer(market: Marketplace, provider_id: int, model_name: str, currency: str) -> Offer | None:
+def own_offer(
+    market: Marketplace, provider_id: int, model_name: str, currency: str, execution: str = "platform"
+) -> Offer | None:
+    """The provider's active offer this price applies to: same model, currency and execution (an
+    evaluator-executed offer of the same model is another product, with its own price)."""
     with market.db.session() as session:
         return session.scalars(
             select(Offer)
@@ -136,6 +140,7 @@ def own_offer(market: Marketplace, provider_id: int, model_name: str, currency: 
                 Offer.provider_id == provider_id,
                 Offer.model_name == model_name,
                 Offer.currency == currency,
+                Offer.execution == execution,
                 Offer.active.is_(True),
             )
             .order_by(Offer.created_at, Offer.id)
@@ -183,7 +188,7 @@ async def set_pricing(body: PricingSet, principal: Provider, services: ServicesD
     provider_id = principal.user_id
 
     def make() -> dict[str, Any]:
-        offer = own_offer(market, provider_id, name, currency)
+        offer = own_offer(market, provider_id, name, currency, body.execution or "platform")
         if offer is not None:
             opened = market.offers.reprice(principal, offer.id, price)
             return pricing_view(offer, opened)
