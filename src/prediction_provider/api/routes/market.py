@@ -3,7 +3,6 @@ the manual clock (admins). Parse, authorize, call ``services.marketplace``, shap
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query
@@ -400,6 +399,3 @@ async def set_clock(body: ClockSet, principal: ClockSetter, services: ServicesDe
 async def read_clock(principal: ClockSetter, services: ServicesDep) -> dict[str, Any]:
     clock = services.clock
     return {"now": (clock.now() if clock else None), "manual": bool(clock and clock.manual)}
-
-
-_ = timedelta
