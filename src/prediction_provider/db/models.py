@@ -286,3 +286,4 @@ class PredictionRecord(Base):
 # The ledger's and the marketplace's tables live beside these; importing them registers them.
 from prediction_provider.db import ledger_models as ledger_models  # noqa: E402
 from prediction_provider.db import market_models as market_models  # noqa: E402
+from prediction_provider.db import outcome_models as outcome_models  # noqa: E402
