@@ -1,0 +1,1 @@
+"""Realized outcomes: per-forecast scoring against what the market then did, and the leaderboard."""
