@@ -303,3 +303,9 @@ class IdempotencyInProgress(Conflict):
     """The key's first request is still being answered (409); retry once it has finished."""
 
     code = "idempotency_in_progress"
+
+
+class PredictionNotFound(PredictionProviderError):
+    """Unknown prediction id, or one the caller may not see (the two are not told apart)."""
+
+    code = "prediction_not_found"

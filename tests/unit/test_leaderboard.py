@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import time
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -380,17 +379,3 @@ def test_naive_datetimes_are_refused() -> None:
     row = rows.add("m", direction(0.7, True), as_of=START)
     with pytest.raises(ValueError, match="timezone"):
         build_leaderboard([replace(row, as_of=row.as_of.replace(tzinfo=None))], target="direction")
-
-
-def test_a_hundred_thousand_records_take_well_under_a_second() -> None:
-    rng = np.random.default_rng(12)
-    rows = Rows()
-    y = rng.integers(0, 2, 100_000)
-    p = rng.uniform(0.0, 1.0, 100_000)
-    for i in range(100_000):
-        rows.add(f"m{i % 25}", direction(float(p[i]), bool(y[i])), as_of=START + (i // 500) * DAY)
-    began = time.perf_counter()
-    board = build_leaderboard(rows.rows, target="direction")
-    elapsed = time.perf_counter() - began
-    assert len(board["entries"]) == 25
-    assert elapsed < 2.0  # ~0.35 s here; the margin absorbs a loaded CI runner

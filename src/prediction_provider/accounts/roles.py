@@ -32,6 +32,7 @@ class Permission(StrEnum):
     MANAGE_TRADING_ACCOUNTS = "manage_trading_accounts"
     # Set the signal predictor's noise (POST /api/v1/predict/set_noise): it changes every caller's answers.
     TUNE_SIGNAL_NOISE = "tune_signal_noise"
+    RUN_SCORING = "run_scoring"  # run a scoring pass or a common round now (admins, operators)
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -55,6 +56,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.READ_ALL_JOBS,
             Permission.TUNE_SIGNAL_NOISE,
             Permission.READ_BILLING_SUMMARY,
+            Permission.RUN_SCORING,
         }
     ),
     Role.GUEST: frozenset({Permission.READ_MODELS}),

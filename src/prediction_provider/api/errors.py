@@ -48,6 +48,7 @@ STATUS_BY_ERROR: dict[type[errors.PredictionProviderError], int] = {
     errors.DecisionNotFound: 404,
     errors.PaymentRequired: 402,
     errors.MarketNotFound: 404,
+    errors.PredictionNotFound: 404,
     errors.IdempotencyKeyMissing: 400,
 }
 

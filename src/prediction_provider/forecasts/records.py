@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from prediction_provider.db.batch_writer import BatchWriter
-from prediction_provider.db.models import PredictionRecord
+from prediction_provider.db.models import PredictionJob, PredictionRecord
 from prediction_provider.db.session import Database
 
 
@@ -125,3 +125,31 @@ class PredictionRecorder(BatchWriter[RecordedForecast]):
 
     def record_forecast(self, forecast: Forecast, requester: Requester) -> None:
         self.record(RecordedForecast(forecast, requester))
+
+
+def evaluator_answer_row(
+    job: PredictionJob, output: dict[str, Any], evaluator_id: int | None, now: datetime
+) -> dict[str, Any]:
+    """The ``prediction_records`` row of an evaluator's accepted result: the same market context as
+    a platform answer (symbol, interval, data as-of, horizon, target time), so both are scored alike."""
+    asked = job.input or {}
+    probabilities = None
+    label = None
+    if "p_up" in output:
+        p_up = float(output["p_up"])
+        probabilities = {"down": 1.0 - p_up, "up": p_up}
+        label = "up" if p_up > 0.5 else "down" if p_up < 0.5 else "flat"
+    value = output.get("expected_return")
+    if value is None and isinstance(output.get("q"), dict):
+        levels = {float(level): float(v) for level, v in output["q"].items()}
+        value = levels.get(0.5)
+    return {
+        "request_id": job.id, "row": 0, "created_at": now, "channel": "market", "job_id": job.id,
+        "user_id": job.owner_id, "username": job.owner_username, "model_name": job.model_name or "",
+        "model_version": job.model_version, "role": "primary", "served_by": f"evaluator:{evaluator_id}",
+        "symbol": asked.get("symbol"), "interval": (job.parameters or {}).get("interval"),
+        "as_of": job.data_as_of, "data_as_of": job.data_as_of, "horizon": asked.get("horizon"),
+        "target_time": job.target_time, "feature_hash": job.input_hash or "", "label": label,
+        "probabilities": probabilities, "value": None if value is None else float(value), "answer": output,
+        "latency_ms": 0.0, "status": "ok",
+    }  # fmt: skip

@@ -22,10 +22,11 @@ from prediction_provider.clock import Clock
 from prediction_provider.config import Settings
 from prediction_provider.db.ledger_models import LedgerAccount, LedgerTransfer
 from prediction_provider.db.market_models import EvaluatorClaim
-from prediction_provider.db.models import PredictionJob
+from prediction_provider.db.models import PredictionJob, PredictionRecord
 from prediction_provider.db.session import Database
 from prediction_provider.errors import Conflict, InvalidInput, MarketNotFound, TooLate
 from prediction_provider.forecasts.outputs import canonical_sha256, validate_output
+from prediction_provider.forecasts.records import evaluator_answer_row
 from prediction_provider.jobs.records import TERMINAL, JobStatus, record_event
 from prediction_provider.ledger.money import format_amount
 from prediction_provider.marketplace.settlement import Settlement
@@ -326,6 +327,9 @@ class Leases:
                     )  # fmt: skip
                     record_event(session, job.id, JobStatus.COMPLETED, f"evaluator:{evaluator.user_id}",
                                  "result accepted")  # fmt: skip
+                    # One record per answer: scored against the market exactly as a platform answer.
+                    answer = evaluator_answer_row(job, checked, evaluator.user_id, now)
+                    session.add(PredictionRecord(**answer))
                     session.flush()
                     self.settlement.settle(session, job.id, JobStatus.COMPLETED)
                     return self._paid(job)

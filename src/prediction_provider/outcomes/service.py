@@ -1,0 +1,539 @@
+"""What the API asks of realized outcomes: the leaderboard, a model's performance per version, the
+score of one prediction, and outcomes reported for answers without market context.
+
+The leaderboard is a pure function of the current score rows (``outcomes.leaderboard``); a board
+is kept per query until the next scoring transaction (``scoring_head.passes`` moves with every
+one), so a cached board is the same bytes as a recomputed one.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from prediction_provider.accounts.principal import Principal
+from prediction_provider.accounts.roles import Permission, allows
+from prediction_provider.clock import Clock
+from prediction_provider.config import Settings
+from prediction_provider.db.models import PredictionJob, PredictionRecord
+from prediction_provider.db.outcome_models import PredictionScore, ScoringHead
+from prediction_provider.db.session import Database
+from prediction_provider.errors import InvalidInput, PredictionNotFound
+from prediction_provider.outcomes import metrics
+from prediction_provider.outcomes.leaderboard import ScoredRecord, build_leaderboard, model_key
+
+WINDOWS: dict[str, timedelta | None] = {
+    "7d": timedelta(days=7),
+    "30d": timedelta(days=30),
+    "90d": timedelta(days=90),
+    "all": None,
+}
+TARGETS = ("direction", "return", "quantiles", "entry_signal")
+BOARD_CACHE = 64
+MISSED = ("failed", "expired")
+
+
+@dataclass(frozen=True, slots=True)
+class BoardQuery:
+    target: str = "direction"
+    horizon: int | None = None
+    symbol: str | None = None
+    window: str = "all"
+    group: str = "model"
+    score_set: str = "organic"
+    min_n: int = 30
+    min_days: int = 5
+
+
+def score_view(score: PredictionScore) -> dict[str, Any]:
+    return {
+        "request_id": score.request_id,
+        "row": score.row,
+        "version": score.version,
+        "current": score.current,
+        "status": score.status,
+        "source": score.source,
+        "model": {"name": score.model_name, "version": score.model_version},
+        "symbol": score.symbol,
+        "interval": score.interval,
+        "horizon": score.horizon,
+        "as_of": _iso(score.as_of),
+        "target_time": _iso(score.target_time),
+        "resolved_time": _iso(score.resolved_time),
+        "realized_return": _finite(score.realized_return),
+        "realized_log_return": _finite(score.realized_log_return),
+        "realized_label": score.realized_label,
+        "bars": score.bars,
+        "metrics": score.metrics,
+        "metric_version": score.metric_version,
+        "eligible": score.eligible,
+        "ineligible_reason": score.ineligible_reason,
+        "set": score.score_set,
+        "scored_at": _iso(score.scored_at),
+    }
+
+
+class Outcomes:
+    def __init__(self, db: Database, clock: Clock, settings: Settings) -> None:
+        self.db = db
+        self.clock = clock
+        self.settings = settings
+        self._lock = threading.Lock()
+        self._boards: OrderedDict[tuple[Any, ...], dict[str, Any]] = OrderedDict()
+
+    # -- the leaderboard --------------------------------------------------------------------------
+
+    def leaderboard(self, query: BoardQuery) -> dict[str, Any]:
+        if query.target not in TARGETS:
+            raise InvalidInput(
+                f"unknown target {query.target!r}", [{"field": "target", "error": f"one of {TARGETS}"}]
+            )
+        if query.window not in WINDOWS:
+            raise InvalidInput(
+                f"unknown window {query.window!r}", [{"field": "window", "error": "7d, 30d, 90d or all"}]
+            )
+        now = self.clock.now()
+        with self.db.session() as session:
+            passes = session.scalar(select(ScoringHead.passes).where(ScoringHead.id == 1)) or 0
+            since = None if WINDOWS[query.window] is None else now - WINDOWS[query.window]  # type: ignore[operator]
+            # A window moves with the clock: the key holds its start to the hour, the rows decide the rest.
+            key = (query, passes, None if since is None else since.replace(minute=0, second=0, microsecond=0))
+            with self._lock:
+                cached = self._boards.get(key)
+            if cached is not None:
+                return cached
+            records = self._board_records(session, query, since)
+            fill = self._fill_rates(session, query, since)
+        board = build_leaderboard(
+            records,
+            target=query.target,
+            group=query.group,
+            min_n=query.min_n,
+            min_days=query.min_days,
+            fill_rates=fill,
+        )
+        board.update(
+            {
+                "window": query.window,
+                "set": query.score_set,
+                "symbol": query.symbol,
+                "horizon": query.horizon,
+                "formula": metrics.METRIC_VERSION,
+                "as_of": now.isoformat(),
+            }
+        )
+        with self._lock:
+            self._boards[key] = board
+            while len(self._boards) > BOARD_CACHE:
+                self._boards.popitem(last=False)
+        return board
+
+    def _board_records(
+        self, session: Session, query: BoardQuery, since: datetime | None
+    ) -> list[ScoredRecord]:
+        statement = select(
+            PredictionScore.id,
+            PredictionScore.model_name,
+            PredictionScore.model_version,
+            PredictionScore.provider,
+            PredictionScore.symbol,
+            PredictionScore.horizon,
+            PredictionScore.as_of,
+            PredictionScore.target_time,
+            PredictionScore.scored_at,
+            PredictionScore.metrics,
+            PredictionScore.context,
+            PredictionScore.price,
+        ).where(
+            PredictionScore.current.is_(True),
+            PredictionScore.status == "scored",
+            PredictionScore.eligible.is_(True),
+            PredictionScore.score_set == query.score_set,
+        )
+        if since is not None:
+            statement = statement.where(PredictionScore.target_time >= since)
+        if query.symbol:
+            statement = statement.where(PredictionScore.symbol == query.symbol.upper())
+        if query.horizon is not None:
+            statement = statement.where(PredictionScore.horizon == query.horizon)
+        found = []
+        for row in session.execute(statement):
+            judged = (row.metrics or {}).get(query.target)
+            if judged is None:
+                continue
+            found.append(
+                ScoredRecord(
+                    row.id,
+                    row.model_name,
+                    row.model_version,
+                    row.provider,
+                    row.symbol or "",
+                    row.horizon or 0,
+                    row.as_of,
+                    row.target_time,
+                    row.scored_at,
+                    judged,
+                    row.context or {},
+                    row.price,
+                )
+            )
+        return found
+
+    def _fill_rates(
+        self, session: Session, query: BoardQuery, since: datetime | None
+    ) -> dict[str, float | None]:
+        """Completed over completed, failed and expired marketplace requests, per model and provider:
+        a request left to fail counts against its offer, so bad days cannot be hidden."""
+        from prediction_provider.db.market_models import Offer
+        from prediction_provider.db.models import User
+
+        statement = (
+            select(
+                PredictionJob.model_name,
+                PredictionJob.model_version,
+                User.username,
+                PredictionJob.status,
+                func.count(),
+            )
+            .join(Offer, Offer.id == PredictionJob.offer_id)
+            .join(User, User.id == Offer.provider_id)
+            .where(PredictionJob.kind == "market", PredictionJob.status.in_(("completed", *MISSED)))
+            .group_by(
+                PredictionJob.model_name, PredictionJob.model_version, User.username, PredictionJob.status
+            )
+        )
+        if since is not None:
+            statement = statement.where(PredictionJob.created_at >= since)
+        totals: dict[str, list[int]] = {}
+        for name, version, provider, status, count in session.execute(statement):
+            key = provider if query.group == "provider" else model_key(name or "", version)
+            done_all = totals.setdefault(key, [0, 0])
+            done_all[1] += count
+            if status == "completed":
+                done_all[0] += count
+        return {key: (done / total if total else None) for key, (done, total) in totals.items()}
+
+    # -- a model's realized performance -----------------------------------------------------------
+
+    def performance(self, model_name: str, version: str | None, window: str) -> dict[str, Any]:
+        if window not in WINDOWS:
+            raise InvalidInput(
+                f"unknown window {window!r}", [{"field": "window", "error": "7d, 30d, 90d or all"}]
+            )
+        now = self.clock.now()
+        statement = select(PredictionScore).where(
+            PredictionScore.model_name == model_name,
+            PredictionScore.current.is_(True),
+            PredictionScore.status == "scored",
+        )
+        if version is not None:
+            statement = statement.where(PredictionScore.model_version == version)
+        span = WINDOWS[window]
+        if span is not None:
+            statement = statement.where(PredictionScore.target_time >= now - span)
+        with self.db.session() as session:
+            scores = session.scalars(
+                statement.order_by(PredictionScore.target_time, PredictionScore.id)
+            ).all()
+        versions: dict[str, list[PredictionScore]] = {}
+        for score in scores:
+            versions.setdefault(score.model_version or "", []).append(score)
+        return {
+            "model": model_name,
+            "window": window,
+            "as_of": now.isoformat(),
+            "formula": metrics.METRIC_VERSION,
+            "versions": [
+                {"version": name or None, **_performance_of(rows)} for name, rows in sorted(versions.items())
+            ],
+        }
+
+    # -- one prediction ---------------------------------------------------------------------------
+
+    def score_of(self, request_id: str, principal: Principal) -> dict[str, Any]:
+        """Every row of a prediction (a forecast id, a job id or a marketplace request id) with its
+        score status: pending (not resolved yet), scored or void, and every version."""
+        with self.db.session() as session:
+            records = session.scalars(
+                select(PredictionRecord)
+                .where((PredictionRecord.request_id == request_id) | (PredictionRecord.job_id == request_id))
+                .order_by(PredictionRecord.created_at, PredictionRecord.row)
+            ).all()
+            job = session.get(PredictionJob, request_id)
+            owner = job.owner_id if job is not None else (records[0].user_id if records else None)
+            if not records and job is None:
+                raise PredictionNotFound(f"no prediction {request_id}", {"request_id": request_id})
+            if not _may_read(principal, owner):
+                raise PredictionNotFound(f"no prediction {request_id}", {"request_id": request_id})
+            ids = sorted({record.request_id for record in records} | {request_id})
+            scores = session.scalars(
+                select(PredictionScore)
+                .where(PredictionScore.request_id.in_(ids))
+                .order_by(PredictionScore.request_id, PredictionScore.row, PredictionScore.version)
+            ).all()
+        by_key: dict[tuple[str, int], list[PredictionScore]] = {}
+        for score in scores:
+            by_key.setdefault((score.request_id, score.row), []).append(score)
+        rows = []
+        keys: list[tuple[str, int, PredictionRecord | None]] = [(r.request_id, r.row, r) for r in records]
+        keys += [
+            (rid, row, None) for (rid, row) in by_key if not any(k[0] == rid and k[1] == row for k in keys)
+        ]
+        for rid, row, record in keys:
+            versions = by_key.get((rid, row), [])
+            current = next((s for s in reversed(versions) if s.current), None)
+            rows.append(
+                {
+                    "request_id": rid,
+                    "row": row,
+                    "horizon": record.horizon
+                    if record is not None
+                    else (current.horizon if current else None),
+                    "target_time": _iso(record.target_time) if record is not None else None,
+                    "status": "pending" if current is None else current.status,
+                    "score": None if current is None else score_view(current),
+                    "versions": [score_view(s) for s in versions],
+                }
+            )
+        statuses = {row["status"] for row in rows}
+        overall = (
+            "pending" if not rows or "pending" in statuses else "scored" if "scored" in statuses else "void"
+        )
+        return {"request_id": request_id, "status": overall, "rows": rows}
+
+    def summary_of(self, session: Session, request_id: str) -> dict[str, Any] | None:
+        """The score block a job or marketplace request view carries: None until it has records."""
+        record_ids = session.scalars(
+            select(PredictionRecord.request_id).where(PredictionRecord.job_id == request_id)
+        ).all()
+        ids = sorted({*record_ids, request_id})
+        scores = session.scalars(
+            select(PredictionScore).where(
+                PredictionScore.request_id.in_(ids), PredictionScore.current.is_(True)
+            )
+        ).all()
+        if not scores:
+            return {"status": "pending", "rows": []} if record_ids else None
+        statuses = {score.status for score in scores}
+        return {
+            "status": "scored" if "scored" in statuses else "void",
+            "rows": [score_view(score) for score in sorted(scores, key=lambda s: (s.request_id, s.row))],
+        }
+
+    # -- outcomes reported by people --------------------------------------------------------------
+
+    def report(self, items: Sequence[dict[str, Any]], principal: Principal) -> list[dict[str, Any]]:
+        """Outcomes of answers without market context. Evaluators and admins for any request, a
+        client for its own only (another's is ``unknown``, never told apart). Per item: accepted,
+        duplicate (the same outcome again), conflict (a different one; the first is kept) or unknown."""
+        now = self.clock.now()
+        answers: list[dict[str, Any]] = []
+        anyone = allows(principal.role, Permission.EVALUATE) or allows(
+            principal.role, Permission.MANAGE_USERS
+        )
+        with self.db.session() as session:
+            session.execute(
+                update(ScoringHead)
+                .where(ScoringHead.id == 1)
+                .values(passes=ScoringHead.passes + 1, updated_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            for item in items:
+                answers.append(self._report_one(session, item, principal, anyone, now))
+        return answers
+
+    def _report_one(
+        self, session: Session, item: dict[str, Any], principal: Principal, anyone: bool, now: datetime
+    ) -> dict[str, Any]:
+        request_id, row = str(item["request_id"]), int(item.get("row") or 0)
+        base = {"request_id": request_id, "row": row}
+        answer = _answer_of(session, request_id, row)
+        if answer is None or (not anyone and answer.owner_id != principal.user_id):
+            return {**base, "status": "unknown"}
+        outcome = {key: item.get(key) for key in ("label", "value", "realized_return")}
+        existing = session.scalars(
+            select(PredictionScore).where(
+                PredictionScore.request_id == request_id,
+                PredictionScore.row == row,
+                PredictionScore.current.is_(True),
+            )
+        ).first()
+        if existing is not None:
+            same = (existing.context or {}).get("reported") == outcome
+            return {**base, "status": "duplicate" if same else "conflict"}
+        judged = _judge_reported(answer, outcome)
+        session.add(
+            PredictionScore(
+                request_id=request_id,
+                row=row,
+                version=1,
+                current=True,
+                source="outcome",
+                status="scored",
+                model_name=answer.model_name,
+                model_version=answer.model_version,
+                client_id=answer.owner_id,
+                job_id=answer.job_id,
+                realized_return=_finite(outcome.get("realized_return")),
+                realized_label=None if outcome["label"] is None else str(outcome["label"]),
+                bars=[],
+                context={"reported": outcome, "reported_by": principal.user_id},
+                metrics=judged,
+                metric_version=metrics.METRIC_VERSION,
+                eligible=False,
+                ineligible_reason="reported_outcome",
+                score_set="organic",
+                outcome_key=f"{request_id}|{row}",
+                recorded_at=answer.recorded_at,
+                scored_at=now,
+            )
+        )
+        session.flush()
+        return {**base, "status": "accepted"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    owner_id: int | None
+    model_name: str
+    model_version: str | None
+    job_id: str | None
+    label: Any
+    probabilities: dict[str, float] | None
+    value: float | None
+    recorded_at: datetime
+
+
+def _answer_of(session: Session, request_id: str, row: int) -> _Answer | None:
+    """The answer a reported outcome is about: a recorded row, or a row of a rows job's result."""
+    record = session.get(PredictionRecord, (request_id, row))
+    if record is not None:
+        return _Answer(
+            record.user_id,
+            record.model_name,
+            record.model_version,
+            record.job_id,
+            record.label,
+            record.probabilities,
+            record.value,
+            record.created_at,
+        )
+    job = session.get(PredictionJob, request_id)
+    if job is None or job.status != "completed" or not isinstance(job.result, dict):
+        return None
+    result = job.result
+    if "predictions" in result and isinstance(result["predictions"], list):
+        predictions, probabilities = result["predictions"], result.get("probabilities")
+        if not 0 <= row < len(predictions):
+            return None
+        label = predictions[row]
+        probability = (
+            probabilities[row] if isinstance(probabilities, list) and row < len(probabilities) else None
+        )
+    elif row == 0 and "prediction" in result:
+        label, probability = result["prediction"], result.get("probabilities")
+    else:
+        return None
+    value = float(label) if isinstance(label, int | float) and not isinstance(label, bool) else None
+    return _Answer(
+        job.owner_id,
+        job.model_name or job.model_reference,
+        job.model_version,
+        job.id,
+        label,
+        probability if isinstance(probability, dict) else None,
+        value,
+        job.finished_at or job.created_at,
+    )
+
+
+def _judge_reported(answer: _Answer, outcome: dict[str, Any]) -> dict[str, Any]:
+    judged: dict[str, Any] = {}
+    label = outcome.get("label")
+    if label is not None:
+        entry: dict[str, Any] = {
+            "predicted": answer.label,
+            "label": label,
+            "hit": int(str(answer.label) == str(label)),
+        }
+        if answer.probabilities:
+            p = float(answer.probabilities.get(str(label), 0.0))
+            clipped = min(max(p, 1e-15), 1 - 1e-15)
+            entry["log_loss"] = -math.log(clipped)
+            entry["brier"] = sum(
+                (float(q) - (1.0 if name == str(label) else 0.0)) ** 2
+                for name, q in answer.probabilities.items()
+            )
+        judged["label"] = entry
+    value = outcome.get("value")
+    if isinstance(value, int | float) and answer.value is not None:
+        error = answer.value - float(value)
+        judged["value"] = {
+            "predicted": answer.value,
+            "value": float(value),
+            "squared_error": error * error,
+            "absolute_error": abs(error),
+        }
+    return judged
+
+
+def _performance_of(rows: Sequence[PredictionScore]) -> dict[str, Any]:
+    """Realized metrics of one version: totals, per horizon, and per UTC day (the rolling view)."""
+
+    def summary(group: Sequence[PredictionScore]) -> dict[str, Any]:
+        direction = [r.metrics["direction"] for r in group if "direction" in (r.metrics or {})]
+        returns = [r.metrics["return"] for r in group if "return" in (r.metrics or {})]
+        quantiles = [r.metrics["quantiles"] for r in group if "quantiles" in (r.metrics or {})]
+        hits = [d["hit"] for d in direction if d.get("hit") is not None]
+        return {
+            "n": len(group),
+            "eligible": sum(1 for r in group if r.eligible),
+            "accuracy": _mean(hits),
+            "brier": _mean([d["brier"] for d in direction]),
+            "log_loss": _mean([d["log_loss"] for d in direction]),
+            "mae": _mean([d["absolute_error"] for d in returns]),
+            "sign_hit": _mean([d["sign_hit"] for d in returns if d.get("sign_hit") is not None]),
+            "coverage": _mean([d["covered"] for d in quantiles]),
+            "pinball": _mean([d["pinball"] for d in quantiles]),
+        }
+
+    horizons: dict[int, list[PredictionScore]] = {}
+    days: dict[str, list[PredictionScore]] = {}
+    for row in rows:
+        horizons.setdefault(row.horizon or 0, []).append(row)
+        if row.target_time is not None:
+            days.setdefault(row.target_time.date().isoformat(), []).append(row)
+    return {
+        **summary(rows),
+        "horizons": [{"horizon": h, **summary(group)} for h, group in sorted(horizons.items())],
+        "daily": [{"date": day, **summary(group)} for day, group in sorted(days.items())],
+    }
+
+
+def _may_read(principal: Principal, owner: int | None) -> bool:
+    if allows(principal.role, Permission.READ_ALL_JOBS) or allows(principal.role, Permission.EVALUATE):
+        return True
+    return owner is not None and owner == principal.user_id
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    finite = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    return sum(finite) / len(finite) if finite else None
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
