@@ -110,6 +110,10 @@ class PassReport:
 
 
 BarsSource = Callable[[str, str | None, datetime], Any]
+# An entry signal's outcome as of a time: None while pending, else a dict with "status" (scored |
+# void), "metrics" ({"entry_signal": ...}), and optionally "reason", "resolved_time",
+# "realized_label", "realized_return", "bars" and "context".
+SignalJudge = Callable[["Candidate", datetime], dict[str, Any] | None]
 
 
 class Scorer:
@@ -126,7 +130,9 @@ class Scorer:
         interval_of: Callable[[str], str],
         *,
         on_scored: Callable[[PassReport], None] | None = None,
+        signal_judge: SignalJudge | None = None,
     ) -> None:
+        self.signal_judge = signal_judge
         self.db = db
         self.clock = clock
         self.settings = settings
@@ -290,7 +296,15 @@ class Scorer:
         """The score row of ``candidate`` as of ``now`` (None while its outcome does not exist)."""
         assert candidate.target_time is not None
         max_delay = timedelta(seconds=self.settings.max_resolve_delay_s)
-        resolution = resolve(bars, candidate.as_of, candidate.target_time, now, max_delay)
+        judged_signal: dict[str, Any] | None = None
+        if candidate.source == "signal":
+            # Entry signals are judged by the oracle's TP/SL rule on the signal bars, not on returns.
+            judged_signal = None if self.signal_judge is None else self.signal_judge(candidate, now)
+            if judged_signal is None:
+                return None
+            resolution = Resolution(str(judged_signal["status"]), reason=judged_signal.get("reason"))
+        else:
+            resolution = resolve(bars, candidate.as_of, candidate.target_time, now, max_delay)
         if resolution.status == "pending":
             return None
         interval = candidate.interval or self.interval_of(candidate.symbol)
@@ -338,6 +352,15 @@ class Scorer:
                 "eligible": False,
                 "ineligible_reason": resolution.reason,
             }
+        if judged_signal is not None:
+            reason = self._ineligible(candidate, market, owners)
+            return {
+                **row, "status": "scored", "resolved_time": judged_signal.get("resolved_time"),
+                "realized_return": judged_signal.get("realized_return"), "realized_log_return": None,
+                "realized_label": judged_signal.get("realized_label"), "bars": judged_signal.get("bars", []),
+                "context": judged_signal.get("context", {}), "metrics": judged_signal["metrics"],
+                "eligible": reason is None, "ineligible_reason": reason,
+            }  # fmt: skip
         assert resolution.as_of_position is not None
         assert resolution.target_position is not None
         context = point_in_time_context(
