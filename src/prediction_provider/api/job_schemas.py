@@ -87,6 +87,12 @@ class PredictionPublic(BaseModel):
     started_at: datetime | None
     finished_at: datetime | None
     duration_ms: float | None = Field(description="From start of the first attempt to the end.")
+    score: dict[str, Any] | None = Field(
+        default=None,
+        description="Once answered with market context: its realized score (status pending until the "
+        "outcome exists, then scored or void; the bars used, their versions, the formula version). "
+        "Given by GET /api/v1/predictions/{id}; lists leave it out.",
+    )
 
     @classmethod
     def of(cls, job: PredictionJob) -> PredictionPublic:

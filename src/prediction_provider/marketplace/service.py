@@ -28,6 +28,7 @@ from prediction_provider.marketplace.offers import OfferBook, Priced, Spec
 from prediction_provider.marketplace.requests import RequestBook, Submission, market_status, model_reference
 from prediction_provider.marketplace.settlement import Announcer, Settlement, money_of
 from prediction_provider.marketplace.sweeper import Sweeper
+from prediction_provider.outcomes.service import score_summary
 
 log = logging.getLogger(__name__)
 Dispatch = Callable[[Sequence[str]], None]
@@ -108,6 +109,7 @@ class Marketplace:
     def view(self, job: PredictionJob) -> dict[str, Any]:
         with self.db.session() as session:
             money = money_of(session, job)
+            score = score_summary(session, job.id) if job.status == "completed" else None
         return {
             "request_id": job.id, "status": market_status(job), "offer_id": job.offer_id,
             "price_id": job.price_id, "quote_id": job.quote_id, "model": job.model_name,
@@ -118,7 +120,7 @@ class Marketplace:
             "historical": bool((job.parameters or {}).get("historical")),
             "attempts": job.attempts, "result": job.result, "error": job.error,
             "created_at": _iso(job.created_at), "finished_at": _iso(job.finished_at),
-            "score": None,
+            "score": score,
         }  # fmt: skip
 
     # -- market context --------------------------------------------------------------------------

@@ -309,24 +309,9 @@ class Outcomes:
         )
         return {"request_id": request_id, "status": overall, "rows": rows}
 
-    def summary_of(self, session: Session, request_id: str) -> dict[str, Any] | None:
-        """The score block a job or marketplace request view carries: None until it has records."""
-        record_ids = session.scalars(
-            select(PredictionRecord.request_id).where(PredictionRecord.job_id == request_id)
-        ).all()
-        ids = sorted({*record_ids, request_id})
-        scores = session.scalars(
-            select(PredictionScore).where(
-                PredictionScore.request_id.in_(ids), PredictionScore.current.is_(True)
-            )
-        ).all()
-        if not scores:
-            return {"status": "pending", "rows": []} if record_ids else None
-        statuses = {score.status for score in scores}
-        return {
-            "status": "scored" if "scored" in statuses else "void",
-            "rows": [score_view(score) for score in sorted(scores, key=lambda s: (s.request_id, s.row))],
-        }
+    def summary(self, request_id: str) -> dict[str, Any] | None:
+        with self.db.session() as session:
+            return score_summary(session, request_id)
 
     # -- outcomes reported by people --------------------------------------------------------------
 
@@ -398,6 +383,25 @@ class Outcomes:
         )
         session.flush()
         return {**base, "status": "accepted"}
+
+
+def score_summary(session: Session, request_id: str) -> dict[str, Any] | None:
+    """The score block a job or marketplace request view carries: None until it has records, then
+    pending until every row's outcome exists (scored or void)."""
+    record_ids = session.scalars(
+        select(PredictionRecord.request_id).where(PredictionRecord.job_id == request_id)
+    ).all()
+    ids = sorted({*record_ids, request_id})
+    scores = session.scalars(
+        select(PredictionScore).where(PredictionScore.request_id.in_(ids), PredictionScore.current.is_(True))
+    ).all()
+    if not scores:
+        return {"status": "pending", "rows": []} if record_ids else None
+    statuses = {score.status for score in scores}
+    return {
+        "status": "scored" if "scored" in statuses else "void",
+        "rows": [score_view(score) for score in sorted(scores, key=lambda s: (s.request_id, s.row))],
+    }
 
 
 @dataclass(frozen=True, slots=True)

@@ -274,7 +274,10 @@ async def get_prediction(
     """A job by symbol answers the seed project's fields too (``prediction_id``, ``symbol``,
     ``prediction_type``, ... ``result: {request, ...forecast}``, ``output`` once completed)."""
     job = await run_in_threadpool(jobs_of(services).visible, _check_job_id(job_id), principal, read_token)
-    return public_of(job)
+    public = public_of(job)
+    if services.outcomes is not None and job.status == "completed":
+        public.score = await run_in_threadpool(services.outcomes.summary, job.id)
+    return public
 
 
 @router.get("/api/v1/predictions/{job_id}/events", response_model=JobEventPage, responses=ERRORS)
