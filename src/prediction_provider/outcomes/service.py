@@ -318,7 +318,8 @@ class Outcomes:
     def report(self, items: Sequence[dict[str, Any]], principal: Principal) -> list[dict[str, Any]]:
         """Outcomes of answers without market context. Evaluators and admins for any request, a
         client for its own only (another's is ``unknown``, never told apart). Per item: accepted,
-        duplicate (the same outcome again), conflict (a different one; the first is kept) or unknown."""
+        duplicate (the same outcome again), conflict (a different one; the first is kept), unknown, or
+        refused for an answer with market context (the market's own outcome scores it)."""
         now = self.clock.now()
         answers: list[dict[str, Any]] = []
         anyone = allows(principal.role, Permission.EVALUATE) or allows(
@@ -343,6 +344,9 @@ class Outcomes:
         answer = _answer_of(session, request_id, row)
         if answer is None or (not anyone and answer.owner_id != principal.user_id):
             return {**base, "status": "unknown"}
+        if answer.market_context:
+            # Its outcome is what the market did, resolved from the bars; a report would compete.
+            return {**base, "status": "refused", "reason": "scored_from_market"}
         outcome = {key: item.get(key) for key in ("label", "value", "realized_return")}
         existing = session.scalars(
             select(PredictionScore).where(
@@ -414,6 +418,7 @@ class _Answer:
     probabilities: dict[str, float] | None
     value: float | None
     recorded_at: datetime
+    market_context: bool = False
 
 
 def _answer_of(session: Session, request_id: str, row: int) -> _Answer | None:
@@ -429,6 +434,7 @@ def _answer_of(session: Session, request_id: str, row: int) -> _Answer | None:
             record.probabilities,
             record.value,
             record.created_at,
+            record.symbol is not None and record.target_time is not None,
         )
     job = session.get(PredictionJob, request_id)
     if job is None or job.status != "completed" or not isinstance(job.result, dict):

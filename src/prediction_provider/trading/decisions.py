@@ -31,6 +31,7 @@ import os
 import threading
 import time
 from collections import OrderedDict, deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -143,8 +144,11 @@ class DecisionService:
         accounts: TradingAccountService,
         settings: Settings,
         recorder: DecisionRecorder | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.models = models
+        # The one clock (the market replay's when it runs): a decision is dated when it is made.
+        self.clock = clock or (lambda: datetime.now(UTC))
         # Every decision made here is queued to the recorder, refused ones too; None records nothing.
         self.recorder = recorder
         self.market = market
@@ -259,7 +263,7 @@ class DecisionService:
             strategy=strategy,
             model=model,
             risk=risk,
-            decided_at=datetime.now(UTC),
+            decided_at=self.clock(),
             data_as_of=snapshot.data_as_of,
             latency_ms=(time.perf_counter() - started) * 1000.0,
             feature_hash=digest,

@@ -69,6 +69,7 @@ def build_trading(
         accounts,
         settings,
         recorder=DecisionRecorder(db),
+        clock=None if sources is None else sources.clock,
     )
     for symbol in decisions.models.symbols():
         try:
