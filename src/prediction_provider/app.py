@@ -55,11 +55,12 @@ from prediction_provider.api.routes import (
     webhooks,
 )
 from prediction_provider.api.trailing_slash import StripTrailingSlash
-from prediction_provider.clock import SystemClock, make_clock
+from prediction_provider.clock import SystemClock, clock_from_settings
 from prediction_provider.config import Settings
 from prediction_provider.config_errors import MIN_JWT_SECRET, missing_jwt_secret
 from prediction_provider.db import migrate
 from prediction_provider.db.session import Database
+from prediction_provider.demo.traffic import demo_traffic
 from prediction_provider.errors import ModelUnloaded
 from prediction_provider.features.market_sources import MarketSources
 from prediction_provider.forecasts.factory import build_forecasts
@@ -141,8 +142,8 @@ def build_services(settings: Settings) -> Services:
         throttle,
         AuditWriter(db),
     )
-    services.clock = make_clock(settings.clock, settings.clock_start)
-    services.market = MarketSources(settings)
+    services.clock = clock_from_settings(settings)
+    services.market = MarketSources(settings, clock=services.clock.now)
     services.decisions, services.trading_accounts = build_trading(settings, db, services.market)
     services.forecasts = build_forecasts(
         serving.registry,
@@ -179,6 +180,8 @@ def build_services(settings: Settings) -> Services:
 def close_services(services: Services) -> None:
     """Stop what ``build_services`` started (writers flush what is queued, followers stop
     polling) before the database goes: a follower left polling a dropped database logs forever."""
+    if services.demo_traffic is not None:
+        services.demo_traffic.stop()  # first: it asks the services stopped below
     services.predictions.close()
     services.audit.close()
     if services.decisions is not None:
@@ -285,6 +288,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         services.jobs = job_runtime
         if services.webhooks is not None:
             services.webhooks.start()
+        if settings.demo_traffic:
+            services.demo_traffic = demo_traffic(services)
+            if services.demo_traffic is not None:
+                services.demo_traffic.start()
         if services.marketplace is not None:
             services.marketplace.attach(job_runtime.store, job_runtime.service.dispatcher.dispatch)
             services.marketplace.start()

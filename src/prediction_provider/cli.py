@@ -181,6 +181,7 @@ def forecast_curl_example(settings: Settings, api_key: str) -> str:
 def demo(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None:
     """Train the demo models if needed, then serve them with the champions warmed."""
     from prediction_provider.demo.credentials import credentials_file, print_credentials, write_credentials
+    from prediction_provider.demo.replay import demo_market_settings, replay_line
     from prediction_provider.demo.training import DemoConfig, registered_name
 
     settings = load_settings(data_dir=data_dir, host=host, port=port, demo_mode=True)
@@ -191,6 +192,7 @@ def demo(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None
         update={
             "warm_models": [*settings.warm_models, *names],
             "default_model": settings.default_model or names[0],
+            **demo_market_settings(settings),
         }
     )
     credentials = demo_accounts(settings)
@@ -204,6 +206,9 @@ def demo(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None
     print(curl_example(settings, names[0], client_key), flush=True)
     print("\nor ask for a forecast by symbol (the server reads the bars and computes the features):\n")
     print(forecast_curl_example(settings, client_key), flush=True)
+    market_line = replay_line(settings)
+    if market_line is not None:
+        print(f"\n{market_line}", flush=True)
     print(flush=True)
     _serve(settings)
 

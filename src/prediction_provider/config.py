@@ -78,6 +78,11 @@ class Settings(BaseSettings):
         "without Redis notice within this time. 0 looks every credential up in the database.",
     )
     demo_mode: bool = Field(default=False, description="Set by `prediction-provider demo` only.")
+    demo_traffic: bool = Field(
+        default=False,
+        description="Run the built-in demo traffic: a latest-bar forecast (and decision) of every served "
+        "symbol each time one of its bars closes (the demo turns it on).",
+    )
     bootstrap_admin_username: str | None = None
     bootstrap_admin_password: str | None = Field(default=None, repr=False)
     bootstrap_admin_email: str | None = None
@@ -314,6 +319,26 @@ class Settings(BaseSettings):
         "manual one set through POST /api/v1/admin/clock (tests).",
     )
     clock_start: datetime | None = Field(default=None, description="Where a manual clock starts (UTC).")
+    bar_label: Literal["open", "close"] = Field(
+        default="close",
+        description="What a feeder's bar time is: its close time (close), or its open time (open, as the "
+        "sample EURUSD CSVs are labelled: the bar closes one interval later). Bars are released, and "
+        "read by forecasts and scoring, only once they have closed by the clock.",
+    )
+    market_clock: Literal["off", "replay", "manual"] = Field(
+        default="off",
+        description="The market replay: replay runs the one clock from market_clock_start at "
+        "market_clock_speed, so recorded bars are released as they close; manual hands it to "
+        "POST /api/v1/admin/clock (tests). Either takes precedence over PP_CLOCK; off: PP_CLOCK alone.",
+    )
+    market_clock_start: datetime | None = Field(
+        default=None,
+        description="Where the market clock starts (timezone-aware); replay default: 30 days before the "
+        "last sample EURUSD bar closes.",
+    )
+    market_clock_speed: float = Field(
+        default=60.0, gt=0, description="Replay speed: market seconds per wall-clock second."
+    )
     currencies: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["USD", "EUR", "GBP"],
         description="ISO-4217 currencies wallets and offers may use (comma-separated).",
@@ -424,6 +449,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lists_from_strings(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("market_clock_start")
+    @classmethod
+    def _check_market_clock_start(cls, value: datetime | None) -> datetime | None:
+        # A naive time would be read in the server's zone: the replay would start hours off.
+        if value is not None and value.tzinfo is None:
+            raise ValueError("give a timezone-aware time, e.g. 2018-01-08T15:00:00Z")
+        return value
 
     @field_validator("feeder_csv_names", mode="before")
     @classmethod

@@ -17,7 +17,8 @@ from prediction_provider.serving.inference import PredictionService
 from prediction_provider.serving.registry import ModelRegistry
 
 if TYPE_CHECKING:
-    from prediction_provider.clock import ManualClock, SystemClock
+    from prediction_provider.clock import ManualClock, ReplayClock, SystemClock
+    from prediction_provider.demo.traffic import DemoTraffic
     from prediction_provider.features.market_sources import MarketSources
     from prediction_provider.forecasts.service import ForecastService
     from prediction_provider.jobs.runtime import JobRuntime
@@ -53,7 +54,8 @@ class Services:
     unloaded: UnloadedModels | None = None
     market: MarketSources | None = None
     forecasts: ForecastService | None = None
-    clock: SystemClock | ManualClock | None = None
+    clock: SystemClock | ManualClock | ReplayClock | None = None
+    demo_traffic: DemoTraffic | None = None  # PP_DEMO_TRAFFIC: forecasts as replayed bars close
     marketplace: Marketplace | None = None  # offers, quotes, paid requests, leases, the ledger
     webhooks: WebhookDispatcher | None = None
     paid_calls: PaidCalls | None = None  # synchronous paid predictions

@@ -12,6 +12,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 from prediction_provider.config import Settings
 from prediction_provider.features.feeders.base import BarFeeder, normalise_symbol
@@ -32,11 +34,21 @@ class MarketSources:
     from a manifest or a request cannot open arbitrary files; a bad spec raises
     ``InvalidInput`` or ``FeederUnavailable`` and builds nothing. Specs that
     resolve to the same file share one store. ``close`` releases the feeders.
+
+    Every store labels bars as ``PP_BAR_LABEL`` says and releases none closing after ``clock``
+    (the server's one clock, ``services.clock.now``; the wall clock when none is given).
     """
 
-    def __init__(self, settings: Settings, *, cache_size: int = 1024) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        cache_size: int = 1024,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
         self.settings = settings
         self.cache_size = cache_size
+        self.clock: Callable[[], datetime] = clock or _wall_clock
         self._default = str(configured_spec(settings))
         self._lock = threading.Lock()
         self._feeders: dict[str, BarFeeder] = {}
@@ -58,7 +70,11 @@ class MarketSources:
         if features is None:
             feeder = self._feeder(spec, interval)
             built = PointInTimeFeatures(
-                feeder, None if interval is None else _fixed(interval), cache_size=self.cache_size
+                feeder,
+                None if interval is None else _fixed(interval),
+                cache_size=self.cache_size,
+                clock=self.clock,
+                bar_label=self.settings.bar_label,
             )
             with self._lock:
                 features = self._features.setdefault(key, built)
@@ -110,6 +126,10 @@ class MarketSources:
             built.close()
         log.info("market data for %s%s", spec, "" if interval is None else f" at {interval}")
         return feeder
+
+
+def _wall_clock() -> datetime:
+    return datetime.now(UTC)
 
 
 def _fixed(interval: str) -> _FixedInterval:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from datetime import datetime
 
 from prediction_provider.db.session import Database
 from prediction_provider.errors import PredictionProviderError
@@ -24,12 +26,16 @@ def build_forecasts(
     *,
     warm: bool,
     answer_cache: int = ANSWER_CACHE_SIZE,
+    clock: Callable[[], datetime] | None = None,
 ) -> ForecastService:
     """The forecast service; with ``warm``, every served symbol's model and bars are loaded now
     (blocking), so that no request waits for them. A symbol that fails to warm is logged and left
-    to fail on its own requests, as decisions do."""
+    to fail on its own requests, as decisions do. ``clock`` is the one clock (default: the market's,
+    so an ``as_of`` past the market replay's time is refused as in the future)."""
     catalog = ForecastCatalog(registry)
-    service = ForecastService(cache, catalog, market, PredictionRecorder(db), answer_cache=answer_cache)
+    service = ForecastService(
+        cache, catalog, market, PredictionRecorder(db), clock=clock or market.clock, answer_cache=answer_cache
+    )
     try:
         catalog.refresh()
     except PredictionProviderError as exc:

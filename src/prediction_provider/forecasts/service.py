@@ -7,11 +7,12 @@ trained on, runs every asked horizon and records the answer. The same call
 serves ``POST /predict {symbol}``, ``/predict/batch {requests}`` and symbol
 jobs, so all of them answer, fail and are recorded alike.
 
-Times: bars are labelled by their open time and taken as known at it, as the
-features are everywhere else (``features.point_in_time``). ``data_as_of`` is
-the label of the last bar the features read; the forecast of step ``h`` is of
-the close of the bar labelled ``data_as_of + h * interval`` (its
-``target_time``), relative to the close of the ``data_as_of`` bar.
+Times: bars are identified by their close time and read only once closed by the
+clock, as the features are everywhere else (``features.point_in_time``,
+``PP_BAR_LABEL``). ``data_as_of`` is the close time of the last bar the features
+read; the forecast of step ``h`` is of the close of the bar closing at
+``data_as_of + h * interval`` (its ``target_time``), relative to the close of
+the ``data_as_of`` bar.
 """
 
 from __future__ import annotations
@@ -229,7 +230,7 @@ class ForecastService:
         return symbol, interval, cached
 
     def data_as_of(self, request: ForecastRequest) -> datetime:
-        """Open time of the last bar a forecast of ``request`` would read (the marketplace prices a
+        """Close time of the last bar a forecast of ``request`` would read (the marketplace prices a
         request on it and counts its target time from it)."""
         symbol, interval, cached = self.validate(request)
         model = cached.model
