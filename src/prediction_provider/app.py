@@ -75,6 +75,7 @@ from prediction_provider.observability.audit import AuditWriter
 from prediction_provider.serving.affinity import pin_worker
 from prediction_provider.serving.factory import build_model_serving
 from prediction_provider.serving.unloaded import follow_unloaded_models
+from prediction_provider.signals.records import SignalRecorder
 from prediction_provider.trading.factory import build_trading
 from prediction_provider.webhooks.outbox import WebhookDispatcher
 
@@ -170,6 +171,7 @@ def build_services(settings: Settings) -> Services:
     # Sends the outbox in every API process; started in the lifespan (SKIP LOCKED shares the work).
     services.webhooks = WebhookDispatcher(db, services.clock or SystemClock(), settings)
     services.paid_calls = PaidCalls(db, services.clock, Journal(services.clock))
+    services.signal_records = SignalRecorder(db, settings, clock=services.clock.now)
     # Before any warm-up: a name unloaded before a restart stays unloaded, and is not loaded.
     services.unloaded = follow_unloaded_models(
         serving.cache, db, settings.model_state_refresh_ms / 1000, settings.redis_url
@@ -192,6 +194,8 @@ def close_services(services: Services) -> None:
         services.marketplace.close()
     if services.paid_calls is not None:
         services.paid_calls.close()
+    if services.signal_records is not None:
+        services.signal_records.close()  # writes the signal records still queued
     if services.webhooks is not None:
         services.webhooks.stop()
     if services.market is not None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from prediction_provider.marketplace.service import Marketplace
     from prediction_provider.marketplace.uploads import ModelUploads
     from prediction_provider.serving.unloaded import UnloadedModels
+    from prediction_provider.signals.records import SignalRecorder
     from prediction_provider.trading.accounts import TradingAccountService
     from prediction_provider.trading.decisions import DecisionService
     from prediction_provider.webhooks.outbox import WebhookDispatcher
@@ -59,6 +60,7 @@ class Services:
     marketplace: Marketplace | None = None  # offers, quotes, paid requests, leases, the ledger
     webhooks: WebhookDispatcher | None = None
     paid_calls: PaidCalls | None = None  # synchronous paid predictions
+    signal_records: SignalRecorder | None = None  # the record of every answered entry/exit signal
     ledger: LedgerService | None = None  # wallets, limits, statements, invoices, the ledger check
     ownership: ModelOwnership | None = None  # who owns which registered model
     model_uploads: ModelUploads | None = None  # providers' uploads in safe formats

@@ -17,6 +17,7 @@ from prediction_provider.features.market_sources import MarketSources
 from prediction_provider.forecasts.model import ForecastModel
 from prediction_provider.forecasts.service import ForecastService
 from prediction_provider.outcomes.scoring import Scorer
+from prediction_provider.outcomes.signal_outcomes import SignalJudge
 
 
 class ScoredMarkets:
@@ -69,4 +70,6 @@ def build_scorer(
     if market is None:
         return None
     markets = ScoredMarkets(market, forecasts, decisions)
-    return Scorer(db, clock, settings, markets.bars_of, markets.interval_of)
+    return Scorer(
+        db, clock, settings, markets.bars_of, markets.interval_of, signal_judge=SignalJudge(settings)
+    )

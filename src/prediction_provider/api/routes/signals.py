@@ -13,6 +13,7 @@ The seed project's noise sweeps: ``POST /api/v1/predict/set_noise``
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
+from prediction_provider.accounts.principal import Principal
 from prediction_provider.api.auth import ModelReader, SignalNoiseTuner, prediction_slot
 from prediction_provider.api.body import openapi_body, read_json_body
 from prediction_provider.api.deps import services_of
@@ -35,9 +37,11 @@ from prediction_provider.api.signal_schemas import (
     NoiseSet,
     NoiseSetting,
 )
+from prediction_provider.forecasts.records import Requester
 from prediction_provider.signals.levels import TradeCosts
 from prediction_provider.signals.noisy_oracle import noise_control
 from prediction_provider.signals.predictor import EntryQuery, ExitQuery, SignalPredictor
+from prediction_provider.signals.records import SIGNAL_CHANNEL
 from prediction_provider.signals.registry import SignalPredictorSlot
 from prediction_provider.signals.request_fields import parse_direction, parse_request_time
 
@@ -59,6 +63,10 @@ SIGNAL_ERRORS = _errors(
     (422, "A missing or invalid field, or a time before the bars the features need"),
     UNAVAILABLE,
 )
+
+
+def requester_of(principal: Principal) -> Requester:
+    return Requester(principal.user_id, principal.username, SIGNAL_CHANNEL)
 
 
 def json_response(payload: dict[str, Any]) -> Response:
@@ -108,7 +116,8 @@ async def model_info(request: Request, _: ModelReader) -> Response:
     summary="Open a buy, a sell, both or neither: is each target reached before its stop this week?",
 )
 async def predict_entry(request: Request) -> Response:
-    async with prediction_slot(request):
+    async with prediction_slot(request) as principal:
+        started = time.perf_counter()
         body = await read_json_body(request, EntrySignalRequest)
         query = EntryQuery(
             parse_request_time(body.datetime),
@@ -118,6 +127,10 @@ async def predict_entry(request: Request) -> Response:
         )
         predictor = await signal_predictor(request)
         signal = await answer(predictor, predictor.entry, query)
+    recorder = services_of(request).signal_records
+    if recorder is not None:
+        latency_ms = (time.perf_counter() - started) * 1000
+        recorder.record_entry(predictor, query, signal, requester_of(principal), latency_ms)
     return json_response(signal.payload())
 
 
@@ -130,13 +143,18 @@ async def predict_entry(request: Request) -> Response:
     summary="Keep an open position (1) or close it now (0)",
 )
 async def predict_exit(request: Request) -> Response:
-    async with prediction_slot(request):
+    async with prediction_slot(request) as principal:
+        started = time.perf_counter()
         body = await read_json_body(request, ExitSignalRequest)
         query = ExitQuery(
             parse_request_time(body.datetime), parse_direction(body.direction), body.tp_price, body.sl_price
         )
         predictor = await signal_predictor(request)
         signal = await answer(predictor, predictor.exit, query)
+    recorder = services_of(request).signal_records
+    if recorder is not None:
+        latency_ms = (time.perf_counter() - started) * 1000
+        recorder.record_exit(predictor, query, signal, requester_of(principal), latency_ms)
     return json_response(signal.payload())
 
 
