@@ -39,7 +39,9 @@ class LightGBMSignals(ModelSignals):
         model_file, card = trained_model(settings, LIGHTGBM_FILE, cls.name)
         check_card_features(card, cls.name)
         booster = lightgbm.Booster(model_file=str(model_file))
-        return cls(SignalFeatures.of(signal_bars(settings)), settings.pip_size, booster)
+        signals = cls(SignalFeatures.of(signal_bars(settings)), settings.pip_size, booster)
+        signals.labelled_by(settings.bar_label)
+        return signals
 
     def score(self, rows: FloatArray) -> list[Answer]:
         probabilities = np.asarray(self.booster.predict(rows, num_threads=1), dtype=np.float64)

@@ -155,7 +155,7 @@ class MCDropoutSignals(ModelSignals):
         standardizer = Standardizer(
             np.asarray(card["input_mean"], dtype=np.float64), np.asarray(card["input_std"], dtype=np.float64)
         )
-        return cls(
+        signals = cls(
             SignalFeatures.of(signal_bars(settings)),
             settings.pip_size,
             layers,
@@ -165,6 +165,8 @@ class MCDropoutSignals(ModelSignals):
             passes=settings.mc_dropout_passes,
             seed=int(card["seed"]),
         )
+        signals.labelled_by(settings.bar_label)
+        return signals
 
     def probabilities(self, rows: FloatArray) -> FloatArray:
         """``(rows, passes)``: the probability of the target first, per row and pass."""

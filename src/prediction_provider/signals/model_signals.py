@@ -69,6 +69,13 @@ class ModelSignals(SignalPredictor):
             )
         self.features = features
         self.pip_size = pip_size
+        # A bar is known once it has closed: with open-labelled bars (PP_BAR_LABEL=open) that is one
+        # interval after its stamp, so the answer reads the last bar closed at the request time.
+        self.close_offset_ns = 0
+
+    def labelled_by(self, bar_label: str) -> ModelSignals:
+        self.close_offset_ns = self.features.bars.spacing_ns() if bar_label == "open" else 0
+        return self
 
     @abstractmethod
     def score(self, rows: FloatArray) -> list[Answer]: ...
@@ -93,7 +100,7 @@ class ModelSignals(SignalPredictor):
         return ExitSignal(answer)
 
     def _entry_bar(self, at_ns: int) -> int:
-        entry = self.features.bars.as_of(at_ns)
+        entry = self.features.bars.as_of(at_ns - self.close_offset_ns)
         if entry < self.features.first_usable:
             first = self.features.bars.timestamp(self.features.first_usable).isoformat()
             raise InvalidInput(
