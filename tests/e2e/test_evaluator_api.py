@@ -18,6 +18,7 @@ from prediction_provider.app import account_service
 from prediction_provider.config import Settings
 from prediction_provider.db.ledger_models import LedgerTransfer
 from prediction_provider.db.market_models import ModelOwner
+from prediction_provider.marketplace.quality import FORMULA as QUALITY_FORMULA
 from tests.conftest import Account, LiveServer, live_settings
 
 MODEL = "eurusd-1h-forecast"
@@ -396,7 +397,8 @@ def test_the_seed_routes_and_computed_stats(
     assert stats.json() | {"window": "7d"} == {
         "window": "7d", "claims": 3, "active": 0, "completed": 1, "released": 1, "expired": 1,
         "success_rate": pytest.approx(1 / 3), "median_latency_s": 40.0, "earnings": "0.100000",
-        "currency": "USD", "scored_n": 0, "mean_primary_metric": None,
+        "currency": "USD", "scored_n": 0, "mean_primary_metric": None, "quality_score": None,
+        "quality_formula": QUALITY_FORMULA,
     }  # fmt: skip
     for rid in ids[1:]:
         assert http.delete(f"/api/v1/market/requests/{rid}", headers=client.headers).status_code == 200

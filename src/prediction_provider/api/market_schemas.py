@@ -29,6 +29,10 @@ class OfferCreate(Strict):
     benchmark_opt_in: bool = False
 
 
+class OfferUpdate(Strict):
+    benchmark_opt_in: bool = False
+
+
 class PriceChange(Strict):
     price: Amount
 

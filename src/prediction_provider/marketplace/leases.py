@@ -29,6 +29,8 @@ from prediction_provider.forecasts.outputs import canonical_sha256, validate_out
 from prediction_provider.forecasts.records import evaluator_answer_row
 from prediction_provider.jobs.records import TERMINAL, JobStatus, record_event
 from prediction_provider.ledger.money import format_amount
+from prediction_provider.marketplace.quality import FORMULA as QUALITY_FORMULA
+from prediction_provider.marketplace.quality import realized_quality
 from prediction_provider.marketplace.settlement import Settlement
 
 EVALUATION = "evaluation"
@@ -470,6 +472,11 @@ class Leases:
             return claim
 
     def stats(self, evaluator: Principal, window: str = "30d") -> dict[str, Any]:
+        """Claims, success, latency and earnings in the window, and ``quality_score``: the realized
+        hit rate of the answers this evaluator executed whose target time falls in the window (see
+        ``marketplace.quality``: direction hit, return sign hit, signal accuracy over current
+        eligible score rows; null until one is scored). ``scored_n`` counts those rows and
+        ``mean_primary_metric`` is the same hit rate. Never from the evaluator's own report."""
         if window not in WINDOWS:
             raise InvalidInput(
                 "window is 7d, 30d or 90d", [{"field": "query.window", "error": "unknown window"}]
@@ -495,6 +502,7 @@ class Leases:
                     LedgerTransfer.created_at >= since,
                 )
             )
+            quality = realized_quality(session, evaluator_id=evaluator.user_id, since=since)
         by_state = {
             state: sum(1 for c in rows if c.state == state) for state in ("submitted", "released", "expired")
         }
@@ -511,7 +519,8 @@ class Leases:
             "success_rate": None if finished == 0 else by_state["submitted"] / finished,
             "median_latency_s": None if not latencies else statistics.median(latencies),
             "earnings": format_amount(int(earned or 0)), "currency": currency,
-            "scored_n": 0, "mean_primary_metric": None,
+            "scored_n": quality.n, "mean_primary_metric": quality.value, "quality_score": quality.value,
+            "quality_formula": QUALITY_FORMULA,
         }  # fmt: skip
 
 

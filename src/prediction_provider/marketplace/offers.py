@@ -6,7 +6,9 @@ never changed again, so a quote or a request always names the exact price versio
 
 from __future__ import annotations
 
+import logging
 import uuid
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -25,6 +27,9 @@ from prediction_provider.ledger.money import Split, format_amount, split
 TARGETS = ("direction", "return", "quantiles", "entry_signal")
 EXECUTIONS = ("platform", "evaluators")
 ROUTES = ("cheapest", "best")
+log = logging.getLogger(__name__)
+# (symbol, horizon, target) -> the leaderboard's ranked (model_name, model_version), leader first.
+LeaderSource = Callable[[str, int, str], Sequence[tuple[str, str | None]]]
 
 
 class QuoteExpired(Conflict):
@@ -82,6 +87,14 @@ class Spec:
         return body
 
 
+@dataclass(frozen=True, slots=True)
+class Routed:
+    """The offer a route chose, and why (``route_reason`` in the answer)."""
+
+    priced: Priced
+    reason: str
+
+
 def money_view(amount: int) -> str:
     return format_amount(amount)
 
@@ -92,6 +105,7 @@ class OfferBook:
         self.clock = clock
         self.fee_bps = fee_bps
         self.quote_ttl = quote_ttl
+        self.leaders: LeaderSource | None = None  # set by the marketplace when outcomes are scored
 
     # -- providers -------------------------------------------------------------------------------
 
@@ -140,6 +154,16 @@ class OfferBook:
                 .values(effective_to=now)
             )
             return self._open_price(session, offer.id, amount, now)
+
+    def set_benchmark_opt_in(self, provider: Principal, offer_id: str, opt_in: bool) -> Priced:
+        """Join or leave the common rounds (free benchmark questions, ``set=common``)."""
+        with self.db.session() as session:
+            offer = self._own_offer(session, provider, offer_id)
+            offer.benchmark_opt_in = opt_in
+            session.flush()
+            priced = self.current(session, offer.id)
+        assert priced is not None
+        return priced
 
     def deactivate(self, provider: Principal, offer_id: str) -> Offer:
         with self.db.session() as session:
@@ -218,8 +242,15 @@ class OfferBook:
     def route(
         self, session: Session, symbol: str, horizon: int, target: str, route: str, currency: str
     ) -> Priced:
-        """The offer a request by (symbol, horizon, target) goes to. ``best`` is the leaderboard's
-        leader once realized outcomes are scored; until then it is the cheapest, and says so."""
+        """The offer a request by (symbol, horizon, target) goes to (see :meth:`routed`)."""
+        return self.routed(symbol, horizon, target, route, currency).priced
+
+    def routed(self, symbol: str, horizon: int, target: str, route: str, currency: str) -> Routed:
+        """``cheapest``: the cheapest matching offer (ties: the oldest). ``best``: the offer whose
+        model leads the leaderboard of realized outcomes for this symbol, horizon and target (the
+        best-ranked entry that is some matching offer's model; among several such offers, the
+        cheapest). With no matching offer ranked yet, or no leaderboard, ``best`` is the cheapest
+        and the reason says so: a route never fails for want of scores."""
         if route not in ROUTES:
             raise InvalidInput(f"route must be one of {', '.join(ROUTES)}", {"field": "route"})
         candidates = [
@@ -232,7 +263,27 @@ class OfferBook:
                 f"no active {target} offer for {symbol} at horizon {horizon} in {currency}",
                 {"symbol": symbol, "horizon": horizon, "target": target, "currency": currency},
             )
-        return candidates[0]
+        if route == "cheapest":
+            return Routed(candidates[0], "cheapest")
+        try:
+            ranked = [] if self.leaders is None else list(self.leaders(symbol.upper(), horizon, target))
+        except Exception:  # the board is advice: an unreadable one routes to the cheapest
+            log.warning("route best: the leaderboard could not be read", exc_info=True)
+            return Routed(candidates[0], "best: the leaderboard is unavailable, so the cheapest offer")
+        for rank, (name, version) in enumerate(ranked, start=1):
+            # A pinned offer serves exactly its version; an unpinned one serves the name's champion,
+            # whose scores are those of whatever version it served. A pinned match wins over it.
+            pinned = [
+                p for p in candidates if p.offer.model_name == name and p.offer.model_version == version
+            ]
+            champion = [p for p in candidates if p.offer.model_name == name and p.offer.model_version is None]
+            chosen = pinned or champion
+            if chosen:
+                key = name if version is None else f"{name}@{version}"
+                return Routed(chosen[0], f"best: {key} ranks {rank} on the leaderboard (window 30d)")
+        return Routed(
+            candidates[0], "best: no matching offer is ranked on the leaderboard yet, so the cheapest offer"
+        )
 
     # -- quotes ----------------------------------------------------------------------------------
 

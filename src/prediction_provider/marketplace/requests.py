@@ -73,6 +73,7 @@ class Submission:
     route: str | None = None
     webhook_url: str | None = None
     priority: str | None = None
+    route_reason: str | None = None  # set once a route chose the offer (``offer_id`` then pinned)
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,8 +108,9 @@ class RequestBook:
         self.times_of = times_of  # (priced, spec, now) -> (data_as_of, target_time); reads bars
         self.announce = announce
 
-    def times(self, priced: Priced, spec: Spec) -> MarketTimes:
-        now = self.clock.now()
+    def times(self, priced: Priced, spec: Spec, at: datetime | None = None) -> MarketTimes:
+        """The request's times as of ``at`` (default: the clock now)."""
+        now = self.clock.now() if at is None else at
         data_as_of, target_time = self.times_of(priced, spec, now)
         deadline = target_time - timedelta(seconds=self.settings.result_margin_s)
         historical = deadline <= now
@@ -124,6 +126,7 @@ class RequestBook:
         existing = self._by_key(client.user_id, key)
         if existing is not None:
             return self._same(existing, submission), False
+        submission = self._routed(submission)
         # Reading bars is slow and needs no lock: done before the transaction, from the offer now
         # open (a quote's offer is the same offer; its price is re-read under the lock).
         preview = self._preview(client, submission)
@@ -151,6 +154,17 @@ class RequestBook:
                 f"no quote {submission.quote_id!r} of yours", {"quote_id": submission.quote_id}
             )
         return replace(submission, spec=Spec(**quote.spec), currency=quote.currency)
+
+    def _routed(self, submission: Submission) -> Submission:
+        """A request by route names its offer from here on: the route (``best`` reads the
+        leaderboard, which is slow) is chosen once, before the journal lock, and said in the answer."""
+        if submission.quote_id is not None or submission.offer_id is not None or submission.target is None:
+            return submission
+        spec = submission.spec
+        routed = self.offers.routed(
+            spec.symbol, spec.horizon, submission.target, submission.route or "cheapest", submission.currency
+        )
+        return replace(submission, offer_id=routed.priced.offer.id, route_reason=routed.reason)
 
     def _preview(self, client: Principal, submission: Submission) -> Priced:
         with self.db.session() as session:
@@ -249,10 +263,67 @@ class RequestBook:
                 {"price": format_amount(price), "available": format_amount(available), "currency": currency},
             ) from exc
         after = self.journal.balance(session, f"client:{client.user_id}", currency).available
-        spec = submission.spec
+        extra: dict[str, Any] = {"priority": submission.priority, "max_cost": submission.max_cost}
+        if submission.route_reason is not None:
+            extra.update(route=submission.route or "cheapest", route_reason=submission.route_reason)
+        job = self._new_job(
+            client, priced, submission.spec, key, request_id, times, extra,
+            price=price, max_cost=submission.max_cost, hold_transfer_id=hold.id,
+            quote_id=submission.quote_id, webhook_url=submission.webhook_url,
+        )  # fmt: skip
+        session.add(job)
+        session.flush()
+        record_event(session, job.id, JobStatus.PENDING, None, f"queued at {format_amount(price)} {currency}")
+        if self.announce is not None:
+            self.announce(session, job, "prediction_request.queued")
+            threshold = parse_amount(self.settings.low_balance, "low_balance")
+            if after < threshold <= after + price:  # this submit took the wallet below it
+                self.announce(session, job, "wallet.low_balance")
+        return job
+
+    def submit_round(
+        self, owner: Principal, priced: Priced, spec: Spec, key: str, round_id: str, at: datetime
+    ) -> tuple[PredictionJob, bool]:
+        """A common round's question (``owner`` is the benchmark account): a request at price 0,
+        with no hold and no ledger transfer, as of the data known at ``at`` (every question of a
+        round shares it), marked ``parameters["round"]``. Executed like any request; completing it
+        moves no money (``Settlement.settle`` skips a job without a hold), so an evaluator earns
+        nothing on it. Idempotent by ``key``: the new request (``True``) or the one it made."""
+        assert owner.user_id is not None
+        existing = self._by_key(owner.user_id, key)
+        if existing is not None:
+            return existing, False
+        check_spec(priced.offer, spec)
+        times = self.times(priced, spec, at)
+        request_id = str(uuid.uuid4())
+        try:
+            with self.db.session() as session:
+                job = self._new_job(
+                    owner, priced, spec, key, request_id, times, {"round": round_id},
+                    price=0, max_cost=0, hold_transfer_id=None, zero_split=True,
+                )  # fmt: skip
+                session.add(job)
+                session.flush()
+                record_event(session, job.id, JobStatus.PENDING, None, f"queued by common round {round_id}")
+        except IntegrityError:
+            existing = self._by_key(owner.user_id, key)
+            if existing is None:
+                raise
+            return existing, False
+        return job, True
+
+    def _new_job(
+        self, client: Principal, priced: Priced, spec: Spec, key: str, request_id: str,
+        times: MarketTimes, extra: dict[str, Any], *, price: int, max_cost: int,
+        hold_transfer_id: str | None, quote_id: str | None = None, webhook_url: str | None = None,
+        zero_split: bool = False,
+    ) -> PredictionJob:  # fmt: skip
+        """The ``prediction_jobs`` row of a request (not yet added to a session)."""
+        offer = priced.offer
         payload = {"offer_id": offer.id, **spec.as_dict(), "symbol": spec.symbol.upper()}
+        breakdown = {"provider": 0, "evaluator": 0, "platform_fee": 0} if zero_split else priced.breakdown()
         now = self.clock.now()
-        job = PredictionJob(
+        return PredictionJob(
             id=request_id,
             owner_id=client.user_id,
             owner_username=client.username,
@@ -267,10 +338,9 @@ class RequestBook:
                 "target": offer.target,
                 "interval": offer.interval,
                 "provider_id": offer.provider_id,
-                "breakdown": priced.breakdown(),
+                "breakdown": breakdown,
                 "historical": times.historical,
-                "priority": submission.priority,
-                "max_cost": submission.max_cost,
+                **extra,
             },
             status=JobStatus.PENDING,
             result_files=[],
@@ -279,29 +349,20 @@ class RequestBook:
             idempotency_key=key,
             data_as_of=times.data_as_of,
             offer_id=offer.id,
-            price_id=priced.price.id,
-            quote_id=submission.quote_id,
+            price_id=None if zero_split else priced.price.id,
+            quote_id=quote_id,
             price=price,
-            max_cost=submission.max_cost,
-            currency=currency,
+            max_cost=max_cost,
+            currency=offer.currency,
             execution=offer.execution,
             lease_counter=0,
             target_time=times.target_time,
             deadline_at=times.deadline_at,
-            hold_transfer_id=hold.id,
-            webhook_url=submission.webhook_url,
+            hold_transfer_id=hold_transfer_id,
+            webhook_url=webhook_url,
             created_at=now,
             updated_at=now,
         )
-        session.add(job)
-        session.flush()
-        record_event(session, job.id, JobStatus.PENDING, None, f"queued at {format_amount(price)} {currency}")
-        if self.announce is not None:
-            self.announce(session, job, "prediction_request.queued")
-            threshold = parse_amount(self.settings.low_balance, "low_balance")
-            if after < threshold <= after + price:  # this submit took the wallet below it
-                self.announce(session, job, "wallet.low_balance")
-        return job
 
     def _check_limits(self, session: Session, user_id: int, currency: str, price: int) -> None:
         """Exact under concurrency: the journal lock is held, so nobody else spends meanwhile."""

@@ -26,9 +26,10 @@ from prediction_provider.ledger.money import format_amount
 from prediction_provider.marketplace.leases import Leases
 from prediction_provider.marketplace.offers import OfferBook, Priced, Spec
 from prediction_provider.marketplace.requests import RequestBook, Submission, market_status, model_reference
+from prediction_provider.marketplace.rounds import CommonRounds
 from prediction_provider.marketplace.settlement import Announcer, Settlement, money_of
 from prediction_provider.marketplace.sweeper import Sweeper
-from prediction_provider.outcomes.service import score_summary
+from prediction_provider.outcomes.service import BoardQuery, Outcomes, score_summary
 
 log = logging.getLogger(__name__)
 Dispatch = Callable[[Sequence[str]], None]
@@ -55,8 +56,13 @@ class Marketplace:
         self.sweeper = Sweeper(db, clock, self.settlement, settings.sweep_interval_s)
         self.leases = Leases(db, clock, self.settlement, settings)
         self.sweeper.extra.append(("leases_expired", self.leases.expire_leases))
+        self.rounds = CommonRounds(db, clock, settings, self.offers, self.requests, self._dispatch_new)
+        self.sweeper.extra.append(("round_requests", self.rounds.due))
         self.store: JobStore | None = None
         self.dispatch: Dispatch | None = None
+        # The leaderboard ``route: best`` follows; set after construction (``app.build_services``).
+        self.outcomes: Outcomes | None = None
+        self.offers.leaders = self._leaders
 
     def attach(self, store: JobStore, dispatch: Dispatch | None) -> None:
         """Let money follow the jobs of ``store``, and hand platform requests to ``dispatch``."""
@@ -74,13 +80,31 @@ class Marketplace:
 
     def submit(self, client: Principal, submission: Submission, key: str) -> tuple[PredictionJob, bool]:
         job, created = self.requests.submit(client, submission, key)
-        if created and job.kind == "market" and self.dispatch is not None:
+        if created:
+            self._dispatch_new(job)
+        return job, created
+
+    def _dispatch_new(self, job: PredictionJob) -> None:
+        """Hand a new platform-executed request to the job runtime (evaluators take theirs)."""
+        if job.kind == "market" and self.dispatch is not None:
             # A lost message is harmless: the executor polls for pending jobs, Celery re-dispatches.
             try:
                 self.dispatch([job.id])
             except Exception:  # the request stays queued: executors poll, Celery re-dispatches
                 log.warning("could not dispatch marketplace request %s now", job.id, exc_info=True)
-        return job, created
+
+    def _leaders(self, symbol: str, horizon: int, target: str) -> list[tuple[str, str | None]]:
+        """The ranked models of the 30-day organic leaderboard for (symbol, horizon, target), leader
+        first; empty without outcomes."""
+        if self.outcomes is None:
+            return []
+        board = self.outcomes.leaderboard(
+            BoardQuery(target=target, horizon=horizon, symbol=symbol, window="30d", group="model")
+        )
+        ranked = sorted(
+            (e for e in board.get("entries", []) if e.get("rank") is not None), key=lambda e: e["rank"]
+        )
+        return [(str(e["model_name"]), e.get("model_version")) for e in ranked if e.get("model_name")]
 
     def cancel(self, principal: Principal, request_id: str, *, see_all: bool) -> PredictionJob:
         job = self.requests.get(principal, request_id, see_all=see_all)
@@ -120,6 +144,9 @@ class Marketplace:
             "historical": bool((job.parameters or {}).get("historical")),
             "attempts": job.attempts, "result": job.result, "error": job.error,
             "created_at": _iso(job.created_at), "finished_at": _iso(job.finished_at),
+            "route": (job.parameters or {}).get("route"),
+            "route_reason": (job.parameters or {}).get("route_reason"),
+            "round": (job.parameters or {}).get("round"),
             "score": score,
         }  # fmt: skip
 

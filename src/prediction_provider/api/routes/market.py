@@ -17,6 +17,7 @@ from prediction_provider.api.deps import Services, ServicesDep
 from prediction_provider.api.market_schemas import (
     ClockSet,
     OfferCreate,
+    OfferUpdate,
     PriceChange,
     QuoteCreate,
     RefundCreate,
@@ -191,6 +192,20 @@ async def get_offer(
     return offer_view(await run_in_threadpool(marketplace_of(services).offers.get, offer_id))
 
 
+@router.patch("/api/v1/market/offers/{offer_id}", responses=ERRORS)
+async def update_offer(
+    offer_id: str, body: OfferUpdate, principal: Provider, services: ServicesDep
+) -> dict[str, Any]:
+    """Join or leave the common rounds (``benchmark_opt_in``): free questions from the platform's
+    benchmark account, the same for every opted-in offer, scored as the leaderboard's ``set=common``."""
+    market = marketplace_of(services)
+    return offer_view(
+        await run_in_threadpool(
+            market.offers.set_benchmark_opt_in, principal, offer_id, body.benchmark_opt_in
+        )
+    )
+
+
 @router.delete("/api/v1/market/offers/{offer_id}", responses=ERRORS)
 async def deactivate_offer(offer_id: str, principal: Provider, services: ServicesDep) -> dict[str, Any]:
     """Stop selling; the offer and its price history stay readable."""
@@ -248,7 +263,8 @@ async def quote(body: QuoteCreate, principal: Buyer, services: ServicesDep) -> d
     if principal.user_id is None:
         raise InvalidInput("sign in to get a quote", {"field": "credentials"})
 
-    def make() -> Quote:
+    def make() -> dict[str, Any]:
+        reason = None
         if body.offer_id is not None:
             priced = market.offers.get(body.offer_id)
         else:
@@ -257,18 +273,14 @@ async def quote(body: QuoteCreate, principal: Buyer, services: ServicesDep) -> d
                 raise InvalidInput(
                     "name an offer_id, or a target with symbol and horizon", {"field": "target"}
                 )
-            with market.db.session() as session:
-                priced = market.offers.route(
-                    session,
-                    spec.symbol,
-                    spec.horizon,
-                    body.target,
-                    body.route,
-                    currency_of(services, body.currency),
-                )
-        return market.offers.quote(principal, priced, spec_of(body, priced))
+            routed = market.offers.routed(
+                spec.symbol, spec.horizon, body.target, body.route, currency_of(services, body.currency)
+            )
+            priced, reason = routed.priced, routed.reason
+        view = quote_view(market.offers.quote(principal, priced, spec_of(body, priced)))
+        return view if reason is None else {**view, "route": body.route, "route_reason": reason}
 
-    return quote_view(await run_in_threadpool(make))
+    return await run_in_threadpool(make)
 
 
 @router.post("/api/v1/market/requests", status_code=201, responses=ERRORS)

@@ -144,3 +144,15 @@ async def _signed_in(request: Request, services: Services) -> Principal:
     if principal.user_id is None:
         raise AuthenticationFailed("sign in with an API key or a bearer token")
     return principal
+
+
+@router.post("/admin/scoring/rounds", responses=ERRORS, summary="Run a common round now")
+async def run_common_round(principal: ScoringRunner, services: ServicesDep) -> dict[str, Any]:
+    """The benchmark account asks every opted-in offer (``benchmark_opt_in``) one free question per
+    symbol and horizon, all as of the data known now (the schedule runs the same round every
+    ``PP_SCORING_ROUND_INTERVAL_S``, daily at 00:00 UTC). Their scores form ``set=common``. The
+    same second's round run twice asks nothing new."""
+    if services.marketplace is None:
+        raise PredictionFailed("the marketplace is not configured on this server")
+    report = await run_in_threadpool(services.marketplace.rounds.run)
+    return report.as_dict()

@@ -47,6 +47,8 @@ from prediction_provider.errors import InvalidInput, MarketNotFound
 from prediction_provider.forecasts.model import ForecastModel
 from prediction_provider.ledger.money import parse_amount
 from prediction_provider.marketplace.offers import TARGETS, NewOffer, Priced, Spec
+from prediction_provider.marketplace.quality import FORMULA as QUALITY_FORMULA
+from prediction_provider.marketplace.quality import realized_quality
 from prediction_provider.marketplace.requests import Submission, market_status
 from prediction_provider.marketplace.service import Marketplace
 from prediction_provider.webhooks.urls import check_webhook_url
@@ -109,14 +111,21 @@ class SeedPredict(BaseModel):
 # -- pricing -----------------------------------------------------------------------------------------
 
 
-def pricing_view(offer: Offer, price: OfferPrice) -> dict[str, Any]:
+def pricing_view(offer: Offer, price: OfferPrice, rating: float | None = None) -> dict[str, Any]:
     return {
         "id": price.id, "provider_id": offer.provider_id, "model_name": offer.model_name,
         "price_per_request": number(price.amount), "currency": offer.currency,
         "is_active": bool(offer.active and price.effective_to is None), "offer_id": offer.id,
         "effective_from": price.effective_from.isoformat(),
         "effective_to": None if price.effective_to is None else price.effective_to.isoformat(),
+        "performance_rating": rating,
     }  # fmt: skip
+
+
+def rating_of(market: Marketplace, provider_id: int, model_name: str) -> float | None:
+    """The ``performance_rating`` of a provider's model: its realized hit rate (``marketplace.quality``)."""
+    with market.db.session() as session:
+        return realized_quality(session, provider_id=provider_id, model_name=model_name).value
 
 
 def pricing_rows(market: Marketplace, provider_id: int | None) -> list[dict[str, Any]]:
@@ -125,7 +134,16 @@ def pricing_rows(market: Marketplace, provider_id: int | None) -> list[dict[str,
         query = query.where(Offer.provider_id == provider_id)
     with market.db.session() as session:
         rows = session.execute(query.order_by(OfferPrice.effective_from, OfferPrice.id)).all()
-        return [pricing_view(offer, price) for offer, price in rows]
+        ratings: dict[tuple[int, str], float | None] = {}
+        for offer, _ in rows:
+            if (offer.provider_id, offer.model_name) not in ratings:
+                ratings[(offer.provider_id, offer.model_name)] = realized_quality(
+                    session, provider_id=offer.provider_id, model_name=offer.model_name
+                ).value
+        return [
+            pricing_view(offer, price, ratings[(offer.provider_id, offer.model_name)])
+            for offer, price in rows
+        ]
 
 
 def own_offer(
@@ -191,11 +209,13 @@ async def set_pricing(body: PricingSet, principal: Provider, services: ServicesD
         offer = own_offer(market, provider_id, name, currency, body.execution or "platform")
         if offer is not None:
             opened = market.offers.reprice(principal, offer.id, price)
-            return pricing_view(offer, opened)
+            return pricing_view(offer, opened, rating_of(market, provider_id, offer.model_name))
         priced: Priced = market.offers.publish(
             principal, new_offer(services, body, name, version, price, currency)
         )
-        return pricing_view(priced.offer, priced.price)
+        return pricing_view(
+            priced.offer, priced.price, rating_of(market, provider_id, priced.offer.model_name)
+        )
 
     return await run_in_threadpool(make)
 
@@ -265,7 +285,10 @@ async def earnings(
     principal: Provider, services: ServicesDep, days: Days = 30, currency: Currency = None,
     _query: DeclaredQueryOnly = None,
 ) -> dict[str, Any]:  # fmt: skip
-    """Provider payouts in the window, less the refunds taken back from them, by model."""
+    """Provider payouts in the window, less the refunds taken back from them, by model, and
+    ``performance_rating`` (in total and per model): the realized hit rate of the provider's
+    models' answers whose target time falls in the window (``marketplace.quality``; null until one
+    is scored), never the provider's own claim."""
     market = marketplace_of(services)
     money = currency_of(services, currency)
     account = f"provider:{principal.user_id}"
@@ -278,6 +301,12 @@ async def earnings(
             jobs = models_of(
                 session, {leg.transfer.request_id for leg in paid + back if leg.transfer.request_id}
             )
+            rating = realized_quality(session, provider_id=principal.user_id, since=since)
+            names = {job.model_name for job in jobs.values() if job.model_name}
+            per_model = {
+                name: realized_quality(session, provider_id=principal.user_id, model_name=name, since=since)
+                for name in names
+            }
         by_model: dict[str, list[int]] = defaultdict(lambda: [0, 0])
         for leg, sign in [(leg, 1) for leg in paid] + [(leg, -1) for leg in back]:
             job = jobs.get(leg.transfer.request_id or "")
@@ -288,8 +317,10 @@ async def earnings(
         return {
             "provider_id": principal.user_id, "period_days": days, "total_earnings": number(total),
             "total_requests": len(paid), "currency": money,
+            "performance_rating": rating.value, "scored_n": rating.n, "rating_formula": QUALITY_FORMULA,
             "by_model": [
-                {"model_name": name, "earnings": number(amount), "requests": count}
+                {"model_name": name, "earnings": number(amount), "requests": count,
+                 "performance_rating": per_model[name].value if name in per_model else None}
                 for name, (amount, count) in sorted(by_model.items())
             ],
         }  # fmt: skip
