@@ -29,6 +29,7 @@ from prediction_provider.db.session import Database
 from prediction_provider.errors import InvalidInput, PredictionNotFound
 from prediction_provider.outcomes import metrics
 from prediction_provider.outcomes.leaderboard import ScoredRecord, build_leaderboard, model_key
+from prediction_provider.outcomes.scoring import MARKET_KINDS
 
 WINDOWS: dict[str, timedelta | None] = {
     "7d": timedelta(days=7),
@@ -111,6 +112,8 @@ class Outcomes:
             if cached is not None:
                 return cached
             records = self._board_records(session, query, since)
+            if query.score_set == "common" and query.target == "direction":
+                records += self._missed_round_answers(session, query, since)
             fill = self._fill_rates(session, query, since)
         board = build_leaderboard(
             records,
@@ -187,6 +190,71 @@ class Outcomes:
             )
         return found
 
+    def _missed_round_answers(
+        self, session: Session, query: BoardQuery, since: datetime | None
+    ) -> list[ScoredRecord]:
+        """A common round's question a model left unanswered (failed or expired) scores as a coin
+        flip the first time and as the worst baseline after, on the outcome the question had (read
+        from the other models' scores of it): missing rounds can never lift a model's rank."""
+        from prediction_provider.db.models import User
+
+        benchmark = session.scalar(select(User.id).where(User.username == self.settings.benchmark_username))
+        if benchmark is None:
+            return []
+        statement = select(PredictionJob).where(
+            PredictionJob.owner_id == benchmark, PredictionJob.kind.in_(MARKET_KINDS),
+            PredictionJob.status.in_(MISSED),
+        )  # fmt: skip
+        if since is not None:
+            statement = statement.where(PredictionJob.target_time >= since)
+        missed = sorted(
+            session.scalars(statement).all(),
+            key=lambda job: (str((job.parameters or {}).get("round")), job.id),
+        )
+        found: list[ScoredRecord] = []
+        seen: set[str] = set()
+        for number, job in enumerate(missed, start=1):
+            asked = job.input or {}
+            symbol, horizon = str(asked.get("symbol") or "").upper(), asked.get("horizon")
+            if (query.symbol and symbol != query.symbol.upper()) or job.target_time is None:
+                continue
+            if query.horizon is not None and horizon != query.horizon:
+                continue
+            if (job.parameters or {}).get("target") != "direction":
+                continue
+            interval = (job.parameters or {}).get("interval")
+            answered = session.scalars(
+                select(PredictionScore).where(
+                    PredictionScore.outcome_key == f"{symbol}|{interval}|{job.target_time.isoformat()}",
+                    PredictionScore.current.is_(True), PredictionScore.status == "scored",
+                ).limit(1)
+            ).first()  # fmt: skip
+            if answered is None or answered.realized_return is None:
+                continue  # nobody answered either: the question has no outcome to score on
+            key = model_key(job.model_name or "", job.model_version)
+            context = answered.context or {}
+            base_rate = float(context.get("base_rate", 0.5))
+            persistence = 0.6 if context.get("last_up") else 0.4
+            candidates = [0.5] if key not in seen else [0.5, base_rate, persistence]
+            seen.add(key)
+            judged = [
+                m for m in (
+                    metrics.direction_metrics(p, answered.realized_return, self.settings.flat_band)
+                    for p in candidates
+                ) if m is not None
+            ]  # fmt: skip
+            if not judged:
+                continue
+            worst = max(judged, key=lambda m: m["brier"])
+            found.append(
+                ScoredRecord(
+                    -number, job.model_name or "", job.model_version, None, symbol, int(horizon or 0),
+                    answered.as_of or job.target_time, job.target_time, answered.scored_at,
+                    {**worst, "missed": True}, context, 0,
+                )
+            )  # fmt: skip
+        return found
+
     def _fill_rates(
         self, session: Session, query: BoardQuery, since: datetime | None
     ) -> dict[str, float | None]:
@@ -205,7 +273,7 @@ class Outcomes:
             )
             .join(Offer, Offer.id == PredictionJob.offer_id)
             .join(User, User.id == Offer.provider_id)
-            .where(PredictionJob.kind == "market", PredictionJob.status.in_(("completed", *MISSED)))
+            .where(PredictionJob.kind.in_(MARKET_KINDS), PredictionJob.status.in_(("completed", *MISSED)))
             .group_by(
                 PredictionJob.model_name, PredictionJob.model_version, User.username, PredictionJob.status
             )
