@@ -14,7 +14,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from celery import Celery, Task
 from celery.signals import worker_process_init
@@ -26,9 +26,13 @@ from prediction_provider.jobs.execution import JobContext, JobRunner, Outcome
 from prediction_provider.jobs.executor import process_worker_name
 from prediction_provider.jobs.store import JobStore
 
+if TYPE_CHECKING:
+    from prediction_provider.outcomes.scoring import Scorer
+
 log = logging.getLogger(__name__)
 
 TASK_NAME = "prediction_provider.run_job"
+SCORE_TASK_NAME = "prediction_provider.score_due"
 BACKOFF_SECONDS = (1, 2, 5, 10, 30)
 BROKER_ERRORS = (KombuOperationalError, OSError, ConnectionError)
 
@@ -59,7 +63,27 @@ def make_celery(settings: Settings) -> Celery:
         worker_cancel_long_running_tasks_on_connection_loss=False,
     )
     app.task(bind=True, name=TASK_NAME, max_retries=None, acks_late=True)(run_job_task)
+    # A scoring pass is its own retry: a lost or failed one leaves the records due for the next.
+    # Its report is the task's result, kept only where a result backend is configured.
+    app.task(name=SCORE_TASK_NAME, ignore_result=False, acks_late=False)(score_due_task)
+    app.conf.beat_schedule = beat_schedule(settings)
     return app
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    """``celery beat``'s entries: a scoring pass every ``scoring_interval_s`` (none when 0), on the
+    workers' queue. A pass not started within one interval expires: the next one does its work,
+    so beat ticks that piled up while no worker ran do not all run at once."""
+    if settings.scoring_interval_s <= 0:
+        return {}
+    interval = settings.scoring_interval_s
+    return {
+        "score-due": {
+            "task": SCORE_TASK_NAME,
+            "schedule": interval,
+            "options": {"queue": settings.job_queue, "expires": interval},
+        }
+    }
 
 
 class CeleryDispatcher:
@@ -126,6 +150,9 @@ def _redacted(url: str | None) -> str | None:
 
 _context_lock = threading.Lock()
 _runner: JobRunner | None = None
+_scorer_lock = threading.Lock()
+_scorer: Scorer | None = None
+_cli_app: Celery | None = None
 
 
 def build_worker_runner(settings: Settings) -> JobRunner:
@@ -188,9 +215,11 @@ def worker_runner() -> JobRunner:
 @worker_process_init.connect  # type: ignore[untyped-decorator]
 def _load_models_at_process_start(**_: Any) -> None:
     """Prefork children start with the models loaded, not at their first task."""
-    global _runner
+    global _runner, _scorer
     with _context_lock:
         _runner = None  # never inherit a parent's database connections
+    with _scorer_lock:
+        _scorer = None
     worker_runner()
 
 
@@ -206,3 +235,44 @@ def run_job_task(task: Task, job_id: str) -> str:
     if report.outcome is Outcome.SPLIT:
         CeleryDispatcher(task.app, runner.store).dispatch(report.spawned)
     return report.outcome.value
+
+
+def worker_scorer() -> Scorer:
+    """This worker process's scorer, built at its first scoring task over the worker's database,
+    clock and bars (the forecast models' feeder specs, as the API process scores them)."""
+    global _scorer
+    with _scorer_lock:
+        if _scorer is None:
+            from prediction_provider.features.market_sources import MarketSources
+            from prediction_provider.outcomes.factory import build_scorer
+
+            context = worker_runner().context
+            forecasts = context.forecasts
+            # The forecasts' bar stores when they have them: one read of each feeder per process.
+            shared = getattr(forecasts, "market", None)
+            market = shared if isinstance(shared, MarketSources) else MarketSources(context.settings)
+            scorer = build_scorer(context.settings, context.store.db, context.clock, market, forecasts)
+            assert scorer is not None  # a market was given
+            # A worker serves no /metrics: the API's scrape recomputes the gauges when the head moves.
+            scorer.on_scored = None
+            _scorer = scorer
+        return _scorer
+
+
+def score_due_task() -> dict[str, int]:
+    """One scoring pass (the beat schedule's task): several at once, in any workers, and the API's
+    own thread, still score each record once (the passes take turns on the scoring head)."""
+    report = worker_scorer().run()
+    return report.as_dict()
+
+
+def __getattr__(name: str) -> Any:
+    """``celery -A prediction_provider.jobs.celery_app beat|worker``: the app built from the PP_*
+    settings of the environment, made on first use (importing this module makes none)."""
+    global _cli_app
+    if name != "app":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _context_lock:
+        if _cli_app is None:
+            _cli_app = make_celery(Settings())
+        return _cli_app

@@ -33,6 +33,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import Scope
 
 from prediction_provider.observability.service_metrics import ObservedServices, ServiceCollector
+from prediction_provider.outcomes.gauges import RealizedCollector
 
 __all__ = ["CONTENT_TYPE_LATEST", "AppMetrics", "HttpMetrics", "multiprocess_enabled", "route_label"]
 
@@ -119,6 +120,8 @@ class AppMetrics:
             GCCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         self.registry.register(ServiceCollector(services, per_process=self.multiprocess))
+        # Realized accuracy and Brier skill: from the score rows, the same figures from any process.
+        self.registry.register(RealizedCollector(services))
 
     def exposition(self) -> bytes:
         """Every metric in the Prometheus text format; blocking (asks the database for job counts)."""

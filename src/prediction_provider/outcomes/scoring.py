@@ -146,6 +146,10 @@ class Scorer:
     # -- the periodic pass ------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Run a pass every ``scoring_interval_s`` in a thread of this process, unless
+        ``scoring_embedded`` is off (a deployment where Celery beat schedules the passes)."""
+        if not self.settings.scoring_embedded:
+            return
         if self.settings.scoring_interval_s > 0 and self._thread is None:
             self._thread = threading.Thread(target=self._run, name="scorer", daemon=True)
             self._thread.start()
