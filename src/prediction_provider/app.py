@@ -42,6 +42,7 @@ from prediction_provider.api.routes import (
     metrics,
     models,
     monitoring,
+    outcomes,
     plugins,
     precomputed,
     predict,
@@ -72,6 +73,8 @@ from prediction_provider.marketplace.paid_calls import PaidCalls
 from prediction_provider.marketplace.service import Marketplace, market_announcer
 from prediction_provider.marketplace.uploads import ModelUploads
 from prediction_provider.observability.audit import AuditWriter
+from prediction_provider.outcomes.factory import build_scorer
+from prediction_provider.outcomes.service import Outcomes
 from prediction_provider.serving.affinity import pin_worker
 from prediction_provider.serving.factory import build_model_serving
 from prediction_provider.serving.unloaded import follow_unloaded_models
@@ -153,6 +156,7 @@ def build_services(settings: Settings) -> Services:
         services.market,
         warm=True,
         answer_cache=settings.forecast_answer_cache,
+        record=settings.record_forecasts,
     )
     services.marketplace = Marketplace(
         settings,
@@ -172,6 +176,11 @@ def build_services(settings: Settings) -> Services:
     services.webhooks = WebhookDispatcher(db, services.clock or SystemClock(), settings)
     services.paid_calls = PaidCalls(db, services.clock, Journal(services.clock))
     services.signal_records = SignalRecorder(db, settings, clock=services.clock.now)
+    services.scorer = build_scorer(
+        settings, db, services.clock, services.market, services.forecasts, services.decisions
+    )
+    services.outcomes = Outcomes(db, services.clock, settings)
+    services.marketplace.outcomes = services.outcomes  # route: best follows the leaderboard
     # Before any warm-up: a name unloaded before a restart stays unloaded, and is not loaded.
     services.unloaded = follow_unloaded_models(
         serving.cache, db, settings.model_state_refresh_ms / 1000, settings.redis_url
@@ -198,6 +207,8 @@ def close_services(services: Services) -> None:
         services.signal_records.close()  # writes the signal records still queued
     if services.webhooks is not None:
         services.webhooks.stop()
+    if services.scorer is not None:
+        services.scorer.stop()
     if services.market is not None:
         services.market.close()
     if services.unloaded is not None:
@@ -296,6 +307,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             services.demo_traffic = demo_traffic(services)
             if services.demo_traffic is not None:
                 services.demo_traffic.start()
+        if services.scorer is not None:
+            services.scorer.start()
         if services.marketplace is not None:
             services.marketplace.attach(job_runtime.store, job_runtime.service.dispatcher.dispatch)
             services.marketplace.start()
@@ -377,6 +390,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         seed_billing,
         provider_models,
         webhooks,
+        outcomes,
         monitoring,
         precomputed,
         metrics,

@@ -306,6 +306,55 @@ class Settings(BaseSettings):
     feeder_refresh_seconds: float = Field(
         default=60.0, ge=0, description="database cache: how often the upstream is asked for newer bars."
     )
+    scoring_interval_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="How often the embedded scorer resolves and scores what has come due (0: only "
+        "POST /api/v1/admin/scoring/run and the Celery beat task score).",
+    )
+    scoring_embedded: bool = Field(
+        default=True,
+        description="Run the periodic scoring pass in the API process; off where Celery beat schedules "
+        "prediction_provider.score_due instead (both on is safe: each record is scored once).",
+    )
+    resolve_lag_s: float = Field(
+        default=0.0, ge=0, description="How long after a target bar's close its outcome is resolved."
+    )
+    max_resolve_delay_s: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="No bar closing within this long after the target time: the score is void.",
+    )
+    flat_band: float = Field(
+        default=0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="A realized return within ±flat_band is flat: excluded from direction scores.",
+    )
+    live_max_staleness_s: float = Field(
+        default=4 * 86400.0,
+        gt=0,
+        description="A forecast whose data was older than this when it was asked (a question about the "
+        "past, whose outcome the asker could know) is scored but left out of the leaderboard.",
+    )
+    decision_horizon_bars: int = Field(
+        default=1, ge=1, description="Trading decisions are scored as closed this many bars later."
+    )
+    decision_spread: Decimal = Field(
+        default=Decimal("0"), ge=0, description="Spread in price units paid per unit on a round trip."
+    )
+    decision_commission: Decimal = Field(
+        default=Decimal("0"), ge=0, description="Commission per side of a scored trading decision."
+    )
+    benchmark_username: str = Field(
+        default="benchmark",
+        description="The platform account that asks every opted-in offer the same questions.",
+    )
+    scoring_round_interval_s: float = Field(
+        default=86400.0,
+        ge=0,
+        description="How often a common round asks every opted-in offer (0: never; default daily).",
+    )
     idempotency_in_flight_s: float = Field(
         default=60.0,
         gt=0,
@@ -386,6 +435,11 @@ class Settings(BaseSettings):
     )
     webhook_poll_s: float = Field(
         default=1.0, gt=0, description="How often each API process delivers the webhooks that are due."
+    )
+    record_forecasts: bool = Field(
+        default=True,
+        description="Write a prediction_records row per forecast step served (false: forecasts are "
+        "served unrecorded, and so never scored; benchmarks measure what recording costs with it).",
     )
     forecast_answer_cache: int = Field(
         default=4096,

@@ -86,7 +86,8 @@ def record_forecast(
     with db.session() as session:
         session.add(
             PredictionRecord(
-                request_id=request_id, row=0, created_at=asked_at or as_of, channel="predict", user_id=user_id,
+                request_id=request_id, row=0, created_at=asked_at or as_of, channel="predict",
+                user_id=user_id,
                 model_name=model, model_version="3", symbol="ACME", interval="1h", as_of=asked_at or as_of,
                 data_as_of=as_of, horizon=horizon, target_time=as_of + horizon * HOUR, feature_hash="f" * 64,
                 label="up" if p_up > 0.5 else "down",
@@ -135,7 +136,9 @@ def test_a_forecast_is_pending_until_its_target_bar_closes_then_scored_against_t
     r = end / start - 1
     y = 1 if r > 0 else 0
     p = 0.7 * 0.8 / (0.7 * 0.8 + 0.3 * 0.8)  # up given not flat
-    assert score.status == "scored" and score.current and score.version == 1
+    assert score.status == "scored"
+    assert score.current
+    assert score.version == 1
     assert score.realized_return == pytest.approx(r, abs=1e-15)
     assert score.metrics["direction"]["brier"] == pytest.approx(brier_score_loss([y], [p]), abs=1e-12)
     assert score.metrics["direction"]["log_loss"] == pytest.approx(
@@ -204,7 +207,8 @@ def test_a_revised_bar_makes_a_new_version_and_keeps_the_old(db: Database, tmp_p
     start = bars.close_at(as_of)
     bars.revise(target, start * 0.99)  # the feeder corrects the target bar: now a fall
     report = scoring.run()
-    assert report.revised_bars == 1 and report.rescored == 1
+    assert report.revised_bars == 1
+    assert report.rescored == 1
     old, new = scores_of(db, request_id)
     assert (old.version, old.current, new.version, new.current) == (1, False, 2, True)
     assert old.metrics == first.metrics  # the old version is still readable, unchanged
@@ -244,7 +248,8 @@ def test_no_bar_within_the_max_delay_makes_the_score_void(db: Database, tmp_path
     clock.set(as_of + 6 * HOUR + timedelta(hours=24))
     assert scoring.run().void == 1
     [score] = scores_of(db, request_id)
-    assert score.status == "void" and not score.eligible
+    assert score.status == "void"
+    assert not score.eligible
     assert score.ineligible_reason == "no_bar_within_max_delay"
 
 
@@ -289,4 +294,5 @@ def test_a_trading_decision_is_scored_on_its_exact_pnl(db: Database, tmp_path: P
     entry, exit_ = Decimal(repr(bars.close_at(as_of))), Decimal(repr(bars.close_at(as_of + 2 * HOUR)))
     expected = Decimal("1000") * (exit_ - entry) - Decimal("1000") * spread - 2 * commission
     assert Decimal(score.metrics["decision"]["pnl"]) == expected
-    assert score.source == "decision" and score.horizon == 2
+    assert score.source == "decision"
+    assert score.horizon == 2

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
     from prediction_provider.marketplace.paid_calls import PaidCalls
     from prediction_provider.marketplace.service import Marketplace
     from prediction_provider.marketplace.uploads import ModelUploads
+    from prediction_provider.outcomes.scoring import Scorer
+    from prediction_provider.outcomes.service import Outcomes
     from prediction_provider.serving.unloaded import UnloadedModels
     from prediction_provider.signals.records import SignalRecorder
     from prediction_provider.trading.accounts import TradingAccountService
@@ -61,6 +63,8 @@ class Services:
     webhooks: WebhookDispatcher | None = None
     paid_calls: PaidCalls | None = None  # synchronous paid predictions
     signal_records: SignalRecorder | None = None  # the record of every answered entry/exit signal
+    scorer: Scorer | None = None  # resolves and scores served answers as their outcomes arrive
+    outcomes: Outcomes | None = None  # the leaderboard, performance and scores of predictions
     ledger: LedgerService | None = None  # wallets, limits, statements, invoices, the ledger check
     ownership: ModelOwnership | None = None  # who owns which registered model
     model_uploads: ModelUploads | None = None  # providers' uploads in safe formats

@@ -27,14 +27,21 @@ def build_forecasts(
     warm: bool,
     answer_cache: int = ANSWER_CACHE_SIZE,
     clock: Callable[[], datetime] | None = None,
+    record: bool = True,
 ) -> ForecastService:
     """The forecast service; with ``warm``, every served symbol's model and bars are loaded now
     (blocking), so that no request waits for them. A symbol that fails to warm is logged and left
     to fail on its own requests, as decisions do. ``clock`` is the one clock (default: the market's,
-    so an ``as_of`` past the market replay's time is refused as in the future)."""
+    so an ``as_of`` past the market replay's time is refused as in the future). Without ``record``
+    (``PP_RECORD_FORECASTS=false``) no ``prediction_records`` row is written, so nothing is scored."""
     catalog = ForecastCatalog(registry)
     service = ForecastService(
-        cache, catalog, market, PredictionRecorder(db), clock=clock or market.clock, answer_cache=answer_cache
+        cache,
+        catalog,
+        market,
+        PredictionRecorder(db) if record else None,
+        clock=clock or market.clock,
+        answer_cache=answer_cache,
     )
     try:
         catalog.refresh()

@@ -159,7 +159,7 @@ def build_worker_runner(settings: Settings) -> JobRunner:
     """Open the database and model cache for this worker process and warm the configured models."""
     from datetime import timedelta
 
-    from prediction_provider.clock import make_clock
+    from prediction_provider.clock import clock_from_settings
     from prediction_provider.db.session import Database
     from prediction_provider.errors import ModelUnloaded
     from prediction_provider.ledger.journal import Journal
@@ -180,8 +180,10 @@ def build_worker_runner(settings: Settings) -> JobRunner:
             log.info("worker not warming %s: unloaded through the model repository", reference)
         except Exception:
             log.exception("worker could not warm %s", reference)
-    forecasts = _worker_forecasts(settings, serving, db)
-    clock = make_clock(settings.clock, settings.clock_start)
+    # The one clock, as in the API process (the market replay's when it runs): bars are released,
+    # deadlines judged and forecasts dated by it.
+    clock = clock_from_settings(settings)
+    forecasts = _worker_forecasts(settings, serving, db, clock.now)
     # Money follows a paid request to its end here too: captured or voided with the last transition.
     store.settlement = Settlement(Journal(clock), clock, market_announcer(clock, settings))
     context = JobContext(settings, store, serving.cache, serving.predictions, forecasts, clock)
@@ -193,14 +195,14 @@ def build_worker_runner(settings: Settings) -> JobRunner:
     return runner
 
 
-def _worker_forecasts(settings: Settings, serving: Any, db: Any) -> Any:
+def _worker_forecasts(settings: Settings, serving: Any, db: Any, clock: Any = None) -> Any:
     """Symbol jobs read bars and record forecasts in the worker, as the API process does."""
     from prediction_provider.features.market_sources import MarketSources
     from prediction_provider.forecasts.factory import build_forecasts
 
     return build_forecasts(
-        serving.registry, serving.cache, db, MarketSources(settings), warm=True,
-        answer_cache=settings.forecast_answer_cache,
+        serving.registry, serving.cache, db, MarketSources(settings, clock=clock), warm=True,
+        answer_cache=settings.forecast_answer_cache, record=settings.record_forecasts,
     )  # fmt: skip
 
 

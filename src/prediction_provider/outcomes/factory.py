@@ -16,6 +16,7 @@ from prediction_provider.db.session import Database
 from prediction_provider.features.market_sources import MarketSources
 from prediction_provider.forecasts.model import ForecastModel
 from prediction_provider.forecasts.service import ForecastService
+from prediction_provider.outcomes.gauges import realized_gauges_refresher
 from prediction_provider.outcomes.scoring import Scorer
 from prediction_provider.outcomes.signal_outcomes import SignalJudge
 
@@ -71,5 +72,6 @@ def build_scorer(
         return None
     markets = ScoredMarkets(market, forecasts, decisions)
     return Scorer(
-        db, clock, settings, markets.bars_of, markets.interval_of, signal_judge=SignalJudge(settings)
-    )
+        db, clock, settings, markets.bars_of, markets.interval_of, signal_judge=SignalJudge(settings),
+        on_scored=realized_gauges_refresher(db, clock),  # the realized gauges follow every pass
+    )  # fmt: skip

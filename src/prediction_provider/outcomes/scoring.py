@@ -15,6 +15,7 @@ that read the old version is scored again as version n+1 (the old row stays, not
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +24,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import exists, select, update
+import numpy as np
+from sqlalchemy import Row, exists, insert, select, update
 from sqlalchemy.orm import Session
 
 from prediction_provider.clock import Clock
@@ -41,6 +43,9 @@ from prediction_provider.outcomes.resolution import (
     point_in_time_context,
     resolve,
 )
+
+# The job kinds of marketplace requests (platform- and evaluator-executed; marketplace.settlement).
+MARKET_KINDS = ("market", "evaluation")
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +115,7 @@ class PassReport:
 
 
 BarsSource = Callable[[str, str | None, datetime], Any]
+NO_BARS = ClosedBars(np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float64))
 # An entry signal's outcome as of a time: None while pending, else a dict with "status" (scored |
 # void), "metrics" ({"entry_signal": ...}), and optionally "reason", "resolved_time",
 # "realized_label", "realized_return", "bars" and "context".
@@ -140,6 +146,13 @@ class Scorer:
         self.interval_of = interval_of
         self.on_scored = on_scored
         self._pass_lock = threading.Lock()
+        # The point-in-time context of an as-of bar, shared by every answer made from it (all steps
+        # of a forecast, every request on the same bar): keyed by id() of the bars, which each
+        # entry keeps alive (so the id is not reused) and checks; emptied after each pass.
+        self._contexts: dict[tuple[int, int, str], tuple[ClosedBars, dict[str, object]]] = {}
+        # Likewise the resolution of an (as-of bar, target time): every request on the same bar
+        # and horizon has the same outcome.
+        self._resolutions: dict[tuple[int, datetime, datetime, datetime], tuple[ClosedBars, Resolution]] = {}
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -175,9 +188,13 @@ class Scorer:
             now = self.clock.now()
             report = PassReport()
             due = self._due(now - timedelta(seconds=self.settings.resolve_lag_s), limit)
-            if due:
-                self._score(due, now, report)
-            self._rescore_revisions(now, report)
+            try:
+                if due:
+                    self._score(due, now, report)
+                self._rescore_revisions(now, report)
+            finally:
+                self._contexts.clear()
+                self._resolutions.clear()
             if self.on_scored is not None and (report.scored or report.void or report.rescored):
                 self.on_scored(report)
             return report
@@ -188,8 +205,9 @@ class Scorer:
                 PredictionScore.request_id == PredictionRecord.request_id,
                 PredictionScore.row == PredictionRecord.row,
             )
-            records = session.scalars(
-                select(PredictionRecord)
+            # Columns, not entities: a pass of thousands of candidates skips the ORM's identity map.
+            records = session.execute(
+                select(*CANDIDATE_COLUMNS)
                 .where(
                     PredictionRecord.symbol.is_not(None),
                     PredictionRecord.target_time.is_not(None),
@@ -250,6 +268,9 @@ class Scorer:
             )
         for candidate in due:
             key = (candidate.symbol, candidate.interval)
+            if candidate.source == "signal":  # judged on the signal bars by ``signal_judge``
+                key = ("", "signal")
+                bars_cache.setdefault(key, NO_BARS)
             if key not in bars_cache:
                 bars_cache[key] = self._closed_bars(candidate.symbol, candidate.interval, now)
             bars = bars_cache[key]
@@ -270,12 +291,15 @@ class Scorer:
             report.skipped += len(computed) - len(fresh)
             versions = BarVersions(session, fresh, now)
             for row in fresh:
-                row["bars"] = versions.of(row["symbol"], row["interval"], row["bars"])
-                session.add(PredictionScore(**row))
+                if row["source"] != "signal":  # signal bars are the oracle's file, not the feeder's
+                    row["bars"] = versions.of(row["symbol"], row["interval"], row["bars"])
                 if row["status"] == "void":
                     report.void += 1
                 else:
                     report.scored += 1
+            versions.write()
+            if fresh:  # one executemany per set of keys (scored, void), not an ORM object per row
+                session.execute(insert(PredictionScore), fresh)
 
     def _closed_bars(self, symbol: str, interval: str | None, now: datetime) -> ClosedBars | None:
         try:
@@ -308,7 +332,14 @@ class Scorer:
                 return None
             resolution = Resolution(str(judged_signal["status"]), reason=judged_signal.get("reason"))
         else:
-            resolution = resolve(bars, candidate.as_of, candidate.target_time, now, max_delay)
+            resolution_key = (id(bars), candidate.as_of, candidate.target_time, now)
+            known = self._resolutions.get(resolution_key)
+            if known is not None and known[0] is bars:
+                resolution = known[1]
+            else:
+                resolution = resolve(bars, candidate.as_of, candidate.target_time, now, max_delay)
+                if len(self._resolutions) < 100_000:
+                    self._resolutions[resolution_key] = (bars, resolution)
         if resolution.status == "pending":
             return None
         interval = candidate.interval or self.interval_of(candidate.symbol)
@@ -367,9 +398,14 @@ class Scorer:
             }  # fmt: skip
         assert resolution.as_of_position is not None
         assert resolution.target_position is not None
-        context = point_in_time_context(
-            bars, resolution.as_of_position, periods_per_year(Interval.parse(interval).seconds)
-        )
+        context_key = (id(bars), resolution.as_of_position, interval)
+        kept = self._contexts.get(context_key)
+        if kept is not None and kept[0] is bars:
+            context = kept[1]
+        else:
+            context = point_in_time_context(bars, resolution.as_of_position, _periods_per_year(interval))
+            if len(self._contexts) < 100_000:
+                self._contexts[context_key] = (bars, context)
         simple, log_return = resolution.simple_return, resolution.log_return
         judged = self._metrics(candidate, resolution, market)
         reason = self._ineligible(candidate, market, owners)
@@ -438,6 +474,10 @@ class Scorer:
     def _ineligible(
         self, candidate: Candidate, market: Market | None, owners: dict[str, tuple[int, str]]
     ) -> str | None:
+        if candidate.role == "oracle":
+            return "look_ahead"  # the oracle knows the future bars by design
+        if candidate.role == "unclosed":
+            return "unclosed_bar"  # answered from a bar that had not closed yet
         if candidate.role != "primary":
             return "shadow"
         if candidate.served_by.startswith("forced"):
@@ -467,7 +507,9 @@ class Scorer:
             rows = session.execute(
                 select(PredictionJob, Offer.provider_id)
                 .outerjoin(Offer, Offer.id == PredictionJob.offer_id)
-                .where(PredictionJob.id.in_(job_ids[start : start + 500]), PredictionJob.kind == "market")
+                .where(
+                    PredictionJob.id.in_(job_ids[start : start + 500]), PredictionJob.kind.in_(MARKET_KINDS)
+                )
             ).all()
             for job, provider_id in rows:
                 on_time = job.status == "completed" and (
@@ -593,7 +635,9 @@ class Scorer:
                 )
                 if still.rowcount != 1:  # type: ignore[attr-defined]
                     continue  # another pass rescored it first
-                row["bars"] = BarVersions(session, [row], now).of(symbol, interval, row["bars"])
+                versions = BarVersions(session, [row], now)
+                row["bars"] = versions.of(symbol, interval, row["bars"])
+                versions.write()
                 session.add(PredictionScore(**row))
                 report.rescored += 1
 
@@ -616,7 +660,31 @@ class Scorer:
         return found
 
 
-def candidate_of_record(record: PredictionRecord) -> Candidate:
+# What ``candidate_of_record`` reads of a record: ``_due`` selects these columns only.
+CANDIDATE_COLUMNS = (
+    PredictionRecord.request_id,
+    PredictionRecord.row,
+    PredictionRecord.channel,
+    PredictionRecord.created_at,
+    PredictionRecord.user_id,
+    PredictionRecord.model_name,
+    PredictionRecord.model_version,
+    PredictionRecord.symbol,
+    PredictionRecord.interval,
+    PredictionRecord.data_as_of,
+    PredictionRecord.target_time,
+    PredictionRecord.horizon,
+    PredictionRecord.answer,
+    PredictionRecord.probabilities,
+    PredictionRecord.value,
+    PredictionRecord.job_id,
+    PredictionRecord.role,
+    PredictionRecord.served_by,
+)
+
+
+def candidate_of_record(record: PredictionRecord | Row[Any]) -> Candidate:
+    """The candidate of a record, or of a row of ``CANDIDATE_COLUMNS`` (same attribute names)."""
     assert record.symbol is not None
     assert record.data_as_of is not None
     source = {"market": "market", "signal": "signal"}.get(record.channel, "forecast")
@@ -642,6 +710,11 @@ def candidate_of_record(record: PredictionRecord) -> Candidate:
     )
 
 
+@functools.lru_cache(maxsize=64)
+def _periods_per_year(interval: str) -> float:
+    return periods_per_year(Interval.parse(interval).seconds)
+
+
 def _quantiles_of(answer: dict[str, Any], expected: Any) -> dict[float, float]:
     """Quantile levels -> values of an answer: a forecast's 80 % interval with its median, or a
     marketplace quantiles answer ``{"q": {"0.1": ..}}``."""
@@ -664,6 +737,7 @@ class BarVersions:
     def __init__(self, session: Session, rows: Sequence[dict[str, Any]], now: datetime) -> None:
         self.session = session
         self.now = now
+        self._new: list[dict[str, Any]] = []  # bars first read, or revised, by this batch
         self._latest: dict[tuple[str, str, datetime], tuple[int, str]] = {}
         wanted: dict[tuple[str, str], set[datetime]] = {}
         for row in rows:
@@ -696,18 +770,24 @@ class BarVersions:
             latest = self._latest.get(key)
             if latest is None or latest[1] != bar["close"]:
                 version = 1 if latest is None else latest[0] + 1
-                self.session.add(
-                    OutcomeBar(
-                        symbol=symbol,
-                        interval=interval,
-                        close_time=key[2],
-                        version=version,
-                        close=bar["close"],
-                        recorded_at=self.now,
-                    )
+                self._new.append(
+                    {
+                        "symbol": symbol,
+                        "interval": interval,
+                        "close_time": key[2],
+                        "version": version,
+                        "close": bar["close"],
+                        "recorded_at": self.now,
+                    }
                 )
                 self._latest[key] = (version, bar["close"])
             else:
                 version = latest[0]
             kept.append({**bar, "version": version})
         return kept
+
+    def write(self) -> None:
+        """Insert the new bar versions ``of`` found, in one statement, in the caller's transaction."""
+        if self._new:
+            self.session.execute(insert(OutcomeBar), self._new)
+            self._new = []
