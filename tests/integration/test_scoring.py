@@ -23,8 +23,8 @@ from sqlalchemy.exc import DBAPIError
 from prediction_provider.clock import ManualClock
 from prediction_provider.config import Settings
 from prediction_provider.db import migrate
-from prediction_provider.db.market_models import ModelOwner
-from prediction_provider.db.models import PredictionRecord, TradingDecision, User
+from prediction_provider.db.market_models import ModelOwner, WebhookMessage
+from prediction_provider.db.models import PredictionJob, PredictionRecord, TradingDecision, User
 from prediction_provider.db.outcome_models import PredictionScore
 from prediction_provider.db.session import Database
 from prediction_provider.outcomes.scoring import Scorer
@@ -296,3 +296,37 @@ def test_a_trading_decision_is_scored_on_its_exact_pnl(db: Database, tmp_path: P
     assert Decimal(score.metrics["decision"]["pnl"]) == expected
     assert score.source == "decision"
     assert score.horizon == 2
+
+
+def test_a_paid_requests_score_is_announced_to_its_client_in_the_scoring_transaction(
+    db: Database, tmp_path: Path
+) -> None:
+    bars = Bars()
+    as_of = FIRST_CLOSE + 300 * HOUR
+    client = add_user(db, "uma")
+    job_id = str(uuid.uuid4())
+    with db.session() as session:
+        session.add(
+            PredictionJob(
+                id=job_id, owner_id=client, kind="market", model_reference=MODEL, model_name=MODEL,
+                model_version="3", input={"symbol": "ACME", "horizon": 1}, input_hash="0" * 64,
+                parameters={"target": "direction", "interval": "1h"}, status="completed", price=2500,
+                currency="USD", data_as_of=as_of, target_time=as_of + HOUR, created_at=as_of,
+                finished_at=as_of, webhook_url="https://hooks.example.com/pp",
+            )
+        )  # fmt: skip
+    request_id, _ = record_forecast(db, client, as_of, 1, 0.8, 0.001)
+    with db.session() as session:
+        session.execute(
+            update(PredictionRecord).where(PredictionRecord.request_id == request_id).values(job_id=job_id)
+        )
+    assert scorer(db, ManualClock(as_of + HOUR), bars, tmp_path).run().scored == 1
+    [score] = scores_of(db, request_id)
+    assert set(score.metrics) == {"direction"}  # judged on what was bought
+    assert score.price == 2500
+    with db.session() as session:
+        [message] = session.scalars(select(WebhookMessage).where(WebhookMessage.user_id == client)).all()
+    assert message.event_type == "prediction_request.scored"
+    assert message.url == "https://hooks.example.com/pp"
+    assert message.payload["data"]["request_id"] == job_id
+    assert message.payload["data"]["metrics"] == score.metrics

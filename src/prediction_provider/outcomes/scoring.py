@@ -92,6 +92,7 @@ class Market:
     provider_id: int | None
     evaluator_id: int | None
     on_time: bool
+    webhook_url: str | None = None
 
 
 @dataclass(slots=True)
@@ -300,6 +301,23 @@ class Scorer:
             versions.write()
             if fresh:  # one executemany per set of keys (scored, void), not an ORM object per row
                 session.execute(insert(PredictionScore), fresh)
+            for row in fresh:  # the client hears of its paid request's score in the same transaction
+                self._announce(session, row, markets.get(row["job_id"] or ""), "prediction_request.scored")
+
+    def _announce(self, session: Session, row: dict[str, Any], market: Market | None, event: str) -> None:
+        """A marketplace request's score (or new score version) into the webhook outbox."""
+        if market is None or market.client_id is None or row.get("job_id") is None:
+            return
+        from prediction_provider.webhooks.outbox import announce
+
+        data = {
+            "request_id": row["job_id"], "status": row["status"], "version": row["version"],
+            "target": market.target, "realized_return": row.get("realized_return"),
+            "metrics": row.get("metrics", {}), "metric_version": row["metric_version"],
+            "ineligible_reason": row.get("ineligible_reason"),
+        }  # fmt: skip
+        announce(session, clock=self.clock, user_id=market.client_id, event_type=event, data=data,
+                 webhook_url=market.webhook_url)  # fmt: skip
 
     def _closed_bars(self, symbol: str, interval: str | None, now: datetime) -> ClosedBars | None:
         try:
@@ -524,6 +542,7 @@ class Scorer:
                     provider_id,
                     job.executed_by,
                     on_time,
+                    job.webhook_url,
                 )
         return found
 
@@ -639,6 +658,9 @@ class Scorer:
                 row["bars"] = versions.of(symbol, interval, row["bars"])
                 versions.write()
                 session.add(PredictionScore(**row))
+                self._announce(
+                    session, row, markets.get(candidate.job_id or ""), "prediction_request.rescored"
+                )
                 report.rescored += 1
 
     def _candidates_of_scores(
