@@ -67,7 +67,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
 
 
 def settings_for(tmp_path: Path, **changes: object) -> Settings:
-    return Settings(data_dir=tmp_path, scoring_interval_s=0, **changes)  # type: ignore[arg-type]
+    return Settings(**{"data_dir": tmp_path, "scoring_interval_s": 0, **changes})  # type: ignore[arg-type]
 
 
 def add_user(db: Database, name: str, role: str = "client") -> int:
@@ -330,3 +330,38 @@ def test_a_paid_requests_score_is_announced_to_its_client_in_the_scoring_transac
     assert message.url == "https://hooks.example.com/pp"
     assert message.payload["data"]["request_id"] == job_id
     assert message.payload["data"]["metrics"] == score.metrics
+
+
+def test_the_embedded_scorer_scores_by_itself(db: Database, tmp_path: Path) -> None:
+    bars = Bars()
+    as_of = FIRST_CLOSE + 300 * HOUR
+    request_id, _ = record_forecast(db, add_user(db, "vic"), as_of, 1, 0.6, 0.0)
+    scoring = scorer(db, ManualClock(as_of + HOUR), bars, tmp_path, scoring_interval_s=0.01)
+    scoring.start()
+    try:
+        for _ in range(1000):  # waits for the thread, at most ~10 s; no time-based assert
+            if scores_of(db, request_id):
+                break
+            threading.Event().wait(0.01)
+    finally:
+        scoring.stop()
+    assert [score.version for score in scores_of(db, request_id)] == [1]
+
+
+def test_a_feeder_that_fails_leaves_records_pending_then_void_once_overdue(
+    db: Database, tmp_path: Path
+) -> None:
+    as_of = FIRST_CLOSE + 300 * HOUR
+    request_id, _ = record_forecast(db, add_user(db, "wes"), as_of, 1, 0.6, 0.0)
+
+    def broken(symbol: str, interval: str | None, until: datetime) -> pd.DataFrame:
+        raise ConnectionError("feeder down")
+
+    clock = ManualClock(as_of + HOUR)
+    scoring = Scorer(db, clock, settings_for(tmp_path), broken, lambda symbol: "1h")
+    assert scoring.run().pending == 1
+    assert scores_of(db, request_id) == []
+    clock.set(as_of + HOUR + timedelta(days=7))
+    assert scoring.run().void == 1
+    [score] = scores_of(db, request_id)
+    assert (score.status, score.ineligible_reason) == ("void", "no_bars")

@@ -276,9 +276,17 @@ class Scorer:
                 bars_cache[key] = self._closed_bars(candidate.symbol, candidate.interval, now)
             bars = bars_cache[key]
             if bars is None:
-                report.pending += 1
-                continue
+                # The feeder fails: pending, until the outcome is overdue (then void, never stuck).
+                overdue = candidate.target_time is not None and now >= candidate.target_time + timedelta(
+                    seconds=self.settings.max_resolve_delay_s
+                )
+                if not overdue:
+                    report.pending += 1
+                    continue
+                bars = NO_BARS
             row = self.score_row(candidate, bars, now, markets.get(candidate.job_id or ""), owners, benchmark)
+            if row is not None and bars is NO_BARS and candidate.source != "signal":
+                row["ineligible_reason"] = "no_bars"
             if row is None:
                 report.pending += 1
                 continue
