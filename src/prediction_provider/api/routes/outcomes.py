@@ -64,6 +64,14 @@ def scorer_of(services: Services) -> Scorer:
     return services.scorer
 
 
+async def signed_in(request: Request) -> Principal:
+    """Any signed-in account; a dependency, so that it is answered before the body is read."""
+    return await _signed_in(request, services_of(request))
+
+
+SignedIn = Annotated[Principal, Depends(signed_in)]
+
+
 @router.get("/leaderboard", responses=ERRORS, summary="Models and providers ranked on realized outcomes")
 async def leaderboard(
     principal: ModelReader,
@@ -102,24 +110,24 @@ async def performance(
 
 
 @router.get("/predictions/{request_id}/score", responses=ERRORS, summary="The realized score of a prediction")
-async def prediction_score(request_id: RequestId, request: Request, services: ServicesDep) -> dict[str, Any]:
+async def prediction_score(
+    request_id: RequestId, principal: SignedIn, services: ServicesDep
+) -> dict[str, Any]:
     """A forecast id, a job id or a marketplace request id: each row's status (pending until its
     outcome exists, scored, or void), the bars used with their versions, the formula version and
     every score version. Another user's prediction is 404."""
-    principal = await _signed_in(request, services)
     return await run_in_threadpool(outcomes_of(services).score_of, request_id, principal)
 
 
 @router.post("/outcomes", responses=ERRORS, summary="Report realized outcomes of answers")
 async def report_outcomes(
+    principal: SignedIn,
     items: Annotated[list[OutcomeItem], Field(min_length=1, max_length=MAX_OUTCOMES)],
-    request: Request,
     services: ServicesDep,
 ) -> dict[str, Any]:
     """For models without market context: per item ``accepted``, ``duplicate`` (the same outcome
     again), ``conflict`` (a different one; the first is kept) or ``unknown``. Evaluators and admins
     for any request, a client for its own requests only."""
-    principal = await _signed_in(request, services)
     if not (allows(principal.role, Permission.PREDICT) or allows(principal.role, Permission.EVALUATE)):
         raise missing_permission(principal, Permission.PREDICT, Permission.EVALUATE)
     answers = await run_in_threadpool(
