@@ -264,9 +264,7 @@ class Scorer:
         with self.db.session() as session:
             markets = self._markets(session, due)
             owners = self._owners(session, {c.model_name for c in due})
-            benchmark = session.scalar(
-                select(User.id).where(User.username == self.settings.benchmark_username)
-            )
+            benchmark = benchmark_id(session, self.settings)
         for candidate in due:
             key = (candidate.symbol, candidate.interval)
             if candidate.source == "signal":  # judged on the signal bars by ``signal_judge``
@@ -634,9 +632,7 @@ class Scorer:
             candidates = self._candidates_of_scores(session, affected)
             markets = self._markets(session, list(candidates.values()))
             owners = self._owners(session, {c.model_name for c in candidates.values()})
-            benchmark = session.scalar(
-                select(User.id).where(User.username == self.settings.benchmark_username)
-            )
+            benchmark = benchmark_id(session, self.settings)
         with self.db.session() as session:
             self._take_head(session, now)
             for old in affected:
@@ -711,6 +707,12 @@ CANDIDATE_COLUMNS = (
     PredictionRecord.role,
     PredictionRecord.served_by,
 )
+
+
+def benchmark_id(session: Session, settings: Settings) -> int | None:
+    """The user id of the platform account that asks the common rounds (None before the first)."""
+    found: int | None = session.scalar(select(User.id).where(User.username == settings.benchmark_username))
+    return found
 
 
 def candidate_of_record(record: PredictionRecord | Row[Any]) -> Candidate:

@@ -23,13 +23,14 @@ from prediction_provider.accounts.principal import Principal
 from prediction_provider.accounts.roles import Permission, allows
 from prediction_provider.clock import Clock
 from prediction_provider.config import Settings
-from prediction_provider.db.models import PredictionJob, PredictionRecord
+from prediction_provider.db.market_models import Offer
+from prediction_provider.db.models import PredictionJob, PredictionRecord, User
 from prediction_provider.db.outcome_models import PredictionScore, ScoringHead
 from prediction_provider.db.session import Database
 from prediction_provider.errors import InvalidInput, PredictionNotFound
 from prediction_provider.outcomes import metrics
 from prediction_provider.outcomes.leaderboard import ScoredRecord, build_leaderboard, model_key
-from prediction_provider.outcomes.scoring import MARKET_KINDS
+from prediction_provider.outcomes.scoring import MARKET_KINDS, benchmark_id
 
 WINDOWS: dict[str, timedelta | None] = {
     "7d": timedelta(days=7),
@@ -196,9 +197,7 @@ class Outcomes:
         """A common round's question a model left unanswered (failed or expired) scores as a coin
         flip the first time and as the worst baseline after, on the outcome the question had (read
         from the other models' scores of it): missing rounds can never lift a model's rank."""
-        from prediction_provider.db.models import User
-
-        benchmark = session.scalar(select(User.id).where(User.username == self.settings.benchmark_username))
+        benchmark = benchmark_id(session, self.settings)
         if benchmark is None:
             return []
         statement = select(PredictionJob).where(
@@ -260,9 +259,6 @@ class Outcomes:
     ) -> dict[str, float | None]:
         """Completed over completed, failed and expired marketplace requests, per model and provider:
         a request left to fail counts against its offer, so bad days cannot be hidden."""
-        from prediction_provider.db.market_models import Offer
-        from prediction_provider.db.models import User
-
         statement = (
             select(
                 PredictionJob.model_name,
