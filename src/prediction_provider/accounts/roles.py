@@ -33,6 +33,10 @@ class Permission(StrEnum):
     # Set the signal predictor's noise (POST /api/v1/predict/set_noise): it changes every caller's answers.
     TUNE_SIGNAL_NOISE = "tune_signal_noise"
     RUN_SCORING = "run_scoring"  # run a scoring pass or a common round now (admins, operators)
+    # Experiments, ensembles, resilience, breaker controls, drift references and alias moves.
+    OPERATE_MODELS = "operate_models"
+    READ_RECORDS = "read_records"  # experiment prediction records (they may hold features)
+    INJECT_FAULTS = "inject_faults"  # chaos rules (admins only, and only with PP_CHAOS=1)
 
 
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
@@ -57,6 +61,8 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
             Permission.TUNE_SIGNAL_NOISE,
             Permission.READ_BILLING_SUMMARY,
             Permission.RUN_SCORING,
+            Permission.OPERATE_MODELS,
+            Permission.READ_RECORDS,
         }
     ),
     Role.GUEST: frozenset({Permission.READ_MODELS}),

@@ -116,6 +116,9 @@ UsageReader = Annotated[Principal, Depends(holding(Permission.READ_USAGE))]
 MetricsReader = Annotated[Principal, Depends(holding(Permission.READ_METRICS))]
 TradingAccountManager = Annotated[Principal, Depends(holding(Permission.MANAGE_TRADING_ACCOUNTS))]
 SignalNoiseTuner = Annotated[Principal, Depends(holding(Permission.TUNE_SIGNAL_NOISE))]
+ModelOperator = Annotated[Principal, Depends(holding(Permission.OPERATE_MODELS))]
+RecordReader = Annotated[Principal, Depends(holding(Permission.READ_RECORDS))]
+FaultInjector = Annotated[Principal, Depends(holding(Permission.INJECT_FAULTS))]
 
 
 async def signed_in(request: Request) -> Principal:

@@ -11,6 +11,8 @@ from prediction_provider.accounts.service import AccountService
 from prediction_provider.accounts.throttle import Throttle
 from prediction_provider.config import Settings
 from prediction_provider.db.session import Database
+from prediction_provider.modelops.metrics import OpsMetrics
+from prediction_provider.modelops.stamp import StampFollower
 from prediction_provider.observability.audit import AuditWriter
 from prediction_provider.serving.cache import ModelCache
 from prediction_provider.serving.inference import PredictionService
@@ -68,6 +70,9 @@ class Services:
     ledger: LedgerService | None = None  # wallets, limits, statements, invoices, the ledger check
     ownership: ModelOwnership | None = None  # who owns which registered model
     model_uploads: ModelUploads | None = None  # providers' uploads in safe formats
+    # Model operations: process-local figures, and the stamp that makes a change live everywhere.
+    ops_metrics: OpsMetrics = field(default_factory=OpsMetrics)
+    ops_stamp: StampFollower | None = None
 
 
 def is_ready(services: Services) -> bool:

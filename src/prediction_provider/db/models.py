@@ -255,6 +255,7 @@ class PredictionRecord(Base):
         Index("ix_prediction_records_user_created", "user_id", "created_at"),
         Index("ix_prediction_records_job", "job_id"),
         Index("ix_prediction_records_created", "created_at"),
+        Index("ix_prediction_records_experiment", "experiment", "variant", "created_at"),
     )
 
     request_id: Mapped[str] = mapped_column(String(36), primary_key=True)
@@ -281,9 +282,20 @@ class PredictionRecord(Base):
     answer: Mapped[dict[str, Any]] = mapped_column(JSON)
     latency_ms: Mapped[float] = mapped_column(Float)
     status: Mapped[str] = mapped_column(String(16), default="ok")
+    # Experiment traffic (migration 0010): which experiment and variant answered, what target and
+    # whether the variant was forced; the unit is kept only as an HMAC (raw keys are never stored).
+    experiment: Mapped[str | None] = mapped_column(String(128), default=None)
+    variant: Mapped[str | None] = mapped_column(String(64), default=None)
+    target: Mapped[str | None] = mapped_column(String(300), default=None)
+    forced: Mapped[bool] = mapped_column(Boolean, default=False)
+    unit_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    outcome_key: Mapped[str | None] = mapped_column(String(128), default=None)
+    fallback_reason: Mapped[str | None] = mapped_column(String(16), default=None)
+    features: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
 
 
 # The ledger's and the marketplace's tables live beside these; importing them registers them.
 from prediction_provider.db import ledger_models as ledger_models  # noqa: E402
 from prediction_provider.db import market_models as market_models  # noqa: E402
+from prediction_provider.db import modelops_models as modelops_models  # noqa: E402
 from prediction_provider.db import outcome_models as outcome_models  # noqa: E402
