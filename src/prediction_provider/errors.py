@@ -309,3 +309,22 @@ class PredictionNotFound(PredictionProviderError):
     """Unknown prediction id, or one the caller may not see (the two are not told apart)."""
 
     code = "prediction_not_found"
+
+
+class ModelUnavailable(PredictionProviderError):
+    """The model was not called (503): its circuit breaker is open (``reason="circuit_open"``,
+    ``retry_after_s`` until the next probe) or its bulkhead is full (``reason="rejected"``)."""
+
+    code = "model_unavailable"
+
+    def __init__(self, message: str, reason: str, retry_after_s: float = 0.0, details: object = None) -> None:
+        super().__init__(message, details)
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+
+
+class ModelTimeout(PredictionProviderError):
+    """The model missed its deadline (504); its late answer is discarded."""
+
+    code = "model_timeout"
+    reason = "timeout"

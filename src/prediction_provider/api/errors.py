@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import orjson
@@ -50,12 +51,16 @@ STATUS_BY_ERROR: dict[type[errors.PredictionProviderError], int] = {
     errors.MarketNotFound: 404,
     errors.PredictionNotFound: 404,
     errors.IdempotencyKeyMissing: 400,
+    errors.ModelUnavailable: 503,
+    errors.ModelTimeout: 504,
 }
 
 
 def headers_for(exc: errors.PredictionProviderError) -> dict[str, str] | None:
     if isinstance(exc, errors.RateLimited):
         return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, errors.ModelUnavailable) and exc.retry_after_s > 0:
+        return {"Retry-After": str(max(1, math.ceil(exc.retry_after_s)))}
     if isinstance(exc, errors.AuthenticationFailed):
         return {"WWW-Authenticate": 'Bearer realm="prediction-provider", ApiKey header="X-API-KEY"'}
     return None
