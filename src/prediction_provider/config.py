@@ -436,10 +436,45 @@ class Settings(BaseSettings):
     webhook_poll_s: float = Field(
         default=1.0, gt=0, description="How often each API process delivers the webhooks that are due."
     )
+    experiments: bool = Field(
+        default=True,
+        description="Serve running experiments (A/B, shadow, canary); false: every request goes where it asks.",
+    )
+    ops_refresh_ms: int = Field(
+        default=250,
+        ge=0,
+        description="How often each process checks the model-operations stamp (experiments, resilience, "
+        "breaker controls, chaos rules, ensembles); a change is live everywhere within this (0: only after "
+        "this process's own changes).",
+    )
+    rollout_interval_s: float = Field(
+        default=1.0,
+        ge=0,
+        description="How often the rollout controller (one leader among the API processes) looks for a due "
+        "canary evaluation (0: only POST /api/v1/admin/rollouts/run).",
+    )
     record_forecasts: bool = Field(
         default=True,
         description="Write a prediction_records row per forecast step served (false: forecasts are "
         "served unrecorded, and so never scored; benchmarks measure what recording costs with it).",
+    )
+    record_flush_ms: int = Field(
+        default=500,
+        ge=10,
+        le=60_000,
+        description="How often experiment and shadow records are written in batches (a crash loses at "
+        "most this much of them).",
+    )
+    record_all: bool = Field(
+        default=False,
+        description="Record every model answer in prediction_records, not only experiment traffic.",
+    )
+    shadow_max_inflight: int = Field(
+        default=8,
+        ge=1,
+        le=1024,
+        description="Shadow calls in flight at once in one process, over all experiments (each "
+        "experiment's own max_inflight applies too): the cap that protects the primary's latency.",
     )
     forecast_answer_cache: int = Field(
         default=4096,
@@ -495,6 +530,31 @@ class Settings(BaseSettings):
         description="How long a trading account's positions and P&L are remembered for decisions. A change "
         "through this process applies at once; other worker processes see it within this time. 0 reads "
         "the database on every decision.",
+    )
+    model_timeout_ms: float = Field(
+        default=0.0,
+        ge=0,
+        description="Default deadline of one model call (0: none); the caller is answered at the deadline "
+        "and the late result discarded. PUT /models/{name}/resilience sets a model's own.",
+    )
+    model_max_inflight: int = Field(
+        default=0, ge=0, description="Default bulkhead: calls in flight per model version (0: no limit)."
+    )
+    breaker_window_size: int = Field(default=100, ge=1, description="Breaker window: the last N verdicts.")
+    breaker_min_calls: int = Field(default=20, ge=1, description="Verdicts before the window is judged.")
+    breaker_failure_rate: float = Field(default=0.5, gt=0, le=1, description="Failure rate that opens it.")
+    breaker_slow_call_ms: float = Field(default=0.0, ge=0, description="A call over this is slow (0: off).")
+    breaker_slow_call_rate: float = Field(default=0.8, gt=0, le=1, description="Slow rate that opens it.")
+    breaker_open_s: float = Field(default=30.0, gt=0, description="How long the first open lasts.")
+    breaker_open_backoff: float = Field(
+        default=2.0, ge=1, description="Each consecutive open lasts this many times longer."
+    )
+    breaker_max_open_s: float = Field(default=300.0, gt=0, description="The longest an open lasts.")
+    breaker_half_open_calls: int = Field(default=3, ge=1, description="Probes let through when half open.")
+    chaos: bool = Field(
+        default=False,
+        description="Tests only: enable fault injection (/api/v1/admin/chaos, admin), which makes chosen "
+        "model versions fail or slow down in every worker.",
     )
 
     @field_validator(
