@@ -311,6 +311,25 @@ class PredictionNotFound(PredictionProviderError):
     code = "prediction_not_found"
 
 
+class ExperimentNotFound(ModelNotFound):
+    """No experiment of that name (404)."""
+
+    code = "experiment_not_found"
+
+
+class ExperimentConflict(Conflict):
+    """The experiment's state does not allow the change, the name is taken, or the model already
+    has a running experiment (409)."""
+
+    code = "experiment_conflict"
+
+
+class InvalidExperiment(InvalidInput):
+    """Targets that do not exist, or variants whose classes or features differ (422)."""
+
+    code = "invalid_experiment"
+
+
 class ModelUnavailable(PredictionProviderError):
     """The model was not called (503): its circuit breaker is open (``reason="circuit_open"``,
     ``retry_after_s`` until the next probe) or its bulkhead is full (``reason="rejected"``)."""
@@ -328,3 +347,9 @@ class ModelTimeout(PredictionProviderError):
 
     code = "model_timeout"
     reason = "timeout"
+
+
+class DriftDisabled(Conflict):
+    """Drift monitoring is off in this server (``PP_DRIFT=false``): 409."""
+
+    code = "drift_disabled"

@@ -15,14 +15,15 @@ from prediction_provider.serving.cache import CachedModel
 
 @asynccontextmanager
 async def paid_answer(
-    services: Services, principal: Principal, cached: CachedModel, rows: int = 1
+    services: Services, principal: Principal, cached: CachedModel | str, rows: int = 1
 ) -> AsyncIterator[Charge | None]:
-    """``None`` inside when the model is free for this caller; the charge otherwise."""
+    """``None`` inside when the model is free for this caller; the charge otherwise. ``cached`` is
+    the model asked for, or its name (an experiment's model: the price does not follow the variant)."""
     paid = services.paid_calls
     if paid is None:
         yield None
         return
-    charge = paid.reserve(principal, cached.resolved.name, rows)
+    charge = paid.reserve(principal, cached if isinstance(cached, str) else cached.resolved.name, rows)
     try:
         yield charge
     except BaseException:

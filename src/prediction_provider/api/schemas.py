@@ -53,6 +53,13 @@ class PredictRequest(BaseModel):
     )
     return_proba: bool = ReturnProbaField
     explain: bool = ExplainField
+    outcome_key: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Names the event this answer is about (e.g. EURUSD:2026-11-20T13:00Z): answers sharing "
+        "a key are one outcome in experiment results. Also read from the X-PP-Outcome-Key header.",
+    )
+    return_members: bool = Field(default=False, description="Ensembles: add each member's answer.")
 
 
 class PredictBatchRequest(BaseModel):
@@ -66,6 +73,18 @@ class PredictBatchRequest(BaseModel):
     )
     return_proba: bool = ReturnProbaField
     explain: bool = ExplainField
+    outcome_key: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Names the event this answer is about (e.g. EURUSD:2026-11-20T13:00Z): answers sharing "
+        "a key are one outcome in experiment results. Also read from the X-PP-Outcome-Key header.",
+    )
+    return_members: bool = Field(default=False, description="Ensembles: add each member's answer.")
+
+
+class ExperimentTag(BaseModel):
+    name: str
+    variant: str
 
 
 class ModelIdentity(BaseModel):
@@ -95,6 +114,19 @@ class PredictResponse(BaseModel):
     model: ModelIdentity
     latency_ms: float
     explanation: FeatureExplanation | None = Field(default=None, description="Only with explain: true.")
+    experiment: ExperimentTag | None = Field(
+        default=None, description="The experiment and variant that answered."
+    )
+    served_by: Literal["fallback"] | None = Field(
+        default=None, description="Present when a fallback answered."
+    )
+    fallback_reason: str | None = Field(
+        default=None, description="error, timeout, rejected, circuit_open, not_loaded."
+    )
+    fallback_target: str | None = None
+    ensemble: dict[str, Any] | None = Field(
+        default=None, description="Ensembles: members_used (and members)."
+    )
 
 
 class PredictBatchResponse(BaseModel):
@@ -105,6 +137,19 @@ class PredictBatchResponse(BaseModel):
     latency_ms: float
     explanations: list[FeatureExplanation] | None = Field(
         default=None, description="One per row, only with explain: true."
+    )
+    experiment: ExperimentTag | None = Field(
+        default=None, description="The experiment and variant that answered."
+    )
+    served_by: Literal["fallback"] | None = Field(
+        default=None, description="Present when a fallback answered."
+    )
+    fallback_reason: str | None = Field(
+        default=None, description="error, timeout, rejected, circuit_open, not_loaded."
+    )
+    fallback_target: str | None = None
+    ensemble: dict[str, Any] | None = Field(
+        default=None, description="Ensembles: members_used (and members)."
     )
 
 

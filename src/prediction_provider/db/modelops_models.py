@@ -45,7 +45,7 @@ class Experiment(Base):
     weights: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
     step: Mapped[int | None] = mapped_column(Integer, default=None)  # rollout step index
     step_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
-    evaluations: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)  # in the current step
+    evaluations: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)  # in the current step
     created_by: Mapped[str | None] = mapped_column(String(64), default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -94,6 +94,9 @@ class JobService:
         # Set when the marketplace prices models: a paid rows job holds its price at submit.
         self.payments: JobPayments | None = None
         self.forecasts = forecasts
+        # Set by the app when experiments run: (reference, owner) → (reference to serve, tags). A
+        # job is assigned once, at submit, and every row of it goes to that variant.
+        self.route: Callable[[str, Principal], tuple[str, dict[str, Any]]] | None = None
         # Per owner: the count of unfinished symbol jobs and the submit that may add one are one
         # step in this process (a server of several processes may overshoot by one per process).
         self._owner_locks: dict[int, threading.Lock] = {}
@@ -103,7 +106,10 @@ class JobService:
 
     def submit_rows(self, owner: Principal, submission: RowsSubmission, address: str) -> Submitted:
         """``address``: the caller's, which scopes an anonymous caller's Idempotency-Key."""
-        resolved = self.cache.resolve(submission.model)
+        reference, tags = (
+            self.route(submission.model, owner) if self.route is not None else (submission.model, {})
+        )
+        resolved = self.cache.resolve(reference)
         new = NewJob(
             kind="rows",
             model_reference=submission.model,
@@ -113,6 +119,7 @@ class JobService:
                 "shape": submission.shape,
                 "return_proba": submission.return_proba,
                 "model_uri": resolved.uri,
+                **tags,
             },
             data_as_of=submission.data_as_of,
             idempotency_key=submission.idempotency_key,

@@ -215,6 +215,19 @@ class ModelCache:
             cached.model.predict(np.zeros((1, width), dtype=np.float64))
         return cached
 
+    def forget_references(self, name: str) -> int:
+        """Forget how this process resolved the moving references of model ``name`` (an alias
+        moved): the next request resolves them again instead of waiting for the refresh."""
+        with self._lock:
+            stale = [
+                reference
+                for reference, resolution in self._resolutions.items()
+                if resolution.resolved.name == name and resolution.expires_at != float("inf")
+            ]
+            for reference in stale:
+                del self._resolutions[reference]
+        return len(stale)
+
     def evict(self, uri: str) -> bool:
         with self._lock:
             cached = self._models.pop(uri, None)

@@ -169,3 +169,19 @@ def repository_index(
                     entry["reason"] = "unloaded"
                 index.append(entry)
     return index
+
+
+def served_parameters(served: Any) -> dict[str, Any]:
+    """OIP v2 response ``parameters`` naming the experiment variant or fallback that answered
+    (``model_name``/``model_version`` already name the answering model)."""
+    parameters: dict[str, Any] = {}
+    route = served.route
+    if route.experiment is not None and not route.experiment.pure_shadow:
+        parameters["pp_experiment"] = route.experiment.name
+        parameters["pp_variant"] = route.variant
+    if served.served_by != "primary":
+        parameters["pp_served_by"] = "fallback"
+        parameters["pp_fallback_reason"] = served.fallback_reason
+    if served.members_used is not None:
+        parameters["pp_members_used"] = served.members_used
+    return parameters

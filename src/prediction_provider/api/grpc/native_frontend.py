@@ -73,11 +73,17 @@ class Aborted(Exception):
 class ForwardedContext:
     """The part of ``grpc.aio.ServicerContext`` the servicers use, for a forwarded call."""
 
-    __slots__ = ("_metadata", "_peer")
+    __slots__ = ("_metadata", "_peer", "trailing_metadata")
 
     def __init__(self, metadata: tuple[tuple[str, str | bytes], ...], peer: str) -> None:
         self._metadata = metadata
         self._peer = peer
+        self.trailing_metadata: tuple[tuple[str, str], ...] = ()
+
+    def set_trailing_metadata(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        """Kept, not sent: the native front end's frames carry the reply only; the reply's
+        ``parameters`` name the experiment variant there (pp_variant)."""
+        self.trailing_metadata = metadata
 
     def invocation_metadata(self) -> tuple[tuple[str, str | bytes], ...]:
         return self._metadata

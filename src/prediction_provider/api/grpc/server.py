@@ -218,18 +218,46 @@ class InferenceServicer:
         async def work() -> pb.ModelInferResponse:
             principal = await self._caller(context, Permission.PREDICT)
             with self.services.throttle.in_flight(caller_key(principal, _peer_address(context))):
-                cached = await self._cached(request.model_name, request.model_version)
+                ops = self.services.modelops
+                assert ops is not None
+                metadata = {key.lower(): value for key, value in (context.invocation_metadata() or ())}
+                request_id = str(metadata.get("x-request-id") or new_request_id())[:64]
+                reference = oip.model_reference(request.model_name, request.model_version or None)
+                route = ops.route(reference, principal, metadata, request_id)
+                cached = await ops.load(route.reference)
                 inputs = _decode_inputs(request)
                 matrix = oip.matrix_from_tensors(cached, inputs, self.services.settings.max_batch_rows)
-                async with paid_answer(self.services, principal, cached, len(matrix)):
-                    output = await self.services.predictions.predict_matrix(cached, matrix)
-            tensors = oip.output_tensors(cached, output, [o.name for o in request.outputs])
+                paid = route.experiment.model if route.experiment is not None else cached
+                async with paid_answer(self.services, principal, paid, len(matrix)):
+                    served, _ = await ops.serve(
+                        route,
+                        lambda _: matrix,
+                        request_id=request_id,
+                        channel="grpc",
+                        principal=principal,
+                        outcome_key=metadata.get("x-pp-outcome-key"),
+                        primary=cached,
+                    )
+            answering = served.cached
+            tensors = oip.output_tensors(answering, served.output, [o.name for o in request.outputs])
             reply = pb.ModelInferResponse(
-                model_name=cached.resolved.name, model_version=cached.resolved.version or "", id=request.id
+                model_name=answering.resolved.name,
+                model_version=answering.resolved.version or "",
+                id=request.id,
             )
+            for key, value in oip.served_parameters(served).items():
+                if isinstance(value, bool) or not isinstance(value, (str, int)):
+                    continue
+                if isinstance(value, int):
+                    reply.parameters[key].int64_param = value
+                else:
+                    reply.parameters[key].string_param = value
             for tensor in tensors:
                 reply.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
                 reply.raw_output_contents.append(tensor_to_bytes(tensor))
+            trailing = [(key.lower(), value) for key, value in served.headers().items()]
+            if trailing:
+                context.set_trailing_metadata(tuple(trailing))
             return reply
 
         return await _answer(self.services, "ModelInfer", context, work)

@@ -19,6 +19,7 @@ from prediction_provider.accounts.principal import Principal
 from prediction_provider.api.auth import prediction_slot
 from prediction_provider.api.body import parse_json
 from prediction_provider.api.deps import Services, services_of
+from prediction_provider.api.model_ops import ops_of, outcome_key_of, request_id_of
 from prediction_provider.api.paid import paid_answer
 from prediction_provider.api.protocol_route import protocol_route_class
 from prediction_provider.serving import mlflow_scoring
@@ -90,7 +91,10 @@ async def _score_allowed(
 ) -> Response:
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     body = await request.body()
-    cached = await services.cache.aget(reference)
+    ops = ops_of(services)
+    request_id = request_id_of(request)
+    route = ops.route(reference, principal, request.headers, request_id)
+    cached = await ops.load(route.reference)
     signature = cached.model.signature
     max_rows = services.settings.max_batch_rows
     if content_type == "text/csv":
@@ -101,9 +105,37 @@ async def _score_allowed(
         return render_mlflow_error(
             415, "", f"unsupported content type {content_type}; use application/json or text/csv"
         )
-    async with paid_answer(services, principal, cached, len(matrix)):
-        raw = await anyio.to_thread.run_sync(_predict_native, cached, matrix)
-    return Response(orjson.dumps(mlflow_scoring.predictions_payload(raw)), media_type="application/json")
+    paid = route.experiment.model if route.experiment is not None else cached
+    async with paid_answer(services, principal, paid, len(matrix)):
+        served, _ = await ops.serve(
+            route,
+            lambda _: matrix,
+            request_id=request_id,
+            channel="invocations",
+            principal=principal,
+            outcome_key=outcome_key_of(request),
+            run=_native_runner,
+            to_output=native_output,
+            primary=cached,
+        )
+    # The scoring protocol's body is fixed: who answered is said in headers only.
+    return Response(
+        orjson.dumps(mlflow_scoring.predictions_payload(served.output)),
+        media_type="application/json",
+        headers=served.headers(),
+    )
+
+
+async def _native_runner(cached: CachedModel, matrix: Any) -> Any:
+    if cached.loader == "ensemble":  # an ensemble answers probabilities (or values) natively
+        output = await anyio.to_thread.run_sync(cached.model.predict, matrix)
+        return output.probabilities if output.probabilities is not None else output.predictions
+    return await anyio.to_thread.run_sync(_predict_native, cached, matrix)
+
+
+def native_output(raw: Any) -> Any:
+    """Native answers are framework-shaped; drift counts their inputs only."""
+    return None
 
 
 def _parse_json(body: bytes) -> Any:

@@ -21,6 +21,7 @@ from prediction_provider.api.forecast_schemas import (
     ForecastPublic,
     forecast_payload,
 )
+from prediction_provider.api.model_ops import ops_of, outcome_key_of, request_id_of
 from prediction_provider.api.paid import charge_headers, paid_answer
 from prediction_provider.api.routes.seed import legacy_predict
 from prediction_provider.api.schemas import (
@@ -34,7 +35,9 @@ from prediction_provider.api.seed_schemas import LegacyAccepted, LegacyPredict, 
 from prediction_provider.errors import PredictionFailed, PredictionProviderError
 from prediction_provider.forecasts.records import Forecast, Requester
 from prediction_provider.forecasts.service import ForecastRequest, ForecastService
+from prediction_provider.modelops.gateway import PRIOR
 from prediction_provider.serving.cache import CachedModel
+from prediction_provider.serving.features_input import matrix_from_columns, matrix_from_records
 from prediction_provider.serving.inference import BatchResult
 from prediction_provider.serving.responses import batch_payload, single_payload
 
@@ -88,14 +91,32 @@ async def predict(request: Request) -> Response:
             forecast = await _forecast(services, principal, forecast_body.request(), "predict")
             return json_response(forecast_payload(forecast))
         body = PredictRequest.model_validate(data)
-        cached = await services.cache.aget(body.model)
-        async with paid_answer(services, principal, cached) as charge:
-            if body.explain:
+        if body.explain:
+            cached = await services.cache.aget(body.model)
+            async with paid_answer(services, principal, cached):
                 return await _explained_row(services, cached, body, started)
-            result = await services.predictions.predict_record(cached, body.features, started)
-    return json_response(
-        single_payload(result, body.return_proba, services.predictions.bands), charge_headers(charge)
-    )
+        ops = ops_of(services)
+        request_id = request_id_of(request)
+        route = ops.route(body.model, principal, request.headers, request_id)
+        paid_name = route.experiment.model if route.experiment is not None else None
+        asked = None if paid_name else await ops.load(route.reference)
+        async with paid_answer(services, principal, paid_name or asked) as charge:  # type: ignore[arg-type]
+            served, _ = await ops.serve(
+                route,
+                lambda model: matrix_from_records([body.features], model.model.signature, "features", 1),
+                request_id=request_id,
+                channel="predict",
+                principal=principal,
+                outcome_key=outcome_key_of(request, body.outcome_key),
+                members=body.return_members,
+                primary=asked,
+            )
+    result = BatchResult(served.cached, served.output.predictions, served.output.probabilities, started)
+    payload = single_payload(result, body.return_proba, services.predictions.bands)
+    payload.update(served.body_fields())
+    if served.fallback_target == PRIOR:
+        payload["confidence"] = "low"
+    return json_response(payload, {**served.headers(), **(charge_headers(charge) or {})})
 
 
 @router.post(
@@ -126,12 +147,41 @@ async def predict_batch(request: Request) -> Response:
                 }
             )
         body = PredictBatchRequest.model_validate(data)
-        cached = await services.cache.aget(body.model)
-        async with paid_answer(services, principal, cached, row_count(body.features_list)) as charge:
-            if body.explain:
+        if body.explain:
+            cached = await services.cache.aget(body.model)
+            async with paid_answer(services, principal, cached, row_count(body.features_list)):
                 return await _explained_rows(services, body, started)
-            result = await _predict_rows(services, body, started)
-    return json_response(batch_payload(result, body.return_proba), charge_headers(charge))
+        ops = ops_of(services)
+        request_id = request_id_of(request)
+        route = ops.route(body.model, principal, request.headers, request_id)
+        paid_name = route.experiment.model if route.experiment is not None else None
+        asked = None if paid_name else await ops.load(route.reference)
+        rows_in = row_count(body.features_list)
+        async with paid_answer(services, principal, paid_name or asked, rows_in) as charge:  # type: ignore[arg-type]
+            served, _ = await ops.serve(
+                route,
+                lambda model: rows_matrix(services, model, body.features_list),
+                request_id=request_id,
+                channel="batch",
+                principal=principal,
+                outcome_key=outcome_key_of(request, body.outcome_key),
+                members=body.return_members,
+                build_in_thread=True,
+                primary=asked,
+            )
+    result = BatchResult(served.cached, served.output.predictions, served.output.probabilities, started)
+    payload = batch_payload(result, body.return_proba)
+    payload.update(served.body_fields())
+    return json_response(payload, {**served.headers(), **(charge_headers(charge) or {})})
+
+
+def rows_matrix(services: Services, cached: CachedModel, rows: Any) -> Any:
+    """Records or columns, validated against the model's signature (blocking for large batches)."""
+    signature = cached.model.signature
+    limit = services.predictions.max_batch_rows
+    if isinstance(rows, dict):
+        return matrix_from_columns(rows, signature, "features_list", limit)
+    return matrix_from_records(rows, signature, "features_list", limit)
 
 
 def row_count(rows: Any) -> int:
@@ -199,16 +249,3 @@ async def _explain(
         services.predictions.explain_rows, cached, rows, prefix, started
     )
     return result, [explanation.as_dict() for explanation in explanations]
-
-
-async def _predict_rows(services: Services, body: PredictBatchRequest, started: float) -> BatchResult:
-    cached = await services.cache.aget(body.model)
-    rows = body.features_list
-    # Validation and the model call both run in a worker thread: 1024 rows take milliseconds.
-    if isinstance(rows, dict):
-        return await run_in_threadpool(
-            services.predictions.predict_columns, cached, rows, "features_list", started
-        )
-    return await run_in_threadpool(
-        services.predictions.predict_records, cached, rows, "features_list", started
-    )

@@ -18,6 +18,7 @@ from prediction_provider import errors
 from prediction_provider.api.auth import ModelManager, ModelReader, prediction_slot
 from prediction_provider.api.body import parse_json
 from prediction_provider.api.deps import ServicesDep, is_ready, services_of
+from prediction_provider.api.model_ops import ops_of, outcome_key_of, request_id_of
 from prediction_provider.api.paid import paid_answer
 from prediction_provider.api.protocol_route import protocol_route_class
 from prediction_provider.serving import open_inference as oip
@@ -117,17 +118,31 @@ async def _infer(request: Request, name: str, version: str | None) -> Response:
     services = services_of(request)
     async with prediction_slot(request) as principal:
         header, binary = await _split_body(request)
-        cached = await services.cache.aget(oip.model_reference(name, version))
+        ops = ops_of(services)
+        request_id = request_id_of(request)
+        route = ops.route(oip.model_reference(name, version), principal, request.headers, request_id)
+        cached = await ops.load(route.reference)
         inputs = _decode_inputs(header, binary)
         matrix = oip.matrix_from_tensors(cached, inputs, services.settings.max_batch_rows)
-        async with paid_answer(services, principal, cached, len(matrix)):
-            output = await services.predictions.predict_matrix(cached, matrix)
+        paid = route.experiment.model if route.experiment is not None else cached
+        async with paid_answer(services, principal, paid, len(matrix)):
+            served, _ = await ops.serve(
+                route,
+                lambda _: matrix,
+                request_id=request_id,
+                channel="v2",
+                principal=principal,
+                outcome_key=outcome_key_of(request),
+                primary=cached,
+            )
     requested = header.get("outputs") or []
     if not isinstance(requested, list) or not all(isinstance(o, dict) and "name" in o for o in requested):
         raise errors.InvalidTensor("outputs must be a list of {name, parameters}")
-    tensors = oip.output_tensors(cached, output, [o["name"] for o in requested])
+    tensors = oip.output_tensors(served.cached, served.output, [o["name"] for o in requested])
     binary_names = _binary_outputs(header, requested)
-    return _encode_response(cached, header, tensors, binary_names)
+    response = _encode_response(served.cached, header, tensors, binary_names, oip.served_parameters(served))
+    response.headers.update(served.headers())
+    return response
 
 
 async def _split_body(request: Request) -> tuple[dict[str, Any], bytes]:
@@ -181,7 +196,11 @@ def _binary_outputs(header: dict[str, Any], requested: list[dict[str, Any]]) -> 
 
 
 def _encode_response(
-    cached: Any, header: dict[str, Any], tensors: list[Tensor], binary_names: set[str]
+    cached: Any,
+    header: dict[str, Any],
+    tensors: list[Tensor],
+    binary_names: set[str],
+    served: dict[str, Any] | None = None,
 ) -> Response:
     outputs = []
     chunks = []
@@ -203,6 +222,8 @@ def _encode_response(
         body["id"] = header["id"]
     if header.get("parameters"):
         body["parameters"] = header["parameters"]
+    if served:  # the experiment variant or the fallback that answered
+        body["parameters"] = {**(body.get("parameters") or {}), **served}
     payload = orjson.dumps(body)
     if not chunks:
         return Response(payload, media_type="application/json")

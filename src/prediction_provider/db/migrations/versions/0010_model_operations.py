@@ -19,16 +19,19 @@ down_revision = "0009"
 branch_labels = None
 depends_on = None
 
-RECORD_COLUMNS = (
-    sa.Column("experiment", sa.String(128), nullable=True),
-    sa.Column("variant", sa.String(64), nullable=True),
-    sa.Column("target", sa.String(300), nullable=True),
-    sa.Column("forced", sa.Boolean(), nullable=False, server_default=sa.false()),
-    sa.Column("unit_hash", sa.String(64), nullable=True),
-    sa.Column("outcome_key", sa.String(128), nullable=True),
-    sa.Column("fallback_reason", sa.String(16), nullable=True),
-    sa.Column("features", sa.JSON(), nullable=True),
-)
+
+def record_columns() -> tuple[sa.Column[object], ...]:
+    """New each call: a Column belongs to the one table it is added to."""
+    return (
+        sa.Column("experiment", sa.String(128), nullable=True),
+        sa.Column("variant", sa.String(64), nullable=True),
+        sa.Column("target", sa.String(300), nullable=True),
+        sa.Column("forced", sa.Boolean(), nullable=False, server_default=sa.false()),
+        sa.Column("unit_hash", sa.String(64), nullable=True),
+        sa.Column("outcome_key", sa.String(128), nullable=True),
+        sa.Column("fallback_reason", sa.String(16), nullable=True),
+        sa.Column("features", sa.JSON(), nullable=True),
+    )
 
 
 def upgrade() -> None:
@@ -160,8 +163,8 @@ def upgrade() -> None:
         sa.Column("expires_at", UTCDateTime(), nullable=False),
     )
     with op.batch_alter_table("prediction_records") as batch:
-        for column in RECORD_COLUMNS:
-            batch.add_column(column.copy())
+        for column in record_columns():
+            batch.add_column(column)
     op.create_index(
         "ix_prediction_records_experiment", "prediction_records", ["experiment", "variant", "created_at"]
     )
@@ -170,7 +173,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index("ix_prediction_records_experiment", table_name="prediction_records")
     with op.batch_alter_table("prediction_records") as batch:
-        for column in RECORD_COLUMNS:
+        for column in record_columns():
             batch.drop_column(column.name)
     for table in (
         "leader_leases",
