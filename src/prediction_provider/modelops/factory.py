@@ -66,6 +66,7 @@ def build_modelops(services: Services, jwt_secret: str) -> None:
         drift=getattr(services, "drift", None),
         recorder=getattr(services, "experiment_records", None),
         shadows=getattr(services, "shadows", None),
+        clock=services.clock,
     )
     ops_ref.append(ops)
     services.modelops = ops

@@ -26,7 +26,7 @@ import numpy as np
 
 from prediction_provider.accounts.principal import Principal
 from prediction_provider.accounts.roles import Permission, allows
-from prediction_provider.db.base import utcnow
+from prediction_provider.clock import Clock, SystemClock
 from prediction_provider.errors import PredictionFailed, PredictionProviderError
 from prediction_provider.modelops.assignment import bucket, shadow_sampled, unit_hash
 from prediction_provider.modelops.experiments import ENSEMBLE_PREFIX, Experiments, LiveExperiment
@@ -154,7 +154,9 @@ class ModelOps:
         drift: DriftMonitor | None = None,
         recorder: ExperimentRecorder | None = None,
         shadows: ShadowRunner | None = None,
+        clock: Clock | None = None,
     ) -> None:
+        self.clock: Clock = clock or SystemClock()  # records and shadows carry the server's time
         self.cache = cache
         self.predictions = predictions
         self.experiments = experiments
@@ -197,6 +199,13 @@ class ModelOps:
             unit=unit,
             unit_hash=unit_hash(self.secret, unit),
         )
+
+    def route_job(self, reference: str, owner: Principal) -> tuple[str, dict[str, Any]]:
+        """An async job is assigned once, at submit, by its owner: every row goes to that variant."""
+        route = self.route(reference, owner, None, uuid.uuid4().hex)
+        if route.experiment is None or route.experiment.pure_shadow:
+            return reference, {}
+        return route.reference, {"experiment": route.experiment.name, "variant": route.variant}
 
     def _unit(
         self, live: LiveExperiment, principal: Principal | None, headers: Mapping[str, str], request_id: str
@@ -466,8 +475,8 @@ class ModelOps:
                 predictions=output.predictions if output is not None else [],
                 probabilities=output.probabilities if output is not None else None,
                 feature_names=signature.feature_names if keep_features else None,
-                matrix=matrix if keep_features else None,
-                created_at=utcnow(),
+                matrix=matrix,  # hashed always; the values are kept only with record.features
+                created_at=self.clock.now(),
             )
         )
 
@@ -503,7 +512,7 @@ class ModelOps:
             variant=route.variant,
             unit_hash=route.unit_hash,
             classes=served.cached.model.signature.classes,
-            created_at=utcnow(),
+            created_at=self.clock.now(),
             primary_labels=list(output.predictions),
             primary_probabilities=output.probabilities,
         )

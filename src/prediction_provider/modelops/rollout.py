@@ -180,7 +180,7 @@ class RolloutController:
         if since is None or now < since + timedelta(seconds=config.interval_s):
             return None
         assert row.step_started_at is not None
-        windows = window_stats(session, row, row.step_started_at)
+        windows = window_stats(session, row, row.step_started_at, outcomes_since=row.started_at)
         from prediction_provider.modelops.canary import VariantWindow
 
         evaluation = evaluate(
