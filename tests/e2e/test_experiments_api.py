@@ -123,17 +123,19 @@ def test_the_same_unit_gets_the_same_variant_in_another_worker_and_on_every_prot
 ) -> None:
     units = [f"sticky-{index}" for index in range(12)]
     first = {unit: predict(caller, model, feature_rows[1], unit).headers["X-PP-Variant"] for unit in units}
-    with LiveServer(live_settings(settings, grpc_enabled=False)) as other:
-        with httpx.Client(base_url=other.url, timeout=60, headers=accounts["client"].headers) as second:
-            for unit in units:
-                assert predict(second, model, feature_rows[2], unit).headers["X-PP-Variant"] == first[unit]
-                invoked = second.post(
-                    f"/models/{model}/invocations",
-                    json={"dataframe_records": [feature_rows[3]]},
-                    headers={"X-PP-Unit": unit},
-                )
-                assert invoked.status_code == 200, invoked.text
-                assert invoked.headers["X-PP-Variant"] == first[unit]
+    with (
+        LiveServer(live_settings(settings, grpc_enabled=False)) as other,
+        httpx.Client(base_url=other.url, timeout=60, headers=accounts["client"].headers) as second,
+    ):
+        for unit in units:
+            assert predict(second, model, feature_rows[2], unit).headers["X-PP-Variant"] == first[unit]
+            invoked = second.post(
+                f"/models/{model}/invocations",
+                json={"dataframe_records": [feature_rows[3]]},
+                headers={"X-PP-Unit": unit},
+            )
+            assert invoked.status_code == 200, invoked.text
+            assert invoked.headers["X-PP-Variant"] == first[unit]
     row = feature_rows[4]
     names = list(row)
     inputs = [{"name": name, "shape": [1], "datatype": "FP64", "data": [row[name]]} for name in names]
@@ -212,8 +214,12 @@ def test_the_lifecycle_refuses_what_its_state_does_not_allow(
     assert stopped.json()["state"] == "stopped"
     history = operator.get(f"/api/v1/experiments/{running}").json()["transitions"]
     assert [(t["from"], t["to"]) for t in reversed(history)] == [
-        (None, "draft"), ("draft", "running"), ("running", "paused"), ("paused", "running"), ("running", "stopped"),
-    ]  # fmt: skip
+        (None, "draft"),
+        ("draft", "running"),
+        ("running", "paused"),
+        ("paused", "running"),
+        ("running", "stopped"),
+    ]
     assert history[2]["reason"] == "looking at it"
     assert all(t["actor"] == "test-operator" for t in history)
     listed = operator.get("/api/v1/experiments", params={"model": model, "state": "stopped"}).json()
