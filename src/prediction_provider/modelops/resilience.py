@@ -165,7 +165,7 @@ class Resilience:
         self.db = db
         self.metrics = metrics
         self.chaos = chaos
-        self._clock = clock
+        self.clock = clock
         self._defaults = ResilienceConfig.defaults(settings)
         self._configs: dict[str, ResilienceConfig] = {}
         self._stored: dict[str, dict[str, Any]] = {}
@@ -206,7 +206,7 @@ class Resilience:
             breakers.append({"version": version or None, **view, "inflight": self.inflight(model, version)})
         return {
             "model": model,
-            "source": "model" if model in self._stored else "defaults",
+            "source": "model" if self._stored.get(model) else "defaults",  # PUT {}: the defaults
             "config": self.config(model).model_dump(),
             "breakers": breakers,
         }
@@ -237,7 +237,7 @@ class Resilience:
                 reason="rejected",
                 details={"model": model, "version": version, "max_inflight": config.max_inflight},
             )
-        started = self._clock()
+        started = self.clock()
         try:
             if config.timeout_ms > 0:
                 result = await self._before_deadline(key, label, fn, config.timeout_ms / 1000.0)
@@ -253,12 +253,12 @@ class Resilience:
             if _is_client_error(exc):
                 breaker.release()
             else:
-                breaker.record(False, self._clock() - started)
+                breaker.record(False, self.clock() - started)
             raise
         except Exception:
-            breaker.record(False, self._clock() - started)
+            breaker.record(False, self.clock() - started)
             raise
-        breaker.record(True, self._clock() - started)
+        breaker.record(True, self.clock() - started)
         return result
 
     async def _before_deadline(
@@ -344,7 +344,7 @@ class Resilience:
             self.metrics.inc("circuit_transitions", (model, version, to_state))
             self.metrics.set_state("circuit_state", key, STATES, to_state)
 
-        breaker = CircuitBreaker(self.config(model).breaker.to_config(), self._clock, moved)
+        breaker = CircuitBreaker(self.config(model).breaker.to_config(), self.clock, moved)
         self.metrics.set_state("circuit_state", key, STATES, breaker.state)
         self._applied_resets[key] = self._overrides.get(key, ("none", 0))[1]  # a fresh breaker is reset
         self._apply(key, breaker)

@@ -117,8 +117,9 @@ async def put_resilience(
     body: Annotated[ResilienceUpdate, Body()],
 ) -> dict[str, Any]:
     """Replaces the model's stored config: fields left out (in ``breaker`` too) take the settings'
-    defaults. ``fallback`` lists ``models:/name/version``, ``models:/name@alias`` or ``prior`` (last),
-    tried in order after the experiment's control. A changed breaker config starts fresh breakers."""
+    defaults, so ``{}`` returns the model to them. ``fallback`` lists ``models:/name/version``,
+    ``models:/name@alias`` or ``prior`` (last), tried in order after the experiment's control. A
+    changed breaker config starts fresh breakers."""
     resilience = resilience_of(services)
 
     def work() -> dict[str, Any]:
