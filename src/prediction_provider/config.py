@@ -556,6 +556,36 @@ class Settings(BaseSettings):
         description="Tests only: enable fault injection (/api/v1/admin/chaos, admin), which makes chosen "
         "model versions fail or slow down in every worker.",
     )
+    drift: bool = Field(
+        default=True,
+        description="Bin every predicted row's features and outputs on the version's reference profile "
+        "(GET /models/{name}/drift, /monitoring/drift, pp_drift_* gauges).",
+    )
+    drift_window_rows: int = Field(
+        default=1000, ge=1, description="Rows the current drift window gathers before it closes."
+    )
+    drift_bins: int = Field(
+        default=10,
+        ge=2,
+        le=20,
+        description="Reference quantile bins per feature (deciles by default); the KS grid has five "
+        "times as many.",
+    )
+    drift_slot_s: int = Field(
+        default=60, ge=1, le=3600, description="Seconds per drift counter slot (windows are built of slots)."
+    )
+    drift_sample_rate: float = Field(
+        default=1.0, ge=0, le=1, description="Share of predicted rows counted for drift."
+    )
+    drift_flush_s: float = Field(
+        default=2.0, gt=0, description="How often each process adds its drift counts to the shared table."
+    )
+    drift_min_rows: int = Field(
+        default=200, ge=1, description="Rows a drift window needs to be judged (else insufficient_data)."
+    )
+    drift_window_max_s: int = Field(
+        default=3600, ge=1, description="The longest span of one drift window, however few its rows."
+    )
 
     @field_validator(
         "warm_models", "trusted_model_roots", "cors_origins", "data_roots", "currencies", mode="before"

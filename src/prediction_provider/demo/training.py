@@ -26,6 +26,7 @@ from prediction_provider.features.pipeline import (
     compute_features,
     direction_labels,
 )
+from prediction_provider.modelops.drift.reference import ARTIFACT, build_profile
 
 log = logging.getLogger(__name__)
 
@@ -315,6 +316,8 @@ def _train_symbol(
             )
             mlflow.log_metrics(metrics)
             info = _log_model(framework, model, common)
+            # The drift monitor's reference: training rows, labels, held-out answers, gain importances.
+            mlflow.log_dict(_drift_reference(data, np.asarray(probabilities), framework, fitted), ARTIFACT)
         version = str(info.registered_model_version)
         trained.append(TrainedVersion(framework, version, run.info.run_id, metrics))
         report(
@@ -342,6 +345,32 @@ def _train_symbol(
         f"challenger v{challenger.version} ({challenger.framework})"
     )
     return trained
+
+
+def _gain_importances(framework: str, fitted: dict[str, tuple[Any, Any, Any]]) -> dict[str, float] | None:
+    """Each feature's total gain (LightGBM, XGBoost) or impurity decrease (the forest, and its ONNX copy)."""
+    model = fitted["sklearn" if framework == "onnx" else framework][0]
+    if framework == "lightgbm":
+        gains = model.feature_importance(importance_type="gain")
+        return {name: float(gain) for name, gain in zip(model.feature_name(), gains, strict=True)}
+    if framework == "xgboost":
+        return {name: float(gain) for name, gain in model.get_score(importance_type="gain").items()}
+    return {name: float(v) for name, v in zip(FEATURE_NAMES, model.feature_importances_, strict=True)}
+
+
+def _drift_reference(
+    data: Dataset, probabilities: np.ndarray[Any, Any], framework: str, fitted: dict[str, Any]
+) -> dict[str, Any]:
+    importances = _gain_importances(framework, fitted)
+    return build_profile(
+        FEATURE_NAMES,
+        data.x_train.to_numpy(np.float64),
+        labels=data.y_train.tolist(),
+        classes=DIRECTION_CLASSES,
+        test_matrix=data.x_test.to_numpy(np.float64),
+        test_probabilities=probabilities,
+        importances={name: importances.get(name, 0.0) for name in FEATURE_NAMES} if importances else None,
+    )
 
 
 def _family(framework: str) -> str:

@@ -32,6 +32,7 @@ from prometheus_client import (
 from prometheus_client.multiprocess import MultiProcessCollector
 from starlette.types import Scope
 
+from prediction_provider.modelops.drift.gauges import DriftCollector
 from prediction_provider.modelops.metrics import OpsCollector
 from prediction_provider.observability.service_metrics import ObservedServices, ServiceCollector
 from prediction_provider.outcomes.gauges import RealizedCollector
@@ -123,6 +124,8 @@ class AppMetrics:
         self.registry.register(ServiceCollector(services, per_process=self.multiprocess))
         # Realized accuracy and Brier skill: from the score rows, the same figures from any process.
         self.registry.register(RealizedCollector(services))
+        # Drift scores and statuses: from the merged drift counters, the same figures from any process.
+        self.registry.register(DriftCollector(services))
         # Experiments, shadows, breakers, fallbacks, ensembles: process-local counters.
         self.registry.register(
             OpsCollector(lambda: getattr(services(), "ops_metrics", None), per_process=self.multiprocess)
