@@ -426,3 +426,37 @@ def test_alias_changes_need_an_operator_and_a_real_version(
         assert missing.status_code == 404
         bad = http.put(f"/models/{model}/aliases/champion", json={"version": "x"}, headers=operator)
         assert bad.status_code == 422
+
+
+def test_grpc_answers_name_the_variant_in_trailing_metadata_and_parameters(
+    running: str,
+    caller: httpx.Client,
+    model: str,
+    feature_rows: list[dict[str, float]],
+    live_server: LiveServer,
+    accounts: dict[str, Account],
+) -> None:
+    import grpc
+
+    from prediction_provider.api.grpc import open_inference_pb2 as pb
+
+    row = feature_rows[5]
+    request = pb.ModelInferRequest(model_name=model)
+    for name, value in row.items():
+        tensor = request.inputs.add(name=name, datatype="FP64", shape=[1])
+        tensor.contents.fp64_contents.append(value)
+    with grpc.insecure_channel(f"127.0.0.1:{live_server.services.grpc_port}") as channel:
+        infer = channel.unary_unary(
+            "/inference.GRPCInferenceService/ModelInfer",
+            request_serializer=pb.ModelInferRequest.SerializeToString,
+            response_deserializer=pb.ModelInferResponse.FromString,
+        )
+        for unit in ("grpc-a", "grpc-b", "grpc-c"):
+            expected = predict(caller, model, row, unit).headers["X-PP-Variant"]
+            metadata = (("x-api-key", accounts["client"].api_key), ("x-pp-unit", unit))
+            reply, call = infer.with_call(request, metadata=metadata, timeout=30)
+            trailing = dict(call.trailing_metadata() or ())
+            assert trailing["x-pp-variant"] == expected
+            assert trailing["x-pp-experiment"] == running
+            assert reply.parameters["pp_variant"].string_param == expected
+            assert reply.model_version == {"control": "1", "candidate": "2"}[expected]

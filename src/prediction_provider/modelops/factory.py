@@ -93,6 +93,7 @@ def build_rollouts(services: Services) -> Any:
         getattr(services, "resilience", None),
         services.settings.rollout_interval_s,
         flush=recorder.flush if recorder is not None else None,
+        retention=recorder.enforce_configured_retention if recorder is not None else None,
     )
 
 

@@ -63,6 +63,7 @@ class RolloutController:
         resilience: Resilience | None,
         interval_s: float,
         flush: Any = None,
+        retention: Any = None,
     ) -> None:
         self.db = db
         self.clock = clock
@@ -70,6 +71,8 @@ class RolloutController:
         self.resilience = resilience
         self.interval_s = interval_s
         self.flush = flush  # this process's record writer, flushed before an on-demand pass
+        self.retention = retention  # deletes experiment records past their retention (daily)
+        self._retained_on: str | None = None
         self.holder = uuid.uuid4().hex[:16]
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -91,6 +94,7 @@ class RolloutController:
             try:
                 if self._lease():
                     self.run(flush=False)
+                    self._retain()
             except SQLAlchemyError as exc:
                 log.warning("rollout controller: database error: %s", exc)
             except Exception:
@@ -120,6 +124,17 @@ class RolloutController:
             except IntegrityError:
                 return False
             return True
+
+    def _retain(self) -> None:
+        """Once a day (by the clock), by the leader: experiment records past their retention go."""
+        now = self.clock.now()
+        today = now.date().isoformat()
+        if self.retention is None or self._retained_on == today:
+            return
+        self._retained_on = today
+        deleted = self.retention(now)
+        if deleted:
+            log.info("experiment records past retention deleted: %d", deleted)
 
     # -- one pass -------------------------------------------------------------------------
 
