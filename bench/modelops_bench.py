@@ -16,7 +16,7 @@ drift spreads over every configuration:
    version (``percent: 100``, caps 4 in flight, queue 256): its p99 vs 2's is what a shadow costs
    the primary.
 
-Targets (issue 20): 2 within noise of 1; 2 ≥ 0.95 × 3; 4's p99 ≤ 1.5 × 2's. Figures are printed
+Targets (issue 20): 2 within noise of 1; 2 >= 0.95 x 3; 4's p99 <= 1.5 x 2's. Figures are printed
 and written to ``bench/results/modelops.json``.
 """
 
@@ -39,8 +39,8 @@ from typing import Any
 import httpx
 
 sys.path.insert(0, str(Path(__file__).parent))
-from loadgen import build_request, run_load  # noqa: E402
-from serving_bench import HOST, free_port, real_features, server_command, wait_ready  # noqa: E402
+from loadgen import build_request, run_load
+from serving_bench import HOST, free_port, real_features, server_command, wait_ready
 
 MODEL = "eurusd-direction"
 RESULTS = Path(__file__).parent / "results" / "modelops.json"
@@ -94,10 +94,15 @@ def server(data_dir: Path, source: Path | None, extra: dict[str, str]) -> Iterat
         }
         if source is not None:
             env["PYTHONPATH"] = str(source / "src")
-        keys = subprocess.run(
-            [sys.executable, "-c", ACCOUNT_SCRIPT, str(data_dir), env["PP_DATABASE_URL"], env["PP_JWT_SECRET"]],
-            env=env, check=True, capture_output=True, text=True,
-        ).stdout.split()  # fmt: skip
+        command = [
+            sys.executable,
+            "-c",
+            ACCOUNT_SCRIPT,
+            str(data_dir),
+            env["PP_DATABASE_URL"],
+            env["PP_JWT_SECRET"],
+        ]
+        keys = subprocess.run(command, env=env, check=True, capture_output=True, text=True).stdout.split()
         log_path = Path(tmp) / "server.log"
         with log_path.open("wb") as log:
             process = subprocess.Popen(
@@ -167,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                         time.sleep(0.5)  # the stamp follower of the one process has it at once
                     figures = measure(port, client_key, row, args)
                 runs.setdefault(name, []).append(figures)
-                print(f"round {round_index + 1} {name:14s} {figures['rps']:8.0f} req/s  "
-                      f"p50 {figures['p50_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms", flush=True)  # fmt: skip
+                line = f"round {round_index + 1} {name:14s} {figures['rps']:8.0f} req/s"
+                print(f"{line}  p50 {figures['p50_ms']:6.2f} ms  p99 {figures['p99_ms']:6.2f} ms", flush=True)
     median = {
         name: {key: statistics.median(run[key] for run in values) for key in values[0]}
         for name, values in runs.items()
