@@ -149,6 +149,9 @@ def test_bad_input_is_refused_with_the_error_body(operator: httpx.Client, model:
         ({"breaker": {"min_calls": 11}}, "min_calls cannot exceed window_size"),  # the server's window is 10
         ({"fallback": ["prior", f"models:/{model}/1"]}, "only be the last"),
         ({"fallback": ["eurusd-direction"]}, "models:/name/version"),
+        ({"fallback": [f"models:/{model}/1", f"models:/{model}/7"]}, f"models:/{model}/7 is not registered"),
+        ({"fallback": [f"models:/{model}@nowhere"]}, "is not registered"),
+        ({"fallback": ["models:/no-such-model-xyz/1"]}, "is not registered"),
     ):
         response = operator.put(f"/models/{model}/resilience", json=body)
         assert response.status_code == 422, body

@@ -360,13 +360,17 @@ class Resilience:
 
     # --- writing (the routes) ------------------------------------------------------------------
 
-    def put_config(self, session: Session, model: str, update: ResilienceUpdate, actor: str | None) -> None:
-        """Replace a model's stored resilience (422 if it does not hold over the defaults)."""
-        fields = update.stored()
+    def check(self, update: ResilienceUpdate) -> ResilienceConfig:
+        """The config ``update`` makes over the defaults; ``InvalidInput`` (422) if it does not hold."""
         try:
-            self._defaults.overlay(fields)
+            return self._defaults.overlay(update.stored())
         except ValidationError as exc:
             raise InvalidInput("invalid resilience config", _details(exc)) from None
+
+    def put_config(self, session: Session, model: str, update: ResilienceUpdate, actor: str | None) -> None:
+        """Replace a model's stored resilience (422 if it does not hold over the defaults)."""
+        self.check(update)
+        fields = update.stored()
         row = session.get(ModelResilience, model)
         if row is None:
             session.add(ModelResilience(model=model, config=fields, updated_by=actor, updated_at=utcnow()))

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Path
 from fastapi.responses import Response
+from mlflow.exceptions import MlflowException
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
@@ -21,9 +22,9 @@ from prediction_provider.api.auth import FaultInjector, ModelOperator, ModelRead
 from prediction_provider.api.deps import Services, ServicesDep
 from prediction_provider.api.query_params import DeclaredQueryOnly
 from prediction_provider.api.schemas import ErrorBody
-from prediction_provider.errors import ModelNotFound, PredictionFailed, RegistryUnavailable
+from prediction_provider.errors import InvalidInput, ModelNotFound, PredictionFailed, RegistryUnavailable
 from prediction_provider.modelops.chaos import Chaos, ChaosRuleIn, rule_view
-from prediction_provider.modelops.resilience import Resilience, ResilienceUpdate
+from prediction_provider.modelops.resilience import PRIOR, Resilience, ResilienceUpdate
 from prediction_provider.serving.references import NAME_PATTERN
 
 router = APIRouter(tags=["resilience"])
@@ -82,6 +83,31 @@ def require_model(services: Services, name: str, version: str | None = None) -> 
         raise ModelNotFound(f"no {label}", {"model": name, "version": version}) from exc
 
 
+def require_targets(services: Services, targets: list[str]) -> None:
+    """422 naming every fallback target that names no registered version or alias (a typo would
+    otherwise show only when the primary fails)."""
+    client, missing = services.registry.client, []
+    for index, target in enumerate(targets):
+        if target == PRIOR:
+            continue
+        body = target.removeprefix("models:/")
+        try:
+            if "@" in body:
+                name, alias = body.split("@", 1)
+                found = alias in (client.get_registered_model(name).aliases or {})
+            else:
+                name, version = body.split("/", 1)
+                found = client.get_model_version(name, version) is not None
+        except (OSError, ConnectionError) as exc:
+            raise RegistryUnavailable(f"model registry unreachable: {exc}") from exc
+        except MlflowException:  # a missing name or version
+            found = False
+        if not found:
+            missing.append({"field": f"fallback.{index}", "error": f"{target} is not registered"})
+    if missing:
+        raise InvalidInput("fallback targets that do not exist", missing)
+
+
 def write_and_follow(services: Services, write: Callable[[Session], None]) -> None:
     """Commit a change, then apply it here before answering (other workers follow the stamp)."""
     with services.db.session() as session:
@@ -124,6 +150,7 @@ async def put_resilience(
 
     def work() -> dict[str, Any]:
         require_model(services, name)
+        require_targets(services, resilience.check(body).fallback)
         write_and_follow(
             services, lambda session: resilience.put_config(session, name, body, principal.username)
         )
