@@ -353,3 +353,22 @@ class DriftDisabled(Conflict):
     """Drift monitoring is off in this server (``PP_DRIFT=false``): 409."""
 
     code = "drift_disabled"
+
+
+class EnsembleNotFound(ModelNotFound):
+    """No ensemble of that name (404)."""
+
+    code = "ensemble_not_found"
+
+
+class EnsembleConflict(Conflict):
+    """The ensemble's name is taken by another ensemble or by a registered model (409)."""
+
+    code = "ensemble_conflict"
+
+
+class InvalidEnsemble(InvalidInput):
+    """Members that do not exist or do not agree (classes, task, method), or a stacking meta
+    model whose inputs are not the members' columns (422); ``details`` lists ``{"field", "error"}``."""
+
+    code = "invalid_ensemble"

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
+from pydantic import Field
 from starlette.concurrency import run_in_threadpool
 
 from prediction_provider.api.auth import ModelReader
 from prediction_provider.api.deps import ServicesDep
 from prediction_provider.api.query_params import DeclaredQueryOnly, Limit, Offset
 from prediction_provider.api.routes.predict import ERROR_RESPONSES
-from prediction_provider.api.schemas import ModelInfo, ModelList, ModelVersionList
+from prediction_provider.api.schemas import ModelInfo, ModelList, ModelVersionList, RegisteredModelPublic
 from prediction_provider.serving.references import NAME_PATTERN
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -19,7 +20,21 @@ router = APIRouter(prefix="/models", tags=["models"])
 ModelName = Annotated[str, Path(pattern=NAME_PATTERN.pattern, max_length=128)]
 
 
-@router.get("", response_model=ModelList, summary="Registered models with versions and run metrics")
+class CatalogueEntry(RegisteredModelPublic):
+    type: Literal["model", "ensemble"] = Field(
+        default="model", description="Ensembles are served by name too."
+    )
+    method: str | None = Field(default=None, description="Ensembles: how the members combine.")
+    members: list[str] | None = Field(default=None, description="Ensembles: the members' targets.")
+
+
+class Catalogue(ModelList):
+    models: list[CatalogueEntry]  # type: ignore[assignment]
+
+
+@router.get(
+    "", response_model=Catalogue, summary="Registered models with versions and run metrics, then ensembles"
+)
 def list_models(
     reader: ModelReader,
     services: ServicesDep,
@@ -28,7 +43,16 @@ def list_models(
     offset: Offset = 0,
     _query: DeclaredQueryOnly = None,
 ) -> dict[str, Any]:
-    models, total = services.registry.page_models(experiment_name, limit, offset)
+    """Registered models by name (``type: "model"``), then ensembles by name (``type:
+    "ensemble"``; none under an ``experiment_name`` filter)."""
+    registered, registered_total = services.registry.page_models(experiment_name, limit, offset)
+    models: list[dict[str, Any]] = [{**entry, "type": "model"} for entry in registered]
+    store = getattr(services, "ensembles", None)
+    ensembles = store.catalogue() if store is not None and not experiment_name else []
+    if len(models) < limit:
+        start = max(0, offset - registered_total)
+        models += ensembles[start : start + limit - len(models)]
+    total = registered_total + len(ensembles)
     return {"models": models, "count": len(models), "total": total, "limit": limit, "offset": offset}
 
 
