@@ -413,6 +413,38 @@ def test_a_failing_canary_rescued_by_fallbacks_still_counts_as_failing_and_is_ro
             admin.delete(f"/api/v1/admin/chaos/{model}/3")
 
 
+def test_when_the_model_fails_the_class_prior_answers_with_low_confidence(
+    manual: LiveServer, accounts: dict[str, Account], model: str, feature_rows: list[dict[str, float]]
+) -> None:
+    with (
+        httpx.Client(base_url=manual.url, timeout=60, headers=accounts["admin"].headers) as admin,
+        httpx.Client(base_url=manual.url, timeout=60, headers=accounts["client"].headers) as http,
+    ):
+        assert admin.put(f"/models/{model}/resilience", json={"fallback": ["prior"]}).status_code == 200
+        rule = admin.put(
+            f"/api/v1/admin/chaos/{model}/3", json={"fail_rate": 1.0, "delay_ms": 0, "ttl_s": 300}
+        )
+        assert rule.status_code == 200, rule.text
+        try:
+            response = http.post(
+                "/predict", json={"model": f"models:/{model}/3", "features": feature_rows[0]}
+            )
+            assert response.status_code == 200, response.text
+            body = response.json()
+            assert (body["served_by"], body["fallback_target"], body["fallback_reason"]) == (
+                "fallback",
+                "prior",
+                "error",
+            )
+            assert body["confidence"] == "low"
+            priors = manual.services.drift.class_priors(model, "3")
+            assert body["prediction"] == max(priors, key=priors.get)  # the majority class of training
+            assert body["probabilities"] == pytest.approx(priors)
+        finally:
+            admin.delete(f"/api/v1/admin/chaos/{model}/3")
+            admin.put(f"/models/{model}/resilience", json={})
+
+
 def test_alias_changes_need_an_operator_and_a_real_version(
     manual: LiveServer, accounts: dict[str, Account], model: str
 ) -> None:

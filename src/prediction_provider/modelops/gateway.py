@@ -342,7 +342,7 @@ class ModelOps:
             if target == PRIOR:
                 if primary is None or matrix is None:
                     continue
-                prior = self._prior(primary, len(matrix))
+                prior = await self._prior(primary, len(matrix))
                 if prior is None:
                     continue
                 self._count_fallback(primary, reason, PRIOR)
@@ -372,12 +372,16 @@ class ModelOps:
             )  # fmt: skip
         raise failure
 
-    def _prior(self, cached: CachedModel, rows: int) -> ModelOutput | None:
+    async def _prior(self, cached: CachedModel, rows: int) -> ModelOutput | None:
         """The majority class, with the class priors of the drift reference."""
         classes = cached.model.signature.classes
         if not classes or self.drift is None:
             return None
-        priors = self.drift.class_priors(cached.resolved.name, cached.resolved.version)
+        name, version = cached.resolved.name, cached.resolved.version
+        priors = self.drift.class_priors(name, version)
+        if priors is None and version:  # not looked up yet: the first calls failed
+            await anyio.to_thread.run_sync(self.drift.reference, name, version)
+            priors = self.drift.class_priors(name, version)
         if not priors:
             return None
         probabilities = np.array([[float(priors.get(label, 0.0)) for label in classes]] * rows)
