@@ -197,6 +197,22 @@ def test_an_upload_and_a_reset_reach_the_other_worker(
 
 
 @pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
+def test_class_priors_never_block_and_are_known_after_the_next_flush(
+    databases: Callable[[], Database], registry: ModelRegistry, tmp_path: Path
+) -> None:
+    db = databases()
+    writer = DriftMonitor(db, settings(tmp_path), registry, ManualClock(START))
+    writer.save_reference(MODEL, "1", profile(), "tester")
+    reader = DriftMonitor(db, settings(tmp_path), registry, ManualClock(START))
+    assert reader.class_priors(MODEL, "1") is None  # unknown yet: queued, not looked up here
+    reader.flush()
+    priors = reader.class_priors(MODEL, "1")
+    assert priors is not None
+    assert set(priors) == set(CLASSES)
+    assert sum(priors.values()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("databases", ["sqlite"], indirect=True)
 def test_gauges_show_the_current_window_of_every_active_version(
     databases: Callable[[], Database], registry: ModelRegistry, tmp_path: Path
 ) -> None:

@@ -169,9 +169,16 @@ class DriftMonitor:
         return loaded
 
     def class_priors(self, model: str, version: str | None) -> dict[str, float] | None:
-        """Training label shares of a version whose reference is already known (never looks up)."""
+        """Training label shares of a version whose reference is already known. Never blocks: an
+        unknown version's reference is queued for the flush thread, and known a moment later."""
+        key = (model, version or "")
         with self._lock:
-            loaded = self._loaded.get((model, version or ""))
+            if key not in self._loaded:
+                if key not in self._counters:
+                    self._pending.setdefault(key, _Pending())
+                    self._wake.set()
+                return None
+            loaded = self._loaded[key]
         return loaded.reference.class_priors if loaded is not None else None
 
     def _lookup(self, model: str, version: str) -> LoadedReference | None:
