@@ -92,6 +92,7 @@ class VersionCounters:
     _last_classes: Any = None
     _last_class_columns: np.ndarray[Any, Any] | None = None
     _grid_lists: list[list[float]] = field(default_factory=list)
+    _row_columns: tuple[Any, list[int]] = (None, [])
 
     def __post_init__(self) -> None:
         self._grid_lists = self.reference.grid.tolist()
@@ -181,7 +182,9 @@ class VersionCounters:
         """One row in plain Python (``bisect`` on the grids as lists): a numpy call per series, or
         even per row, would cost more than the binning itself."""
         reference = self.reference
-        values = [row[column] for column in columns.tolist()]
+        if columns is not self._row_columns[0]:
+            self._row_columns = (columns, columns.tolist())
+        values = [row[column] for column in self._row_columns[1]]
         if reference.proba_classes:
             class_columns = self.class_columns(classes)
             if probabilities is not None and class_columns is not None and len(probabilities) == 1:
