@@ -11,9 +11,10 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as triton
 
 from prediction_provider.features.pipeline import DIRECTION_CLASSES, FEATURE_NAMES
-from tests.conftest import MODEL, Account, LiveServer
+from tests.conftest import MODEL, Account, LiveServer, WithHeaders
 from tests.upload_models import feature_list, lightgbm_text, xgboost_json
 
 PATH = "/api/v1/ensembles"
@@ -240,3 +241,48 @@ def test_an_optional_member_the_breaker_shut_off_is_dropped_from_the_answer(
     assert [m["status"] for m in body["ensemble"]["members"]] == ["ok", "circuit_open"]
     got = np.array([body["probabilities"][label] for label in DIRECTION_CLASSES])
     np.testing.assert_allclose(got, member_probabilities(http, client, row)[0], rtol=1e-9, atol=1e-12)
+
+
+def test_the_open_inference_and_mlflow_protocols_serve_the_ensemble_by_name(
+    http: httpx.Client,
+    accounts: dict[str, Account],
+    live_server: LiveServer,
+    feature_rows: list[dict[str, float]],
+) -> None:
+    operator, client = accounts["operator"], accounts["client"]
+    name = create(http, operator, members=members((3, 1))).json()["name"]
+    rows = feature_rows[-3:]
+    batch = http.post("/predict/batch", headers=client.headers, json={"model": name, "features_list": rows})
+    assert batch.status_code == 200, batch.text
+    expected = np.array([[p[label] for label in DIRECTION_CLASSES] for p in batch.json()["probabilities"]])
+    matrix = [[row[feature] for feature in FEATURE_NAMES] for row in rows]
+
+    tensor = {
+        "name": "input-0",
+        "datatype": "FP64",
+        "shape": [3, len(FEATURE_NAMES)],
+        "data": [value for row in matrix for value in row],
+    }
+    infer = http.post(f"/v2/models/{name}/infer", headers=client.headers, json={"inputs": [tensor]})
+    assert infer.status_code == 200, infer.text
+    outputs = {output["name"]: output for output in infer.json()["outputs"]}
+    assert outputs["label"]["data"] == batch.json()["predictions"]
+    np.testing.assert_allclose(np.reshape(outputs["probabilities"]["data"], (3, 3)), expected, rtol=1e-9)
+
+    scoring = {"dataframe_split": {"columns": list(FEATURE_NAMES), "data": matrix}}
+    invoked = http.post(f"/models/{name}/invocations", headers=client.headers, json=scoring)
+    assert invoked.status_code == 200, invoked.text
+    np.testing.assert_allclose(np.asarray(invoked.json()["predictions"]), expected, rtol=1e-9)
+
+    port = live_server.services.grpc_port
+    assert port
+    grpc = triton.InferenceServerClient(f"127.0.0.1:{port}")
+    try:
+        signed_in = WithHeaders(grpc, {"x-api-key": client.api_key})
+        grpc_input = triton.InferInput("input-0", [3, len(FEATURE_NAMES)], "FP64")
+        grpc_input.set_data_from_numpy(np.array(matrix, dtype=np.float64))
+        result = signed_in.infer(name, [grpc_input])  # type: ignore[attr-defined]
+    finally:
+        grpc.close()
+    assert [label.decode() for label in result.as_numpy("label")] == batch.json()["predictions"]
+    np.testing.assert_allclose(result.as_numpy("probabilities"), expected, rtol=1e-9)
