@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import importlib.util
 import logging
@@ -33,7 +35,11 @@ from prediction_provider.api.routes import (
     auth,
     decision_records,
     decisions,
+    drift,
+    ensembles,
     evaluator,
+    experiment_records,
+    experiments,
     health,
     invocations,
     jobs,
@@ -47,6 +53,7 @@ from prediction_provider.api.routes import (
     precomputed,
     predict,
     provider_models,
+    resilience,
     root,
     seed_billing,
     signals,
@@ -72,6 +79,13 @@ from prediction_provider.marketplace.ownership import ModelOwnership
 from prediction_provider.marketplace.paid_calls import PaidCalls
 from prediction_provider.marketplace.service import Marketplace, market_announcer
 from prediction_provider.marketplace.uploads import ModelUploads
+from prediction_provider.modelops.chaos import Chaos
+from prediction_provider.modelops.drift.monitor import DriftMonitor
+from prediction_provider.modelops.ensembles import Ensembles
+from prediction_provider.modelops.factory import build_modelops, build_rollouts
+from prediction_provider.modelops.records import ExperimentRecorder
+from prediction_provider.modelops.resilience import Resilience
+from prediction_provider.modelops.shadow import ShadowRunner
 from prediction_provider.observability.audit import AuditWriter
 from prediction_provider.outcomes.factory import build_scorer
 from prediction_provider.outcomes.service import Outcomes
@@ -185,6 +199,25 @@ def build_services(settings: Settings) -> Services:
     services.unloaded = follow_unloaded_models(
         serving.cache, db, settings.model_state_refresh_ms / 1000, settings.redis_url
     )
+    services.experiment_records = ExperimentRecorder(db, settings.record_flush_ms / 1000)
+    services.shadows = ShadowRunner(
+        services.experiment_records, services.ops_metrics, settings.shadow_max_inflight
+    )
+    # Chaos expiry runs on the wall clock: a forgotten rule must lapse in real time, replay or not.
+    services.chaos = Chaos(db, SystemClock()) if settings.chaos else None
+    if services.chaos is not None:
+        services.chaos.start()
+    services.resilience = Resilience(db, settings, services.ops_metrics, services.chaos)
+    services.ensembles = Ensembles(
+        db, serving.cache, services.ops_metrics, serving.registry, services.resilience, services.chaos
+    )
+    if settings.drift:
+        services.drift = DriftMonitor(db, settings, serving.registry, services.clock or SystemClock())
+        services.drift.start()
+    # Last: the request path wires in whatever model-operations parts were built above.
+    build_modelops(services, settings.jwt_secret or "prediction-provider-demo")
+    if services.drift is not None and services.ops_stamp is not None:
+        services.ops_stamp.register(services.drift.reload)  # uploads and resets, live in every worker
     return services
 
 
@@ -193,6 +226,12 @@ def close_services(services: Services) -> None:
     polling) before the database goes: a follower left polling a dropped database logs forever."""
     if services.demo_traffic is not None:
         services.demo_traffic.stop()  # first: it asks the services stopped below
+    if services.ops_stamp is not None:
+        services.ops_stamp.close()
+    if services.rollouts is not None:
+        services.rollouts.stop()
+    if services.ensembles is not None:
+        services.ensembles.close()  # its member threads
     services.predictions.close()
     services.audit.close()
     if services.decisions is not None:
@@ -205,6 +244,14 @@ def close_services(services: Services) -> None:
         services.paid_calls.close()
     if services.signal_records is not None:
         services.signal_records.close()  # writes the signal records still queued
+    if services.shadows is not None:
+        services.shadows.close()  # shadow jobs still waiting are recorded as dropped
+    if services.experiment_records is not None:
+        services.experiment_records.close()  # writes the experiment records still queued
+    if services.chaos is not None:
+        services.chaos.close()  # writes the hits counted here
+    if services.drift is not None:
+        services.drift.close()  # writes the drift counts still held
     if services.webhooks is not None:
         services.webhooks.stop()
     if services.scorer is not None:
@@ -301,6 +348,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             services.clock,
         )
         services.jobs = job_runtime
+        if services.modelops is not None and settings.experiments:
+            job_runtime.service.route = services.modelops.route_job
         if services.webhooks is not None:
             services.webhooks.start()
         if settings.demo_traffic:
@@ -309,6 +358,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 services.demo_traffic.start()
         if services.scorer is not None:
             services.scorer.start()
+        if services.shadows is not None:
+            services.shadows.attach(asyncio.get_running_loop())  # async jobs' shadows run here too
+        services.rollouts = build_rollouts(services)
+        services.rollouts.start()
         if services.marketplace is not None:
             services.marketplace.attach(job_runtime.store, job_runtime.service.dispatcher.dispatch)
             services.marketplace.start()
@@ -327,6 +380,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if grpc_server is not None:
             await grpc_server.stop(grace_s=5)
         job_runtime.stop()
+        if services.shadows is not None:
+            with contextlib.suppress(TimeoutError):  # shadows still running after 5 s are cancelled
+                await asyncio.wait_for(services.shadows.drain(), 5)
         close_services(services)
         if cpu_claim is not None:
             cpu_claim.release()
@@ -370,13 +426,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST", "PUT", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "X-API-KEY", "X-Request-ID"],
         )
     app.add_middleware(StripTrailingSlash)  # added last: outermost, before anything reads the path
     for module in (
         *hot_modules,
         health,
+        experiments,
+        experiment_records,
+        ensembles,
         models,
         auth,
         users,
@@ -392,12 +451,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         webhooks,
         outcomes,
         monitoring,
+        drift,
         precomputed,
         metrics,
         plugins,
+        resilience,
         root,
     ):
         app.include_router(module.router)
+    if settings.chaos:  # fault injection exists only in test deployments
+        app.include_router(resilience.chaos_router)
     # After the routers: the docs routes are matched last, not before every API route.
     install_docs(app)
     install_security_docs(app)

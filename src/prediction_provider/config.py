@@ -438,7 +438,8 @@ class Settings(BaseSettings):
     )
     experiments: bool = Field(
         default=True,
-        description="Serve running experiments (A/B, shadow, canary); false: every request goes where it asks.",
+        description="Serve running experiments (A/B, shadow, canary); false: every request goes where "
+        "it asks.",
     )
     ops_refresh_ms: int = Field(
         default=250,

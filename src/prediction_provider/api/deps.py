@@ -29,6 +29,15 @@ if TYPE_CHECKING:
     from prediction_provider.marketplace.paid_calls import PaidCalls
     from prediction_provider.marketplace.service import Marketplace
     from prediction_provider.marketplace.uploads import ModelUploads
+    from prediction_provider.modelops.chaos import Chaos
+    from prediction_provider.modelops.drift.monitor import DriftMonitor
+    from prediction_provider.modelops.ensembles import Ensembles
+    from prediction_provider.modelops.experiments import Experiments
+    from prediction_provider.modelops.gateway import ModelOps
+    from prediction_provider.modelops.records import ExperimentRecorder
+    from prediction_provider.modelops.resilience import Resilience
+    from prediction_provider.modelops.rollout import RolloutController
+    from prediction_provider.modelops.shadow import ShadowRunner
     from prediction_provider.outcomes.scoring import Scorer
     from prediction_provider.outcomes.service import Outcomes
     from prediction_provider.serving.unloaded import UnloadedModels
@@ -73,6 +82,15 @@ class Services:
     # Model operations: process-local figures, and the stamp that makes a change live everywhere.
     ops_metrics: OpsMetrics = field(default_factory=OpsMetrics)
     ops_stamp: StampFollower | None = None
+    modelops: ModelOps | None = None  # the request path: experiments, resilience, fallbacks, shadows
+    experiments: Experiments | None = None
+    rollouts: RolloutController | None = None  # canary steps, promotion and rollback (one leader)
+    resilience: Resilience | None = None  # timeouts, bulkheads, breakers per model version
+    chaos: Chaos | None = None  # test-only fault injection (PP_CHAOS=1)
+    ensembles: Ensembles | None = None  # named combinations of model versions, served like models
+    drift: DriftMonitor | None = None  # live inputs and outputs binned against training references
+    experiment_records: ExperimentRecorder | None = None  # experiment traffic, written off the request path
+    shadows: ShadowRunner | None = None  # bounded shadow calls after the primary answered
 
 
 def is_ready(services: Services) -> bool:

@@ -231,9 +231,13 @@ class ModelOps:
     async def load(self, reference: str) -> CachedModel:
         if self.ensembles is not None:
             name = reference[len(ENSEMBLE_PREFIX) :] if reference.startswith(ENSEMBLE_PREFIX) else reference
-            ensemble: CachedModel | None = self.ensembles.cached(name)
-            if ensemble is not None:
-                return ensemble
+            ensembles = self.ensembles
+            if ensembles.is_ensemble(name):  # its members may need loading: off the event loop
+                ensemble: CachedModel | None = ensembles.peek(name) or await anyio.to_thread.run_sync(
+                    ensembles.cached, name
+                )
+                if ensemble is not None:
+                    return ensemble
         return await self.cache.aget(reference)
 
     def load_sync(self, reference: str) -> CachedModel:
