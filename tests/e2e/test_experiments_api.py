@@ -421,6 +421,8 @@ def test_when_the_model_fails_the_class_prior_answers_with_low_confidence(
         httpx.Client(base_url=manual.url, timeout=60, headers=accounts["client"].headers) as http,
     ):
         assert admin.put(f"/models/{model}/resilience", json={"fallback": ["prior"]}).status_code == 200
+        # A breaker another test opened would answer circuit_open: start from a closed one.
+        assert admin.post(f"/models/{model}/resilience/reset", json={"version": "3"}).status_code == 200
         rule = admin.put(
             f"/api/v1/admin/chaos/{model}/3", json={"fail_rate": 1.0, "delay_ms": 0, "ttl_s": 300}
         )
