@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -91,7 +92,11 @@ def predict(
 
 
 def test_every_answer_names_its_variant_and_a_unit_always_gets_the_same_one(
-    running: str, caller: httpx.Client, model: str, feature_rows: list[dict[str, float]]
+    running: str,
+    caller: httpx.Client,
+    operator: httpx.Client,
+    model: str,
+    feature_rows: list[dict[str, float]],
 ) -> None:
     seen: dict[str, str] = {}
     for index in range(40):
@@ -111,6 +116,23 @@ def test_every_answer_names_its_variant_and_a_unit_always_gets_the_same_one(
     pinned = caller.post("/predict", json={"model": f"models:/{model}/3", "features": feature_rows[0]})
     assert "X-PP-Experiment" not in pinned.headers
     assert "experiment" not in pinned.json()
+    # Results count every answer once per variant, from the shared records.
+    results = operator.get(f"/api/v1/experiments/{running}/results")
+    assert results.status_code == 200, results.text
+    variants = {item["name"]: item for item in results.json()["variants"]}
+    served = Counter(seen.values())
+    served.update(seen[unit] for unit in list(seen)[:10])
+    assert {name: variants[name]["requests"] for name in ("control", "candidate")} == dict(served)
+    assert variants["candidate"]["errors"] == 0
+    exposition = operator.get("/metrics").text
+    counted = [
+        line
+        for line in exposition.splitlines()
+        if line.startswith("pp_experiment_requests_total{")
+        and f'experiment="{running}"' in line
+        and 'variant="candidate"' in line
+    ]
+    assert sum(float(line.rsplit(" ", 1)[1]) for line in counted) == served["candidate"]
 
 
 def test_the_same_unit_gets_the_same_variant_in_another_worker_and_on_every_protocol(
