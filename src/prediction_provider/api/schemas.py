@@ -44,15 +44,11 @@ ExplainField = Field(
 )
 
 
-class PredictRequest(BaseModel):
+class OperationsOptions(BaseModel):
+    """Request fields of model operations, on single rows and batches alike."""
+
     model_config = ConfigDict(extra="forbid")
 
-    model: str = ModelField
-    features: Annotated[dict[str, Any], WithJsonSchema(FEATURES_SCHEMA)] = Field(
-        description="One value per feature of the model's signature."
-    )
-    return_proba: bool = ReturnProbaField
-    explain: bool = ExplainField
     outcome_key: str | None = Field(
         default=None,
         max_length=128,
@@ -62,7 +58,18 @@ class PredictRequest(BaseModel):
     return_members: bool = Field(default=False, description="Ensembles: add each member's answer.")
 
 
-class PredictBatchRequest(BaseModel):
+class PredictRequest(OperationsOptions):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = ModelField
+    features: Annotated[dict[str, Any], WithJsonSchema(FEATURES_SCHEMA)] = Field(
+        description="One value per feature of the model's signature."
+    )
+    return_proba: bool = ReturnProbaField
+    explain: bool = ExplainField
+
+
+class PredictBatchRequest(OperationsOptions):
     model_config = ConfigDict(extra="forbid")
 
     model: str = ModelField
@@ -73,13 +80,6 @@ class PredictBatchRequest(BaseModel):
     )
     return_proba: bool = ReturnProbaField
     explain: bool = ExplainField
-    outcome_key: str | None = Field(
-        default=None,
-        max_length=128,
-        description="Names the event this answer is about (e.g. EURUSD:2026-11-20T13:00Z): answers sharing "
-        "a key are one outcome in experiment results. Also read from the X-PP-Outcome-Key header.",
-    )
-    return_members: bool = Field(default=False, description="Ensembles: add each member's answer.")
 
 
 class ExperimentTag(BaseModel):
@@ -106,7 +106,25 @@ class FeatureExplanation(BaseModel):
     method: str
 
 
-class PredictResponse(BaseModel):
+class ServedFields(BaseModel):
+    """What an answer says about who served it (model operations)."""
+
+    experiment: ExperimentTag | None = Field(
+        default=None, description="The experiment and variant that answered."
+    )
+    served_by: Literal["fallback"] | None = Field(
+        default=None, description="Present when a fallback answered."
+    )
+    fallback_reason: str | None = Field(
+        default=None, description="error, timeout, rejected, circuit_open, not_loaded."
+    )
+    fallback_target: str | None = None
+    ensemble: dict[str, Any] | None = Field(
+        default=None, description="Ensembles: members_used (and members)."
+    )
+
+
+class PredictResponse(ServedFields):
     prediction: str | float | int
     probability: float | None = Field(description="Probability of the predicted class.")
     probabilities: dict[str, float] | None
@@ -114,22 +132,9 @@ class PredictResponse(BaseModel):
     model: ModelIdentity
     latency_ms: float
     explanation: FeatureExplanation | None = Field(default=None, description="Only with explain: true.")
-    experiment: ExperimentTag | None = Field(
-        default=None, description="The experiment and variant that answered."
-    )
-    served_by: Literal["fallback"] | None = Field(
-        default=None, description="Present when a fallback answered."
-    )
-    fallback_reason: str | None = Field(
-        default=None, description="error, timeout, rejected, circuit_open, not_loaded."
-    )
-    fallback_target: str | None = None
-    ensemble: dict[str, Any] | None = Field(
-        default=None, description="Ensembles: members_used (and members)."
-    )
 
 
-class PredictBatchResponse(BaseModel):
+class PredictBatchResponse(ServedFields):
     predictions: list[str | float | int]
     probabilities: list[dict[str, float]] | None
     count: int
@@ -137,19 +142,6 @@ class PredictBatchResponse(BaseModel):
     latency_ms: float
     explanations: list[FeatureExplanation] | None = Field(
         default=None, description="One per row, only with explain: true."
-    )
-    experiment: ExperimentTag | None = Field(
-        default=None, description="The experiment and variant that answered."
-    )
-    served_by: Literal["fallback"] | None = Field(
-        default=None, description="Present when a fallback answered."
-    )
-    fallback_reason: str | None = Field(
-        default=None, description="error, timeout, rejected, circuit_open, not_loaded."
-    )
-    fallback_target: str | None = None
-    ensemble: dict[str, Any] | None = Field(
-        default=None, description="Ensembles: members_used (and members)."
     )
 
 
