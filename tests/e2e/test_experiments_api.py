@@ -414,16 +414,20 @@ def test_a_failing_canary_rescued_by_fallbacks_still_counts_as_failing_and_is_ro
             rescued = 0
             for index in range(40):
                 response = predict(http, model, feature_rows[index], f"bad-{index}")  # always a 200
-                if response.headers["X-PP-Variant"] == "canary":
+                if response.headers.get("X-PP-Variant") == "canary":
                     assert response.json()["served_by"] == "fallback"
                     assert response.json()["model"]["version"] == "1"  # the control answered
                     assert response.headers["X-PP-Fallback"].startswith(("error", "circuit_open"))
                     rescued += 1
             assert rescued >= 10
-            ran = admin.post("/api/v1/admin/rollouts/run").json()["evaluated"]  # no interval needed
-            assert [
-                (item["action"], item["reason"] in ("fast_abort_error_rate", "circuit_open")) for item in ran
-            ] == [("rollback", True)]
+            # No interval needed: this pass, or the leader of another server sharing the database
+            # (its controller reads the same records), rolls the canary back at once.
+            ran = admin.post("/api/v1/admin/rollouts/run").json()["evaluated"]
+            assert [item["action"] for item in ran] in ([], ["rollback"])
+            history = admin.get(f"/api/v1/experiments/{name}").json()["transitions"]
+            assert history[0]["to"] == "rolled_back"
+            assert history[0]["reason"] in ("fast_abort_error_rate", "circuit_open")
+            assert history[0]["actor"] is None  # the controller, not an operator
             final = admin.get(f"/api/v1/experiments/{name}").json()
             assert final["state"] == "rolled_back"
             assert final["weights"] == {"control": 1.0, "canary": 0.0}
