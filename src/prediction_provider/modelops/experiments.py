@@ -18,7 +18,6 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import delete, func, select
@@ -585,12 +584,3 @@ def compile_experiment(row: Experiment) -> LiveExperiment:
         record_features=config.record.features,
         rollout=config.rollout,
     )
-
-
-def is_terminal(state: str) -> bool:
-    return state in TERMINAL
-
-
-def now_iso(clock: Clock) -> str:
-    moment: datetime = clock.now()
-    return moment.isoformat()

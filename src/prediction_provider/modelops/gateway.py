@@ -27,7 +27,7 @@ import numpy as np
 from prediction_provider.accounts.principal import Principal
 from prediction_provider.accounts.roles import Permission, allows
 from prediction_provider.clock import Clock, SystemClock
-from prediction_provider.errors import PredictionFailed, PredictionProviderError
+from prediction_provider.errors import PredictionProviderError
 from prediction_provider.modelops.assignment import bucket, shadow_sampled, unit_hash
 from prediction_provider.modelops.experiments import ENSEMBLE_PREFIX, Experiments, LiveExperiment
 from prediction_provider.modelops.metrics import OpsMetrics
@@ -568,7 +568,3 @@ def _sampled(sample: float, route: Route, request_id: str) -> bool:
 
 def _as_output(output: Any) -> ModelOutput | None:
     return output if isinstance(output, ModelOutput) else None
-
-
-def failed_call(message: str) -> PredictionFailed:
-    return PredictionFailed(message)
