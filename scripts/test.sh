@@ -13,10 +13,24 @@ bash scripts/build_grpc_frontend.sh
 # Debian's chromium for the browser tests of /docs and /redoc (tests/e2e/test_docs_browser.py);
 # playwright drives it and downloads no browser of its own.
 if [ ! -x /usr/bin/chromium ]; then
-    echo "==> installing chromium"
+    echo "==> installing chromium, chromium-driver, fonts-dejavu-core"
     if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
     "${sudo[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq \
+        chromium chromium-driver fonts-dejavu-core >/dev/null
+fi
+# The dashboard's vendored htmx/uPlot/axe-core must match package-lock.json.
+# A registry that does not answer skips the check (the unit tests still re-hash the committed
+# copies); files that differ from the lockfile's packages fail the run.
+if command -v npm >/dev/null; then
+    echo "==> npm ci; vendor_assets.py --check"
+    if npm ci --no-audit --no-fund --loglevel=error; then
+        "$PY" scripts/vendor_assets.py --check
+    else
+        echo "==> npm ci failed: skipping the vendored-asset check"
+    fi
+else
+    echo "==> npm not found: skipping the vendored-asset check (scripts/vendor_assets.py --check)"
 fi
 echo "==> ruff"
 "$VENV/bin/ruff" check src tests bench

@@ -21,6 +21,7 @@ from prediction_provider import __version__
 from prediction_provider.accounts.principal_cache import PrincipalCache
 from prediction_provider.accounts.service import AccountService
 from prediction_provider.accounts.throttle import Throttle
+from prediction_provider.accounts.web_sessions import WebSessions
 from prediction_provider.api.body_limit import BodySizeLimit
 from prediction_provider.api.deps import Services
 from prediction_provider.api.docs import install_docs
@@ -66,6 +67,7 @@ from prediction_provider.api.trailing_slash import StripTrailingSlash
 from prediction_provider.clock import SystemClock, clock_from_settings
 from prediction_provider.config import Settings
 from prediction_provider.config_errors import MIN_JWT_SECRET, missing_jwt_secret
+from prediction_provider.dashboard.routes import install_dashboard
 from prediction_provider.db import migrate
 from prediction_provider.db.session import Database
 from prediction_provider.demo.traffic import demo_traffic
@@ -87,6 +89,7 @@ from prediction_provider.modelops.records import ExperimentRecorder
 from prediction_provider.modelops.resilience import Resilience
 from prediction_provider.modelops.shadow import ShadowRunner
 from prediction_provider.observability.audit import AuditWriter
+from prediction_provider.observability.series import MetricSeries
 from prediction_provider.outcomes.factory import build_scorer
 from prediction_provider.outcomes.service import Outcomes
 from prediction_provider.serving.affinity import pin_worker
@@ -161,6 +164,13 @@ def build_services(settings: Settings) -> Services:
         AuditWriter(db),
     )
     services.clock = clock_from_settings(settings)
+    if settings.dashboard_enabled:
+        services.web_sessions = WebSessions(
+            db,
+            jwt_secret(settings),
+            timedelta(minutes=settings.dashboard_idle_minutes),
+            timedelta(hours=settings.dashboard_session_hours),
+        )
     services.market = MarketSources(settings, clock=services.clock.now)
     services.decisions, services.trading_accounts = build_trading(settings, db, services.market)
     services.forecasts = build_forecasts(
@@ -370,6 +380,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.grpc_server = grpc_server
         if grpc_server is not None:
             services.grpc_port = grpc_server.port
+        app.state.metric_series = MetricSeries.of_app(
+            app.state.metrics, lambda: services.ops_metrics,
+            interval_s=settings.metrics_series_interval_s, slots=settings.metrics_series_slots,
+        )  # fmt: skip
+        app.state.metric_series.start()
         # Start-up leaves ~350k long-lived objects (MLflow, frameworks, models); a full
         # collection scanning them took ~190 ms and stalled every in-flight request.
         # Freezing them keeps later collections down to what requests allocate.
@@ -377,12 +392,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gc.freeze()
         yield
         gc.unfreeze()
+        await app.state.metric_series.aclose()
         if grpc_server is not None:
             await grpc_server.stop(grace_s=5)
         job_runtime.stop()
         if services.shadows is not None:
             with contextlib.suppress(TimeoutError):  # shadows still running after 5 s are cancelled
                 await asyncio.wait_for(services.shadows.drain(), 5)
+        live = getattr(app.state, "dashboard_live", None)
+        if live is not None:
+            await live.aclose()
         close_services(services)
         if cpu_claim is not None:
             cpu_claim.release()
@@ -461,6 +480,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(module.router)
     if settings.chaos:  # fault injection exists only in test deployments
         app.include_router(resilience.chaos_router)
+    if settings.dashboard_enabled:
+        install_dashboard(app)
     # After the routers: the docs routes are matched last, not before every API route.
     install_docs(app)
     install_security_docs(app)

@@ -200,6 +200,8 @@ def demo(data_dir: DataDir = None, host: Host = None, port: Port = None) -> None
     # Plain lines from here: Rich wraps at 80 columns when stdout is not a terminal.
     console.print(f"\n[bold]Serving {', '.join(names)} on {url}[/bold]", soft_wrap=True)
     print(f"API docs: {url}/docs")
+    if settings.dashboard_enabled:
+        print(f"Dashboard: {url}/dashboard (sign in with a username and password, or an API key, below)")
     print_credentials(credentials, write_credentials(credentials_file(settings.data_dir), credentials, url))
     print("Try:\n")
     client_key = next(c.api_key for c in credentials if c.role == "client")

@@ -101,6 +101,18 @@ class Settings(BaseSettings):
         default=None,
         description="Deprecated alias of login_failure_limit (it used to count successful logins too).",
     )
+    dashboard_enabled: bool = Field(
+        default=True, description="Serve the web dashboard under /dashboard (same process, auth and audit)."
+    )
+    dashboard_idle_minutes: int = Field(
+        default=30, ge=1, le=1440, description="A dashboard session ends after this long without use."
+    )
+    dashboard_session_hours: int = Field(
+        default=12, ge=1, le=168, description="A dashboard session ends this long after sign-in, used or not."
+    )
+    dashboard_tick_s: float = Field(
+        default=5.0, ge=0.2, le=60, description="How often the dashboard's live pages get a new snapshot."
+    )
     limits_dir: Path | None = Field(
         default=None,
         description="Without PP_REDIS_URL, where the worker processes of one machine share rate limits, "
@@ -140,6 +152,18 @@ class Settings(BaseSettings):
         default=False,
         description="FastAPI's native OpenTelemetry spans, metrics and logs through the global providers "
         "(off by default: Prometheus serves the metrics, and the check cost every request ~10 µs).",
+    )
+    metrics_series_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often the in-process metric history (GET /api/v1/metrics/series) reads counters.",
+    )
+    metrics_series_slots: int = Field(
+        default=720,
+        ge=2,
+        le=100_000,
+        description="Samples the metric history keeps (720 every 5 s is one hour).",
     )
 
     max_models: int = Field(default=8, ge=1, description="LRU capacity of loaded models.")

@@ -1,7 +1,9 @@
-"""Fixtures shared by the end-to-end tests of trading decisions."""
+"""Fixtures shared by the end-to-end tests: trading decisions, and the headless browser."""
 
 from __future__ import annotations
 
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,8 +13,31 @@ import pytest
 from prediction_provider.trading.decisions import DecisionService
 from prediction_provider.trading.specialists import STRATEGIES
 from tests.conftest import Account, LiveServer
+from tests.integration.database_fixtures import services_required
 
 DECIDE = "/api/v1/predict"
+CHROMIUM = "/usr/bin/chromium"
+
+
+# Per module, not per session: the sync API runs an event loop in this thread while a browser is
+# open, and the suite's async tests (pytest-asyncio) cannot start theirs until it is closed.
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    missing = None
+    if shutil.which(CHROMIUM) is None:
+        missing = f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test.sh does)"
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        missing = "playwright is not installed: pip install -e '.[test]'"
+    if missing is not None:
+        if services_required():
+            pytest.fail(missing)
+        pytest.skip(missing)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
 
 
 @pytest.fixture(scope="module")

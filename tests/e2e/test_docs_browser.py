@@ -7,7 +7,6 @@ downloaded: playwright drives /usr/bin/chromium (scripts/test.sh installs it).
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,7 +14,6 @@ from urllib.parse import urlsplit
 import pytest
 
 from tests.conftest import Account, LiveServer
-from tests.integration.database_fixtures import services_required
 
 pytestmark = pytest.mark.browser
 
@@ -25,25 +23,6 @@ LOCAL_HOSTS = {"127.0.0.1", "localhost", "::1"}
 # leaves the page) and ReDoc hides the broken image. Anything else refused would be a missing file.
 REDOC_LOGO_REFUSED = "Loading the image 'https://cdn.redoc.ly/redoc/logo-mini.svg' violates"
 PROTECTED = "/api/v1/users/profile"  # GET: the caller's own profile
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    missing = None
-    if shutil.which(CHROMIUM) is None:
-        missing = f"{CHROMIUM} is missing: apt-get install -y chromium (scripts/test.sh does)"
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        missing = "playwright is not installed: pip install -e '.[test]'"
-    if missing is not None:
-        if services_required():
-            pytest.fail(missing)
-        pytest.skip(missing)
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
 
 
 class OfflinePage:

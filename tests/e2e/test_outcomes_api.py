@@ -88,11 +88,17 @@ def test_a_latest_bar_forecast_is_scored_once_its_bars_close(
         assert scored["eligible"], scored["ineligible_reason"]
         assert [bar["version"] for bar in scored["bars"]] == [1, 1]
         assert score_now(http, admin)["scored"] == 0  # exactly once
+        # The 3-bar answer is pending: counted apart per model version, never in a score.
+        three_bars = {"horizon": 3, "window": "all"}
+        before = http.get("/api/v1/leaderboard", params=three_bars, headers=client.headers).json()["pending"]
+        assert sum(before.values()) >= 1
 
         advance(http, admin, 2 * 3600)
         score_now(http, admin)
         score = http.get(f"/api/v1/predictions/{body['forecast_id']}/score", headers=client.headers).json()
         assert score["status"] == "scored"
+        after = http.get("/api/v1/leaderboard", params=three_bars, headers=client.headers).json()["pending"]
+        assert sum(after.values()) < sum(before.values())
 
         other = http.get(
             f"/api/v1/predictions/{body['forecast_id']}/score", headers=accounts["provider"].headers

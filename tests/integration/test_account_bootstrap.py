@@ -47,7 +47,7 @@ def test_cli_creates_an_admin_and_migrates(tmp_path: Path) -> None:
     runner = CliRunner()
     upgraded = runner.invoke(app, ["db", "upgrade", "--data-dir", str(tmp_path)])
     assert upgraded.exit_code == 0, upgraded.output
-    assert migrate.current(Settings(data_dir=tmp_path).database) == "0010"
+    assert migrate.current(Settings(data_dir=tmp_path).database) == "0011"
     created = runner.invoke(
         app,
         ["users", "create-admin", "--data-dir", str(tmp_path), "--username", "cli-admin",

@@ -21,7 +21,7 @@ def tables(url: str) -> set[str]:
 
 def test_upgrade_downgrade_upgrade_on_postgresql(postgres_url: str) -> None:
     migrate.upgrade(postgres_url)
-    assert migrate.current(postgres_url) == "0010"
+    assert migrate.current(postgres_url) == "0011"
     assert tables(postgres_url) == set(Base.metadata.tables)
     migrate.downgrade(postgres_url, "base")
     assert migrate.current(postgres_url) is None

@@ -12,12 +12,13 @@ from typing import Any
 
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, object_session
 
 from prediction_provider.accounts import credentials
 from prediction_provider.accounts.principal import Principal
 from prediction_provider.accounts.principal_cache import PrincipalCache
 from prediction_provider.accounts.roles import Role
+from prediction_provider.accounts.web_sessions import end_for_user
 from prediction_provider.db.base import utcnow
 from prediction_provider.db.models import User
 from prediction_provider.db.session import Database
@@ -143,6 +144,8 @@ class AccountService:
         with self.db.session() as session:
             user = self._user(session, username)
             _apply_active(user, active)
+            if not active:
+                end_for_user(session, user.id)
             changed = public_user(user)
         self.cache.forget_user(changed["id"])
         return changed
@@ -155,6 +158,8 @@ class AccountService:
         try:
             with self.db.session() as session:
                 user = self._user(session, user_id=user_id)
+                if (changes.get("role") not in (None, user.role)) or changes.get("is_active") is False:
+                    end_for_user(session, user.id)  # a role change or deactivation signs the user out
                 for field in ("email", "full_name", "role"):
                     if field in changes and changes[field] is not None:
                         setattr(user, field, changes[field].lower() if field == "email" else changes[field])
@@ -178,12 +183,14 @@ class AccountService:
             if not credentials.verify_password(user.password_hash, current):
                 raise AuthenticationFailed("current password is wrong")
             user.password_hash = credentials.hash_password(new)
+            end_for_user(session, user_id)
 
     def set_password(self, user_id: int, new: str) -> None:
         """Without the current password: for the CLI and the demo (no route calls this)."""
         validate_fields(password=new)
         with self.db.session() as session:
             self._user(session, user_id=user_id).password_hash = credentials.hash_password(new)
+            end_for_user(session, user_id)
 
     def list_users(
         self, role: str | None, active: bool | None, search: str | None, *, limit: int, offset: int
@@ -215,6 +222,12 @@ class AccountService:
         if not user.is_active:
             raise AccountInactive("this account is not active")
         return user
+
+    def principal_for_password(self, username: str, password: str) -> Principal:
+        """Who a username and password are (the dashboard's sign-in); the same checks as ``login``."""
+        with self.db.session() as session:
+            user = self._verified(session, username, password)
+            return Principal(user.id, user.username, Role(user.role), "password")
 
     def login(self, username: str, password: str) -> dict[str, Any]:
         with self.db.session() as session:
@@ -255,7 +268,11 @@ class AccountService:
 
     @staticmethod
     def _new_key(user: User) -> dict[str, Any]:
+        """Also ends the user's dashboard sessions: a new key is what a user does when one leaked."""
         replaced = user.api_key_digest is not None
+        session = object_session(user)
+        if session is not None:
+            end_for_user(session, user.id)
         key = credentials.new_api_key()
         user.api_key_digest = credentials.api_key_digest(key)
         user.api_key_created_at = utcnow()

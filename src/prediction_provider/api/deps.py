@@ -19,6 +19,7 @@ from prediction_provider.serving.inference import PredictionService
 from prediction_provider.serving.registry import ModelRegistry
 
 if TYPE_CHECKING:
+    from prediction_provider.accounts.web_sessions import WebSessions
     from prediction_provider.clock import ManualClock, ReplayClock, SystemClock
     from prediction_provider.demo.traffic import DemoTraffic
     from prediction_provider.features.market_sources import MarketSources
@@ -91,6 +92,7 @@ class Services:
     drift: DriftMonitor | None = None  # live inputs and outputs binned against training references
     experiment_records: ExperimentRecorder | None = None  # experiment traffic, written off the request path
     shadows: ShadowRunner | None = None  # bounded shadow calls after the primary answered
+    web_sessions: WebSessions | None = None  # the dashboard's sessions (PP_DASHBOARD_ENABLED)
 
 
 def is_ready(services: Services) -> bool:

@@ -129,17 +129,34 @@ def invalid_body_response(exc: ValidationError | RequestValidationError) -> Resp
     return error_response(422, "validation_error", "request body is invalid", validation_details(exc))
 
 
+async def dashboard_page(request: Request, status: int, code: str, message: str) -> Response | None:
+    """On a dashboard page, the dashboard's own error page (``app.state.dashboard_error``), if any."""
+    if not request.url.path.startswith("/dashboard"):
+        return None
+    hook = getattr(request.app.state, "dashboard_error", None)
+    page: Response | None = await hook(request, status, code, message) if hook is not None else None
+    return page
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(errors.PredictionProviderError)
     async def _service_error(request: Request, exc: errors.PredictionProviderError) -> Response:
         status = status_for(exc)
         if status >= 500:
             log.warning("%s %s failed: %s", request.method, request.url.path, exc.message)
+        page = await dashboard_page(request, status, exc.code, exc.message)
+        if page is not None:
+            for name, value in (headers_for(exc) or {}).items():
+                page.headers[name] = value
+            return page
         return error_response(status, exc.code, exc.message, exc.details, headers_for(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _request_validation(request: Request, exc: RequestValidationError) -> Response:
-        return invalid_body_response(exc)
+        page = await dashboard_page(request, 422, "validation_error", "; ".join(
+            f"{item['field']}: {item['error']}" for item in validation_details(exc)
+        ))  # fmt: skip
+        return page or invalid_body_response(exc)
 
     @app.exception_handler(ValidationError)
     async def _body_validation(request: Request, exc: ValidationError) -> Response:
@@ -149,6 +166,9 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
         code = getattr(exc, "code", None) or CODE_BY_STATUS.get(exc.status_code, "http_error")
         headers = dict(exc.headers) if exc.headers else None
+        page = await dashboard_page(request, exc.status_code, code, str(exc.detail))
+        if page is not None:
+            return page
         return error_response(exc.status_code, code, str(exc.detail), None, headers)
 
     @app.exception_handler(Exception)

@@ -45,6 +45,24 @@ DOCS_CSP = (
 )
 
 
+# The web dashboard: everything from the server itself, no inline script or style (dashboard/).
+DASHBOARD_PATH = "/dashboard"
+DASHBOARD_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; font-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+# Live streams stay open for minutes: their duration is not a request latency.
+STREAM_PATH = "/dashboard/stream"
+
+
+def csp_for(path: str) -> str:
+    if path.startswith(DOCS_PATHS):
+        return DOCS_CSP
+    if path == DASHBOARD_PATH or path.startswith(DASHBOARD_PATH + "/"):
+        return DASHBOARD_CSP
+    return API_CSP
+
+
 class RequestEnvelope:
     """Outermost middleware: nothing inside can skip the audit entry, the headers or the metrics."""
 
@@ -62,7 +80,7 @@ class RequestEnvelope:
         state["request_id"] = request_id
         status = 500
         path: str = scope["path"]
-        csp = DOCS_CSP if path.startswith(DOCS_PATHS) else API_CSP
+        csp = csp_for(path)
 
         async def send_with_headers(message: Message) -> None:
             nonlocal status
@@ -81,7 +99,7 @@ class RequestEnvelope:
             audit = self._audit(scope)
             if audit is not None:
                 audit.record(self._entry(scope, state, request_id, status, started))
-            if self.metrics is not None:
+            if self.metrics is not None and not path.startswith(STREAM_PATH):
                 self.metrics.observe(scope, status, time.perf_counter() - started)
 
     @staticmethod

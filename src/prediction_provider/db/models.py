@@ -45,6 +45,23 @@ class User(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
+class DashboardSession(Base):
+    """A signed-in browser. Only the SHA-256 of the cookie's value is stored, as with API keys."""
+
+    __tablename__ = "dashboard_sessions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The earlier of the idle and the absolute expiry; moved on (never past the absolute one) on use.
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    address: Mapped[str | None] = mapped_column(String(64), default=None)
+    user_agent: Mapped[str | None] = mapped_column(String(256), default=None)
+    via: Mapped[str] = mapped_column(String(16))  # "password" or "api_key": how it was signed in
+
+
 class AuditRecord(Base):
     """One row per request. The application only ever inserts here (see README for the grant)."""
 

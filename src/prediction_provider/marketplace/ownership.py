@@ -6,6 +6,7 @@ model it uploads (``marketplace.uploads`` claims the name before registering it)
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -95,6 +96,18 @@ class ModelOwnership:
         with self._db.session() as session:
             query = select(ModelOwner.model_name).where(ModelOwner.provider_id == user_id)
             return sorted(session.scalars(query))
+
+    def owners_of(self, model_names: Collection[str]) -> dict[str, str]:
+        """The owners' usernames of those of ``model_names`` someone owns: one query for a page."""
+        if not model_names:
+            return {}
+        with self._db.session() as session:
+            rows = session.execute(
+                select(ModelOwner.model_name, User.username)
+                .join(User, User.id == ModelOwner.provider_id)
+                .where(ModelOwner.model_name.in_(list(model_names)))
+            ).all()
+            return {str(name): str(username) for name, username in rows}
 
     def is_owner(self, user_id: int, model_name: str) -> bool:
         return self.owner_of(model_name) == user_id

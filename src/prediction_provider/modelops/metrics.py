@@ -88,6 +88,13 @@ SPECS: dict[str, Spec] = {
         ),
         Spec("model_inflight", "gauge", "Model calls in flight.", ("model", "version")),
         Spec(
+            "model_calls",
+            "counter",
+            "Model calls by outcome (ok, error), every protocol and channel.",
+            ("model", "version", "outcome"),
+        ),
+        Spec("model_call_duration_seconds", "histogram", "Model call time.", ("model", "version")),
+        Spec(
             "ensemble_member_failures",
             "counter",
             "Ensemble members dropped from an answer.",
@@ -102,7 +109,7 @@ class OpsMetrics:
     """Process-local values of the metrics in ``SPECS``; thread-safe."""
 
     _values: dict[str, dict[tuple[str, ...], float]] = field(default_factory=dict)
-    _histograms: dict[tuple[str, ...], list[float]] = field(default_factory=dict)
+    _histograms: dict[tuple[str, tuple[str, ...]], list[float]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def inc(self, name: str, labels: tuple[str, ...], by: float = 1.0) -> None:
@@ -127,16 +134,19 @@ class OpsMetrics:
             series = self._values.get(name, {})
             for labels in [labels for labels in series if labels[: len(prefix)] == prefix]:
                 del series[labels]
-            if name == "experiment_request_duration_seconds":
-                for labels in [labels for labels in self._histograms if labels[: len(prefix)] == prefix]:
-                    del self._histograms[labels]
+            for key in [
+                key for key in self._histograms if key[0] == name and key[1][: len(prefix)] == prefix
+            ]:
+                del self._histograms[key]
 
-    def observe(self, labels: tuple[str, ...], seconds: float) -> None:
-        """One model call of experiment traffic (``experiment_request_duration_seconds``)."""
+    def observe(
+        self, labels: tuple[str, ...], seconds: float, name: str = "experiment_request_duration_seconds"
+    ) -> None:
+        """One observation of a histogram (by default a model call of experiment traffic)."""
         with self._lock:
-            counts = self._histograms.get(labels)
+            counts = self._histograms.get((name, labels))
             if counts is None:
-                counts = self._histograms[labels] = [0.0] * (len(LATENCY_BUCKETS) + 2)  # + inf, sum
+                counts = self._histograms[(name, labels)] = [0.0] * (len(LATENCY_BUCKETS) + 2)  # + inf, sum
             for index, bound in enumerate(LATENCY_BUCKETS):
                 if seconds <= bound:
                     counts[index] += 1
@@ -149,11 +159,13 @@ class OpsMetrics:
         with self._lock:
             return self._values.get(name, {}).get(labels, 0.0)
 
-    def snapshot(self) -> tuple[dict[str, dict[tuple[str, ...], float]], dict[tuple[str, ...], list[float]]]:
+    def snapshot(
+        self,
+    ) -> tuple[dict[str, dict[tuple[str, ...], float]], dict[tuple[str, tuple[str, ...]], list[float]]]:
         with self._lock:
             return (
                 {name: dict(series) for name, series in self._values.items()},
-                {labels: list(counts) for labels, counts in self._histograms.items()},
+                {key: list(counts) for key, counts in self._histograms.items()},
             )
 
 
@@ -189,7 +201,9 @@ class OpsCollector(Collector):
             labels = [*spec.labels, *pid_label]
             if spec.kind == "histogram":
                 family: Metric = HistogramMetricFamily(f"pp_{spec.name}", spec.help, labels=labels)
-                for key, counts in histograms.items():
+                for (name, key), counts in histograms.items():
+                    if name != spec.name:
+                        continue
                     cumulative, buckets = 0.0, []
                     for bound, count in zip((*LATENCY_BUCKETS, float("inf")), counts[:-1], strict=True):
                         cumulative += count

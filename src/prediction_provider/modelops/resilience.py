@@ -253,13 +253,19 @@ class Resilience:
             if _is_client_error(exc):
                 breaker.release()
             else:
-                breaker.record(False, self.clock() - started)
+                self._count(key, False, self.clock() - started, breaker)
             raise
         except Exception:
-            breaker.record(False, self.clock() - started)
+            self._count(key, False, self.clock() - started, breaker)
             raise
-        breaker.record(True, self.clock() - started)
+        self._count(key, True, self.clock() - started, breaker)
         return result
+
+    def _count(self, key: tuple[str, str], ok: bool, seconds: float, breaker: CircuitBreaker) -> None:
+        """The breaker's verdict, and the per-model figures (the dashboard's RED per model)."""
+        breaker.record(ok, seconds)
+        self.metrics.inc("model_calls", (*key, "ok" if ok else "error"))
+        self.metrics.observe(key, seconds, "model_call_duration_seconds")
 
     async def _before_deadline(
         self, key: tuple[str, str], label: str, fn: Callable[[], Awaitable[T]], timeout_s: float

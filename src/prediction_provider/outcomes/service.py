@@ -116,6 +116,7 @@ class Outcomes:
             if query.score_set == "common" and query.target == "direction":
                 records += self._missed_round_answers(session, query, since)
             fill = self._fill_rates(session, query, since)
+            pending = self._pending_counts(session, query, since)
         board = build_leaderboard(
             records,
             target=query.target,
@@ -124,8 +125,11 @@ class Outcomes:
             min_days=query.min_days,
             fill_rates=fill,
         )
+        for entry in (*board["entries"], *board["provisional"]):
+            entry["n_pending"] = None if pending is None else pending.get(entry["key"], 0)
         board.update(
             {
+                "pending": pending,
                 "window": query.window,
                 "set": query.score_set,
                 "symbol": query.symbol,
@@ -253,6 +257,41 @@ class Outcomes:
                 )
             )  # fmt: skip
         return found
+
+    def _pending_counts(
+        self, session: Session, query: BoardQuery, since: datetime | None
+    ) -> dict[str, int] | None:
+        """Served forecasts in the window not resolved yet, per ``name@version``: shown apart from the
+        resolved ``n`` and never counted in a score. None where they are not counted this way (entry
+        signals, and the provider group, whose records name no provider until they are scored)."""
+        if query.target == "entry_signal" or query.group != "model":
+            return None
+        resolved = (
+            select(PredictionScore.id)
+            .where(
+                PredictionScore.request_id == PredictionRecord.request_id,
+                PredictionScore.row == PredictionRecord.row,
+                PredictionScore.current.is_(True),
+            )
+            .exists()
+        )
+        statement = (
+            select(PredictionRecord.model_name, PredictionRecord.model_version, func.count())
+            .where(
+                PredictionRecord.symbol.is_not(None),
+                PredictionRecord.target_time.is_not(None),
+                PredictionRecord.role == "primary",
+                ~resolved,
+            )
+            .group_by(PredictionRecord.model_name, PredictionRecord.model_version)
+        )
+        if since is not None:
+            statement = statement.where(PredictionRecord.target_time >= since)
+        if query.symbol:
+            statement = statement.where(PredictionRecord.symbol == query.symbol.upper())
+        if query.horizon is not None:
+            statement = statement.where(PredictionRecord.horizon == query.horizon)
+        return {model_key(name, version): int(count) for name, version, count in session.execute(statement)}
 
     def _fill_rates(
         self, session: Session, query: BoardQuery, since: datetime | None

@@ -132,6 +132,22 @@ def search_decisions(
     return list(rows), total
 
 
+def action_counts(db: Database, principal: Principal, filters: DecisionFilter) -> dict[str, int]:
+    """How many decisions ``search_decisions`` would list per action (BUY, SELL, HOLD), counted in
+    the database: the same visibility and filters, without reading the rows."""
+    query = select(TradingDecision.action, func.count()).group_by(TradingDecision.action)
+    if not sees_every_decision(principal):
+        query = query.where(TradingDecision.user_id == _user_id(principal))
+    if filters.symbol is not None:
+        query = query.where(TradingDecision.symbol == filters.symbol)
+    if filters.username is not None:
+        query = query.where(TradingDecision.username == filters.username)
+    counts = {"BUY": 0, "SELL": 0, "HOLD": 0}
+    with db.session() as session:
+        counts.update({str(action): int(count) for action, count in session.execute(query).all()})
+    return counts
+
+
 def _user_id(principal: Principal) -> int:
     # Anonymous callers own nothing: no row has user id -1, while NULL would match every guest's.
     return principal.user_id if principal.user_id is not None else -1

@@ -1,0 +1,2 @@
+"""The web dashboard: server-rendered pages under /dashboard, sharing the API's auth, audit and
+security headers."""
