@@ -61,15 +61,17 @@ class Saturation:
     workers: int | None
 
 
+HEALTH_EVERY_S = 15.0
+
+
 def _chip(label: str, up: bool | None, up_text: str = "up", down_text: str = "down") -> Chip:
     if up is None:
         return Chip(label, "neutral", "not configured")
     return Chip(label, "ok" if up else "bad", up_text if up else down_text)
 
 
-def _saturation_and_health(services: Services) -> tuple[Saturation, list[Chip]]:
-    """Blocking: the database, the registry and (on Celery) the broker are asked."""
-    system = _system_health(services)
+def _saturation(services: Services) -> tuple[Saturation, bool | None]:
+    """Blocking: the job store and (on Celery) the broker are asked. Also whether the broker answered."""
     backend, pending, active, scheduled, workers, broker = "none", 0, 0, None, None, None
     if services.jobs is not None:
         backend = services.jobs.backend
@@ -80,9 +82,17 @@ def _saturation_and_health(services: Services) -> tuple[Saturation, list[Chip]]:
             broker = True if services.jobs.celery is not None else None
         except Exception:  # noqa: BLE001 - the broker being away must not hide the database's figures
             broker = False
+    saturation = Saturation(len(services.cache), services.cache.max_models, backend, pending, active,
+                            scheduled, workers)  # fmt: skip
+    return saturation, broker
+
+
+def _health(services: Services, backend: str, broker: bool | None) -> list[Chip]:
+    """Blocking: the database, the registry and Redis are asked (~20-30 ms, the registry most)."""
+    system = _system_health(services)
     ready = bool(system["registry"]) and not services.warm_errors
     grpc = services.grpc_port is not None if services.settings.grpc_enabled else None
-    chips = [
+    return [
         Chip("Live", "ok", "alive"),
         _chip("Ready", ready, "ready", "not ready"),
         _chip("Database", bool(system["database"])),
@@ -90,9 +100,6 @@ def _saturation_and_health(services: Services) -> tuple[Saturation, list[Chip]]:
         Chip("Broker", "neutral", "in process") if backend == "inprocess" else _chip("Broker", broker),
         _chip("gRPC", grpc, f"port {services.grpc_port}", "not serving"),
     ]
-    saturation = Saturation(len(services.cache), services.cache.max_models, backend, pending, active,
-                            scheduled, workers)  # fmt: skip
-    return saturation, chips
 
 
 def _feed(request: Request) -> ChangeFeed:
@@ -104,16 +111,18 @@ def _feed(request: Request) -> ChangeFeed:
 
 
 async def _recent_health(request: Request, services: Services) -> tuple[Saturation, list[Chip]]:
-    """At most one reading per tick for the process: asking the registry alone takes ~20-30 ms, so a
-    page opened between two ticks shows the tick's reading instead of asking again."""
+    """Saturation every tick; health chips at most every HEALTH_EVERY_S for the process: asking the
+    registry alone takes ~20-30 ms, which every tick would make most of a live page's cost."""
     state = request.app.state
-    held: tuple[float, tuple[Saturation, list[Chip]]] | None = getattr(state, "dashboard_health", None)
+    saturation, broker = await run_in_threadpool(_saturation, services)
+    held: tuple[float, list[Chip]] | None = getattr(state, "dashboard_health", None)
     now = time.monotonic()
-    if held is not None and now - held[0] < services.settings.dashboard_tick_s:
-        return held[1]
-    found = await run_in_threadpool(_saturation_and_health, services)
-    state.dashboard_health = (now, found)
-    return found
+    every = max(HEALTH_EVERY_S, services.settings.dashboard_tick_s)
+    if held is not None and now - held[0] < every:
+        return saturation, held[1]
+    chips = await run_in_threadpool(_health, services, saturation.backend, broker)
+    state.dashboard_health = (now, chips)
+    return saturation, chips
 
 
 async def overview_context(request: Request, principal: Principal) -> dict[str, Any]:
