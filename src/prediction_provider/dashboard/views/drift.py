@@ -27,6 +27,7 @@ from prediction_provider.errors import PredictionProviderError
 from prediction_provider.modelops.drift.report import KEPT_WINDOWS
 from prediction_provider.modelops.drift.statistics import proportions
 from prediction_provider.serving.references import NAME_PATTERN
+from prediction_provider.serving.registry import CHAMPION_ALIAS
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)
 DriftViewer = Annotated[Viewer, Depends(page_viewer(DRIFT))]
@@ -50,15 +51,18 @@ Filters = Annotated[dict[str, Any], Depends(drift_filters)]
 def _models(services: Services, offset: int) -> tuple[list[dict[str, Any]], int]:
     """One page of ``/monitoring/drift``: registered models with their champion's (else latest) line."""
     monitor = monitor_of(services)
-    names = [str(m.name) for m in services.registry.client.search_registered_models(max_results=1000)]
+    registered = list(services.registry.client.search_registered_models(max_results=1000))
     lines = []
-    for name in names[offset : offset + PAGE_SIZE]:
+    for model in registered[offset : offset + PAGE_SIZE]:
+        name = str(model.name)
+        # The search lists aliases already: the champion's version without asking MLflow again.
+        champion = (model.aliases or {}).get(CHAMPION_ALIAS)
         try:
-            version = monitor.default_version(name)
+            version = str(champion) if champion is not None else monitor.default_version(name)
         except PredictionProviderError:
             continue
         lines.append(monitor.overview(name, version))
-    return lines, len(names)
+    return lines, len(registered)
 
 
 def _scatter(features: list[dict[str, Any]]) -> dict[str, Any] | None:
