@@ -8,9 +8,9 @@ import pkgutil
 
 from fastapi import FastAPI
 from starlette.responses import Response
-from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from prediction_provider.api.docs import DocsStaticFiles
 from prediction_provider.dashboard.errors import render_error
 from prediction_provider.dashboard.render import TEMPLATES_DIR
 
@@ -25,8 +25,9 @@ def view_modules() -> list[str]:
     return sorted(info.name for info in pkgutil.iter_modules(views.__path__))
 
 
-class ImmutableStaticFiles(StaticFiles):
-    """The vendored files carry their version in the name, so a browser may keep them for a year."""
+class ImmutableStaticFiles(DocsStaticFiles):
+    """The vendored files carry their version in the name, so a browser may keep them for a year;
+    the dashboard's own script and styles are revalidated, as the docs' files are."""
 
     def file_response(
         self,
@@ -36,8 +37,8 @@ class ImmutableStaticFiles(StaticFiles):
         status_code: int = 200,
     ) -> Response:
         response = super().file_response(full_path, stat_result, scope, status_code)
-        vendored = "/vendor/" in str(full_path).replace(os.sep, "/")
-        response.headers["Cache-Control"] = "public, max-age=31536000, immutable" if vendored else "no-cache"
+        if "/vendor/" in str(full_path).replace(os.sep, "/"):
+            response.headers["Cache-Control"] = "public, max-age=31536000, immutable"
         return response
 
 
